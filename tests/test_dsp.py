@@ -1,0 +1,364 @@
+"""vc.dsp against librosa, reconstruction, Griffin-Lim quality, streaming, bad input, threads."""
+import shutil
+import subprocess
+import threading
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from vc import dsp
+from vc.dsp import FeatureConfig
+
+
+def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
+    """Harmonics of a gliding pitch under a syllable-rate envelope, plus a little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sr
+    y = sum(np.sin(h * phase) / h for h in range(1, 25) if h * f0.max() < sr / 2)
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.1 * envelope * y + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def espeak_speech(tmp_path_factory) -> np.ndarray:
+    exe = shutil.which("espeak-ng")
+    assert exe, "espeak-ng is needed for the Griffin-Lim tests (apt-get install espeak-ng)"
+    wav = tmp_path_factory.mktemp("espeak") / "speech.wav"
+    subprocess.run([exe, "-v", "en-us", "-s", "160", "-w", str(wav),
+                    "The quick brown fox jumps over the lazy dog."], check=True, capture_output=True)
+    y, sr = sf.read(wav, dtype="float32")
+    return soxr.resample(y, sr, 16000).astype(np.float32)
+
+
+def librosa_features(y, cfg=FeatureConfig()):
+    S = librosa.stft(y, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
+                     window=cfg.window, center=cfg.center)
+    return np.log(np.maximum(np.abs(S), cfg.log_floor))[int(cfg.drop_dc):].T
+
+
+# --- FeatureConfig -------------------------------------------------------------------------------
+
+def test_feature_config_defaults_and_round_trip():
+    cfg = FeatureConfig()
+    assert cfg.n_features == 200
+    assert FeatureConfig(drop_dc=False).n_features == 201
+    assert FeatureConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict() == {"sr": 16000, "n_fft": 400, "hop_length": 160, "win_length": 400,
+                             "window": "hann", "center": True, "drop_dc": True, "log_floor": 1e-5}
+
+
+def test_feature_config_hash_is_stable_and_distinguishes():
+    # A literal: the hash is written into model files and caches, so it must not drift.
+    assert FeatureConfig().hash() == "80a5430f09f9ebf3"
+    assert FeatureConfig(hop_length=80).hash() != FeatureConfig().hash()
+
+
+def test_feature_config_rejects_bad_dicts_and_values():
+    d = FeatureConfig().to_dict()
+    with pytest.raises(ValueError, match="unknown keys: colour"):
+        FeatureConfig.from_dict({**d, "colour": 1})
+    with pytest.raises(ValueError, match="lacks keys: sr"):
+        FeatureConfig.from_dict({k: v for k, v in d.items() if k != "sr"})
+    with pytest.raises(ValueError, match="win_length"):
+        FeatureConfig(win_length=500)
+    with pytest.raises(ValueError, match="log_floor"):
+        FeatureConfig(log_floor=0.0)
+    with pytest.raises(ValueError, match="window"):
+        FeatureConfig(window="kaiser")
+
+
+# --- STFT, ISTFT, features against librosa -------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs", [
+    dict(n_fft=400, hop_length=160),
+    dict(n_fft=400, hop_length=160, center=False),
+    dict(n_fft=512, hop_length=128, win_length=300, window="hamming"),
+    dict(n_fft=256, hop_length=64, window="blackman"),
+])
+def test_stft_matches_librosa(kwargs):
+    y = speechlike(1.03)
+    ours = dsp.stft(y, **kwargs)
+    ref = librosa.stft(y, pad_mode="constant", **kwargs)
+    assert ours.dtype == np.complex64 and ours.shape == ref.shape
+    assert np.max(np.abs(ours - ref)) < 1e-5 * np.max(np.abs(ref))
+
+
+def test_log_magnitude_matches_librosa():
+    y = speechlike(2.0)
+    ours = dsp.log_magnitude(y)
+    ref = librosa_features(y)
+    assert ours.dtype == np.float32 and ours.shape == (1 + y.size // 160, 200)
+    # Where |S| is tiny its log is dominated by float32 rounding of the FFT; compare in magnitude there.
+    assert np.allclose(np.exp(ours), np.exp(ref), rtol=1e-3, atol=1e-5 * np.exp(ref).max())
+    loud = ref > ref.max() - 7
+    assert np.max(np.abs(ours - ref)[loud]) < 2e-3
+
+
+def test_features_round_trip_to_magnitude():
+    cfg = FeatureConfig()
+    y = speechlike(0.5)
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(y, cfg), cfg)
+    S = np.abs(librosa.stft(y, n_fft=400, hop_length=160))
+    assert mag.shape == S.shape and mag.dtype == np.float32
+    assert np.allclose(mag[0], cfg.log_floor)
+    assert np.allclose(mag[1:], np.maximum(S[1:], cfg.log_floor), rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_istft_reconstructs_and_matches_librosa(center):
+    y = speechlike(1.0, seed=3)
+    S = dsp.stft(y, center=center)
+    rebuilt = dsp.istft(S, center=center)
+    ref = librosa.istft(S, hop_length=160, center=center)
+    assert rebuilt.shape == ref.shape
+    inner = slice(400, -400)  # librosa and we both divide by a near-zero window sum at the very ends
+    assert np.max(np.abs(rebuilt - ref)[inner]) < 1e-5
+    if center:
+        exact = dsp.istft(S, length=y.size)
+        assert exact.shape == y.shape and np.max(np.abs(exact - y)) < 1e-5
+
+
+def test_float64_and_non_contiguous_input_accepted():
+    y = speechlike(0.6)
+    wide = np.repeat(y.astype(np.float64), 2)[::2]  # float64, stride 2
+    assert not wide.flags.c_contiguous
+    assert np.array_equal(dsp.log_magnitude(wide), dsp.log_magnitude(y))
+    S = dsp.stft(y)
+    assert np.allclose(dsp.istft(np.asfortranarray(S.astype(np.complex128))), dsp.istft(S), atol=1e-6)
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("func", [dsp.stft, dsp.log_magnitude])
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(0, np.float32), "empty"),
+    (np.zeros(399, np.float32), "shorter than one frame"),
+    (np.zeros((2, 1600), np.float32), "1-D"),
+    (np.r_[np.zeros(800), np.nan].astype(np.float32), "NaN or infinity"),
+    (np.r_[np.zeros(800), np.inf], "NaN or infinity"),
+    (np.zeros(800, np.complex64), "real signal"),
+])
+def test_signal_functions_reject_bad_input(func, bad, message):
+    with pytest.raises(ValueError, match=message):
+        func(bad)
+
+
+def test_spectrogram_functions_reject_bad_input():
+    S = dsp.stft(speechlike(0.3))
+    with pytest.raises(ValueError, match="2-D"):
+        dsp.istft(S[:, 0])
+    with pytest.raises(ValueError, match="empty"):
+        dsp.istft(S[:, :0])
+    bad = S.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        dsp.istft(bad)
+    with pytest.raises(ValueError, match="bins"):
+        dsp.istft(S, n_fft=512)
+    with pytest.raises(ValueError, match=r"shape \(frames, 200\)"):
+        dsp.magnitude_from_features(np.zeros((4, 201)))
+    with pytest.raises(ValueError, match="NaN"):
+        dsp.magnitude_from_features(np.full((4, 200), np.nan))
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+def run_in_threads(func, n_threads=4):
+    results = [None] * n_threads
+    barrier = threading.Barrier(n_threads)
+
+    def work(i):
+        barrier.wait()
+        results[i] = func()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_threads_give_identical_features():
+    y = speechlike(3.0, seed=7)
+    expected = dsp.log_magnitude(y)
+    # A transform size not used before makes the threads race to create its FFTW plans as well.
+    fresh = dict(n_fft=378, hop_length=99)
+    results = run_in_threads(lambda: (dsp.log_magnitude(y), dsp.stft(y, **fresh)))
+    for features, spectrum in results:
+        assert np.array_equal(features, expected)
+        assert np.array_equal(spectrum, results[0][1])
+    assert np.allclose(results[0][1], librosa.stft(y, **fresh), atol=1e-4)
+
+
+# --- Griffin-Lim and PGHI -----------------------------------------------------------------------
+
+def test_griffinlim_matches_librosa_from_the_same_phases():
+    y = speechlike(0.5, seed=5)
+    mag = np.abs(librosa.stft(y, n_fft=400, hop_length=160))
+    # An int seed draws the same random phases as librosa's random_state.
+    ours = dsp.griffinlim(mag, n_iter=16, momentum=0.99, seed=3, length=y.size)
+    ref = librosa.griffinlim(mag, n_iter=16, momentum=0.99, hop_length=160, random_state=3, length=y.size)
+    assert ours.shape == ref.shape == y.shape
+    assert np.max(np.abs(ours - ref)) < 1e-4 * np.max(np.abs(ref))
+
+
+def test_griffinlim_converges_on_speech_and_pghi_needs_fewer_iterations(espeak_speech):
+    mag = np.abs(dsp.stft(espeak_speech))
+    sc = lambda y: dsp.spectral_convergence_db(mag, y)  # noqa: E731
+    random_32 = sc(dsp.griffinlim(mag, n_iter=32, seed=0))
+    random_0 = sc(dsp.griffinlim(mag, n_iter=0, seed=0))
+    pghi_0 = sc(dsp.griffinlim(mag, n_iter=0, init="pghi"))
+    pghi_16 = sc(dsp.griffinlim(mag, n_iter=16, init="pghi"))
+    pghi_32 = sc(dsp.griffinlim(mag, n_iter=32, init="pghi"))
+    assert random_32 < -18 < random_0 + 12
+    assert pghi_0 < random_0 - 5  # PGHI alone is already a usable phase
+    assert pghi_16 < random_32  # half the iterations, better convergence
+    assert pghi_32 < pghi_16
+
+
+def test_griffinlim_from_features_resynthesises_speech(espeak_speech):
+    cfg = FeatureConfig()
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(espeak_speech, cfg), cfg)
+    y = dsp.griffinlim(mag, init="pghi", length=espeak_speech.size)
+    assert y.shape == espeak_speech.shape and y.dtype == np.float32
+    assert dsp.spectral_convergence_db(mag, y) < -20
+
+
+def test_griffinlim_phase_array_init_and_float64():
+    y = speechlike(0.4)
+    S = dsp.stft(y)
+    # The true phase is a fixed point: Griffin-Lim started there stays there.
+    exact = dsp.griffinlim(np.abs(S).astype(np.float64), n_iter=4, init=S, length=y.size)
+    assert np.max(np.abs(exact - y)) < 1e-4
+    radians = dsp.griffinlim(np.abs(S), n_iter=0, init=np.angle(S), length=y.size)
+    assert np.max(np.abs(radians - y)) < 1e-4
+
+
+def test_pghi_recovers_the_phase_derivative_of_a_chirp():
+    t = np.arange(16000) / 16000
+    y = np.sin(2 * np.pi * (300 * t + 400 * t ** 2)).astype(np.float32)
+    S = dsp.stft(y)
+    phase = dsp.pghi(np.abs(S))
+    assert phase.shape == S.shape and phase.dtype == np.float32
+    # Compare phase advances frame to frame at each frame's loudest bin (the absolute phase is free).
+    frames = np.arange(5, S.shape[1] - 5)
+    peak = np.abs(S[:, frames]).argmax(axis=0)
+    true_step = np.angle(S[peak, frames + 1] * np.conj(S[peak, frames]))
+    ours_step = np.angle(np.exp(1j * (phase[peak, frames + 1] - phase[peak, frames])))
+    error = np.abs(np.angle(np.exp(1j * (true_step - ours_step))))
+    assert np.median(error) < 0.3
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+def test_streaming_log_magnitude_equals_whole_signal():
+    y = speechlike(1.7, seed=9)
+    cfg = FeatureConfig()
+    stream = dsp.StreamingLogMagnitude(cfg)
+    rng = np.random.default_rng(0)
+    blocks, start = [], 0
+    while start < y.size:
+        size = int(rng.integers(0, 700))  # empty and sub-frame pushes included
+        blocks.append(stream.push(y[start:start + size].astype(np.float64)))
+        start += size
+    first_frames = sum(len(b) for b in blocks)
+    # Frame t needs samples up to t*hop + n_fft//2 - 1; flush() adds the end padding for the rest.
+    assert first_frames == (y.size - cfg.n_fft // 2) // cfg.hop_length + 1
+    blocks.append(stream.flush())
+    assert np.array_equal(np.concatenate(blocks), dsp.log_magnitude(y, cfg))
+    assert stream.samples_pushed == 0  # flush starts a new stream
+    assert stream.latency_samples == 200
+
+
+def push_all(stream, mag, sizes):
+    out, start, i = [], 0, 0
+    while start < mag.shape[1]:
+        size = sizes[i % len(sizes)]
+        out.append(stream.push(mag[:, start:start + size]))
+        start += size
+        i += 1
+        assert sum(len(o) for o in out) == stream.final_samples_after(min(start, mag.shape[1]))
+    out.append(stream.flush())
+    return np.concatenate(out)
+
+
+def test_streaming_griffinlim_is_within_1db_of_whole(espeak_speech):
+    mag = np.abs(dsp.stft(espeak_speech))
+    whole = dsp.griffinlim(mag, n_iter=32, init="pghi")
+    stream = dsp.StreamingGriffinLim(n_iter=32, lookahead=3)
+    streamed = push_all(stream, mag, sizes=[1, 5, 2, 20])
+    assert streamed.shape == whole.shape
+    whole_db = dsp.spectral_convergence_db(mag, whole)
+    stream_db = dsp.spectral_convergence_db(mag, streamed)
+    assert stream_db <= whole_db + 1.0
+    assert stream.latency_samples == 3 * 160 + 200
+
+
+def test_streaming_griffinlim_block_size_does_not_matter():
+    mag = np.abs(dsp.stft(speechlike(0.5, seed=4)))
+    one = push_all(dsp.StreamingGriffinLim(n_iter=8, lookahead=2), mag, sizes=[1])
+    mixed = push_all(dsp.StreamingGriffinLim(n_iter=8, lookahead=2), mag, sizes=[7, 3])
+    assert np.array_equal(one, mixed)
+    lookahead_0 = dsp.StreamingGriffinLim(n_iter=8, lookahead=0)
+    assert len(lookahead_0.push(mag[:, :3])) == 3 * 160 - 200
+
+
+def test_streaming_rejects_bad_input():
+    stream = dsp.StreamingGriffinLim()
+    with pytest.raises(ValueError, match=r"shape \(201, frames\)"):
+        stream.push(np.ones(201))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        stream.push(np.full((201, 2), np.inf))
+    with pytest.raises(ValueError, match="non-negative"):
+        stream.push(-np.ones((201, 2)))
+    with pytest.raises(ValueError, match="PGHI needs"):
+        dsp.StreamingGriffinLim(window="boxcar")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        dsp.StreamingLogMagnitude().push(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="1-D"):
+        dsp.StreamingLogMagnitude().push(np.zeros((2, 2)))
+
+
+def test_griffinlim_rejects_bad_input():
+    mag = np.abs(dsp.stft(speechlike(0.3)))
+    cases = [
+        (dict(mag=mag[:, 0]), "2-D"),
+        (dict(mag=mag[:, :0]), "empty"),
+        (dict(mag=np.where(np.arange(mag.shape[1]) == 2, np.nan, mag)), "finite"),
+        (dict(mag=-mag), "non-negative"),
+        (dict(mag=mag, init="zeros"), "init must be"),
+        (dict(mag=mag, init=np.zeros((201, 3))), "initial phase has shape"),
+        (dict(mag=mag, length=100), "frames"),
+        (dict(mag=mag, momentum=-0.5), "momentum"),
+        (dict(mag=mag, n_iter=-1), "n_iter"),
+    ]
+    for kwargs, message in cases:
+        with pytest.raises(ValueError, match=message):
+            dsp.griffinlim(**kwargs)
+
+
+def test_threads_give_identical_griffinlim():
+    mag = np.abs(dsp.stft(speechlike(1.0, seed=11)))
+    expected = dsp.griffinlim(mag, n_iter=8, init="pghi")
+    for result in run_in_threads(lambda: dsp.griffinlim(mag, n_iter=8, init="pghi")):
+        assert np.array_equal(result, expected)
+
+
+def test_threads_with_their_own_streams_give_identical_results():
+    y = speechlike(0.8, seed=12)
+    mag = np.abs(dsp.stft(y))
+
+    def work():
+        features = dsp.StreamingLogMagnitude()
+        frames = np.concatenate([features.push(y[i:i + 321]) for i in range(0, y.size, 321)] + [features.flush()])
+        return frames, push_all(dsp.StreamingGriffinLim(n_iter=8), mag, sizes=[3])
+
+    expected_frames, expected_audio = work()
+    for frames, audio in run_in_threads(work):
+        assert np.array_equal(frames, expected_frames) and np.array_equal(audio, expected_audio)
