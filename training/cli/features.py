@@ -1,0 +1,74 @@
+"""vc-features: extract log-magnitude features of a corpus into a feature cache.
+
+    vc-features CORPUS OUT [--kind auto|timit|vctk|librispeech|folder|open] [--split NAME ...]
+                [--segment-hop 10] [--segment-length 20] [--jobs J] [--force] [--no-progress]
+                [--include-sa] [--mic mic1|mic2] [--dev-fraction 0.1] [--test-fraction 0.1]
+
+Builds train, dev and test by default (train always: the normalisation statistics come from it).
+A second run with the same inputs and options reuses the cache and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vc-features",
+        description="Extract log-magnitude features of a corpus into a feature cache (see README).")
+    p.add_argument("corpus", help="corpus directory (TIMIT, VCTK, LibriSpeech, open corpus or "
+                                  "one folder per speaker)")
+    p.add_argument("out", help="feature cache directory to write")
+    p.add_argument("--kind", default="auto",
+                   choices=["auto", "timit", "vctk", "librispeech", "folder", "open"],
+                   help="corpus layout (default: detected)")
+    p.add_argument("--split", action="append", metavar="NAME",
+                   help="split to build; repeat or separate by commas (default: train,dev,test; "
+                        "TIMIT also has core-test and full-test)")
+    p.add_argument("--segment-hop", type=int, default=10, help="frames between segment starts (default 10)")
+    p.add_argument("--segment-length", type=int, default=20, help="frames per segment (default 20 = 200 ms)")
+    p.add_argument("--jobs", type=int, help="worker processes (default: number of CPUs)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the cache is up to date")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--include-sa", action="store_true", default=None,
+                   help="TIMIT: keep the SA sentences every speaker reads")
+    p.add_argument("--mic", choices=["mic1", "mic2"], help="VCTK 0.92: microphone (default mic1)")
+    p.add_argument("--dev-fraction", type=float, help="split-by-speaker corpora: share of speakers in dev")
+    p.add_argument("--test-fraction", type=float, help="split-by-speaker corpora: share of speakers in test")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from training.data.audio import AudioError
+    from training.data.corpora import CorpusError, open_corpus
+    from training.data.features import FeatureCacheError, build_feature_cache
+
+    options = {k: v for k, v in (("include_sa", args.include_sa), ("mic", args.mic),
+                                 ("dev_fraction", args.dev_fraction),
+                                 ("test_fraction", args.test_fraction)) if v is not None}
+    splits = None
+    if args.split:
+        splits = [s.strip() for item in args.split for s in item.split(",") if s.strip()]
+    try:
+        corpus = open_corpus(args.corpus, kind=args.kind, **options)
+        kwargs = {} if splits is None else {"splits": splits}
+        report = build_feature_cache(corpus, args.out, segment_hop=args.segment_hop,
+                                     segment_length=args.segment_length, jobs=args.jobs,
+                                     progress=not args.no_progress, force=args.force, **kwargs)
+    except (CorpusError, FeatureCacheError, AudioError) as exc:
+        print(f"vc-features: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"vc-features: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vc-features: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
