@@ -1,0 +1,221 @@
+"""vc-batch: relative paths, formats and rates, safety rules (refused folders, bad files among good ones,
+atomic outputs, interrupt and resume, skip/overwrite), processes, exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_enroll import voiced
+from test_model import make_tiny_model_dir
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    model_dir, _ = make_tiny_model_dir(root / "model", f_dim=4, seed=7)
+    from vc.speakers import save_speaker
+
+    target = root / "target.npy"
+    save_speaker(target, np.array([0.5, -0.5, 1.0, 0.0], np.float32))
+    return model_dir, target
+
+
+def make_tree(base):
+    (base / "a" / "b").mkdir(parents=True)
+    sf.write(base / "one.wav", voiced(0.6, seed=1), 16000)
+    y = voiced(0.5, seed=2)
+    import soxr
+
+    hi = soxr.resample(y, 16000, 44100)
+    sf.write(base / "a" / "two.flac", np.stack([hi, hi * 0.5], axis=1), 44100)
+    sf.write(base / "a" / "b" / "three.ogg", soxr.resample(y, 16000, 22050), 22050, format="OGG", subtype="VORBIS")
+    (base / "a" / "broken.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (base / "readme.txt").write_text("not audio, ignored")
+    return base
+
+
+def digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def run_cli(args, setup, extra=()):
+    from vc.cli.batch import main
+
+    model_dir, target = setup
+    return main([*map(str, args), "--target", str(target), "--model", str(model_dir), "--device", "cpu",
+                 "--n-iter", "2", "--quiet", *extra])
+
+
+def test_tree_formats_bad_file_and_exit_code(tmp_path, setup, capsys):
+    src = make_tree(tmp_path / "in")
+    before = digest(src)
+    out = tmp_path / "out"
+    assert run_cli([src, out], setup) == 1  # broken.wav failed, the rest went on
+    captured = capsys.readouterr()
+    assert "4 file(s): 3 converted, 0 skipped (output exists), 1 failed" in captured.out
+    assert "real-time factor" in captured.out
+    assert "a/broken.wav: cannot read audio" in captured.err and "Traceback" not in captured.err
+    assert digest(src) == before  # inputs untouched
+    produced = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert produced == {"one.wav", "a/two.wav", "a/b/three.wav"}
+    for rel, sr in (("one.wav", 16000), ("a/two.wav", 44100), ("a/b/three.wav", 22050)):
+        info = sf.info(str(out / rel))
+        assert info.samplerate == sr and info.channels == 1 and info.format == "WAV"
+    # --sr forces one output rate.
+    os.remove(src / "a" / "broken.wav")
+    assert run_cli([src, tmp_path / "out16"], setup, ["--sr", "16000"]) == 0
+    assert {sf.info(str(p)).samplerate for p in (tmp_path / "out16").rglob("*.wav")} == {16000}
+
+
+def test_refused_folders(tmp_path, setup, capsys):
+    src = make_tree(tmp_path / "in")
+    before = digest(src)
+    for out in (src, src / "converted", src / "a" / "..", tmp_path / "in" / "a" / "deeper"):
+        assert run_cli([src, out], setup) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("vc-batch: error: ") and ("is the input folder" in err or "inside the input" in err)
+    assert run_cli([tmp_path / "missing", tmp_path / "o"], setup) == 1
+    assert "input folder not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert run_cli([tmp_path / "empty", tmp_path / "o"], setup) == 1
+    assert "no audio files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
+        run_cli([src, tmp_path / "o"], setup, ["--jobs", "0"])
+    assert exit_info.value.code == 2
+    assert digest(src) == before
+
+    # IN_DIR inside OUT_DIR is allowed, but no output may land inside IN_DIR: with IN_DIR = outer/in and
+    # OUT_DIR = outer, the input outer/in/in/one.wav would be converted to outer/in/one.wav.
+    nested = tmp_path / "outer"
+    make_tree(nested / "in" / "in")
+    os.remove(nested / "in" / "in" / "a" / "broken.wav")
+    sf.write(nested / "in" / "top.wav", voiced(0.3), 16000)
+    inner_before = digest(nested / "in")
+    assert run_cli([nested / "in", nested], setup) == 1
+    captured = capsys.readouterr()
+    assert "would be inside the input folder" in captured.err
+    assert digest(nested / "in") == inner_before
+    assert (nested / "top.wav").is_file()
+
+
+def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
+    from vc.cli.batch import main
+
+    src = make_tree(tmp_path / "in")
+    np.save(tmp_path / "big.npy", np.zeros(7, np.float32))
+    code = main([str(src), str(tmp_path / "out"), "--target", str(tmp_path / "big.npy"), "--model",
+                 str(setup[0]), "--device", "cpu", "--quiet"])
+    assert code == 1
+    assert "size 7 does not match the model's f_dim 4" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
+    import vc.audio
+    from vc.convert import batch_convert
+
+    model_dir, target = setup
+    src = make_tree(tmp_path / "in")
+    os.remove(src / "a" / "broken.wav")
+    out = tmp_path / "out"
+    kwargs = dict(model_dir=model_dir, n_iter=2, device="cpu", progress=False)
+
+    # Interrupt (Ctrl-C) while the second output is being renamed into place.
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_interrupt(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_replace(a, b)
+
+    monkeypatch.setattr(vc.audio.os, "replace", replace_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        batch_convert(src, out, target, **kwargs)
+    monkeypatch.setattr(vc.audio.os, "replace", real_replace)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == ["one.wav"]  # the finished file; no partial or temporary second file
+    first = out / "one.wav"
+    stamp = first.stat().st_mtime_ns
+
+    summary = batch_convert(src, out, target, **kwargs)  # resume
+    assert (summary.converted, summary.skipped, summary.failed) == (2, 1, [])
+    assert first.stat().st_mtime_ns == stamp
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == {"one.wav", "a/two.wav", "a/b/three.wav"}
+
+    summary = batch_convert(src, out, target, **kwargs)
+    assert (summary.converted, summary.skipped) == (0, 3)
+    summary = batch_convert(src, out, target, overwrite=True, **kwargs)
+    assert (summary.converted, summary.skipped) == (3, 0)
+    assert first.stat().st_mtime_ns != stamp
+
+
+def test_jobs_use_processes_and_agree(tmp_path, setup):
+    from vc.convert import batch_convert
+
+    model_dir, target = setup
+    src = make_tree(tmp_path / "in")
+    os.remove(src / "a" / "broken.wav")
+    sf.write(src / "four.wav", voiced(0.4, seed=4), 16000)
+    sf.write(src / "clash.flac", voiced(0.3, seed=6), 16000)  # would become clash.wav, as would:
+    sf.write(src / "clash.wav", voiced(0.3, seed=5), 16000)
+    one = batch_convert(src, tmp_path / "o1", target, model_dir=model_dir, n_iter=2, device="cpu", progress=False)
+    two = batch_convert(src, tmp_path / "o2", target, model_dir=model_dir, n_iter=2, device="cpu", progress=False,
+                        jobs=2)
+    assert one.converted == two.converted == 5
+    assert [rel for rel, _ in one.failed] == [rel for rel, _ in two.failed] == ["clash.wav"]
+    assert "also be written from clash.flac" in one.failed[0][1]
+    for p in (tmp_path / "o1").rglob("*.wav"):
+        a, _ = sf.read(p)
+        b, _ = sf.read(tmp_path / "o2" / p.relative_to(tmp_path / "o1"))
+        np.testing.assert_allclose(a, b, atol=2e-3)
+    assert two.audio_seconds == pytest.approx(one.audio_seconds)
+
+
+def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
+    """A real SIGINT to the process group (what Ctrl-C does) in the middle of a --jobs 2 run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    model_dir, target = setup
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(24):
+        sf.write(src / f"{i:02d}.wav", voiced(1.0, f0=100 + 3 * i, seed=i), 16000)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "vc.cli.batch", str(src), str(out), "--target", str(target), "--model",
+           str(model_dir), "--device", "cpu", "--n-iter", "300", "--jobs", "2", "--quiet"]
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.is_dir() and len(list(out.glob("*.wav"))) >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "finished before it could be interrupted: " + proc.communicate()[1]
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    done = sorted(out.glob("*.wav"))
+    assert 2 <= len(done) < 24
+    assert [p.name for p in out.iterdir() if not p.name.endswith(".wav")] == []  # no temporary files
+    for p in done:  # every output present is whole
+        assert sf.info(str(p)).frames == 16000
+
+    from vc.convert import batch_convert
+
+    summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=2, device="cpu", progress=False, jobs=2)
+    assert summary.skipped == len(done) and summary.converted == 24 - len(done) and not summary.failed
+    assert len(list(out.glob("*.wav"))) == 24

@@ -1,0 +1,268 @@
+"""vc.convert: overlap blending of the windows, whole-utterance round trips on a tiny model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from test_enroll import voiced
+from test_model import make_tiny_model_dir
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from vc.model import load_model
+
+    model_dir, _ = make_tiny_model_dir(tmp_path_factory.mktemp("convert_model") / "model", f_dim=6, seed=5)
+    return load_model(model_dir, device="cpu", threads=1)
+
+
+class IdentityModel:
+    """Encoder/decoder pair that passes frames through z untouched, recording the f it was given."""
+
+    def __init__(self, L=20, n_features=200):
+        from vc.dsp import FeatureConfig
+
+        self.segment_length, self.n_features, self.f_dim = L, n_features, 3
+        self.feature_config = FeatureConfig()
+        self.windows_seen = []
+
+    def normalise(self, x):
+        return np.asarray(x, np.float32) * 0.5
+
+    def denormalise(self, x):
+        return np.asarray(x, np.float32) * 2.0
+
+    def encode(self, x):
+        self.windows_seen.append(x.shape)
+        b = x.shape[0]
+        return np.zeros((b, 3), np.float32), np.zeros((b, 3), np.float32), x.copy(), np.zeros_like(x)
+
+    def decode(self, f, z):
+        assert f.shape == (z.shape[0], 3) and np.all(f == np.array([1, 2, 3], np.float32))
+        return z
+
+
+@pytest.mark.parametrize("T", [1, 7, 20, 21, 37, 100, 613])
+@pytest.mark.parametrize("window_hop", [None, 5, 15, 20])
+def test_blending_reproduces_frames_of_any_length(T, window_hop):
+    from vc.convert import convert_features
+
+    rng = np.random.default_rng(T)
+    frames = rng.standard_normal((T, 200)).astype(np.float32)
+    model = IdentityModel()
+    out = convert_features(frames, np.array([1, 2, 3], np.float32), model, window_hop=window_hop)
+    assert out.shape == frames.shape
+    np.testing.assert_allclose(out, frames, rtol=1e-5, atol=1e-5)
+    # Every window the model sees is one full segment; by default windows overlap by half (hop 10).
+    assert all(shape[1:] == (20, 200) for shape in model.windows_seen)
+    n_windows = sum(shape[0] for shape in model.windows_seen)
+    hop = window_hop or 10
+    assert n_windows == (1 if T <= 20 else int(np.ceil((T - 20) / hop)) + 1)
+
+
+def test_weights_cross_fade_to_one():
+    from vc.convert import _window_weights
+
+    for hop in (10, 15, 19):
+        w = _window_weights(20, hop)
+        assert np.all(w > 0) and np.all(w <= 1)
+        overlap = 20 - hop
+        np.testing.assert_allclose(w[hop:] + w[:overlap], 1.0, atol=1e-6)  # neighbours sum to one
+
+
+def test_blending_crossfades_between_windows():
+    """Windows that decode to different constants are blended smoothly, not switched at block edges."""
+    from vc.convert import convert_features
+
+    class WindowIndexModel(IdentityModel):
+        def decode(self, f, z):
+            return np.broadcast_to(np.arange(z.shape[0], dtype=np.float32)[:, None, None], z.shape).copy()
+
+    out = convert_features(np.zeros((60, 200), np.float32), np.array([1, 2, 3], np.float32), WindowIndexModel())
+    track = out[:, 0] * 0.5  # undo denormalise's scale: the value is the window index
+    assert track[0] == pytest.approx(0.0) and track[-1] == pytest.approx(4.0)
+    assert np.all(np.diff(track) >= -1e-6)               # monotone ramp from window to window
+    assert np.max(np.abs(np.diff(track))) < 0.2          # no jumps: about 1/10 per frame
+
+
+def test_convert_round_trip_rates_channels_and_targets(tiny, tmp_path):
+    import vc
+    from vc.speakers import SpeakerError, save_speaker
+
+    target = np.linspace(-1, 1, 6).astype(np.float32)
+    audio = voiced(1.3)
+    out = vc.convert(audio, SR, target, tiny, n_iter=4)
+    assert out.shape == audio.shape and out.dtype == np.float32
+    assert np.all(np.isfinite(out)) and 0 < np.max(np.abs(out)) <= 0.99 + 1e-6
+
+    # 44.1 kHz stereo in, 44.1 kHz mono out of the matching length; or any requested rate.
+    import soxr
+
+    hi = soxr.resample(audio, SR, 44100)
+    stereo = np.stack([hi, 0.5 * hi], axis=1)
+    out_hi = vc.convert(stereo, 44100, target, tiny, n_iter=4)
+    assert abs(out_hi.shape[0] - hi.shape[0]) <= 2
+    out_22 = vc.convert(stereo, 44100, target, tiny, n_iter=4, out_sr=22050)
+    assert abs(out_22.shape[0] - audio.shape[0] * 22050 / SR) <= 3
+
+    # A target from a file gives the same result as the array; a different target changes the output.
+    save_speaker(tmp_path / "t.npy", target)
+    np.testing.assert_allclose(vc.convert(audio, SR, str(tmp_path / "t.npy"), tiny, n_iter=4), out, atol=1e-5)
+    other = vc.convert(audio, SR, -target, tiny, n_iter=4)
+    assert np.max(np.abs(other - out)) > 1e-3
+
+    with pytest.raises(SpeakerError, match="size 5 does not match the model's f_dim 6"):
+        vc.convert(audio, SR, np.zeros(5, np.float32), tiny)
+    with pytest.raises(ValueError, match="empty"):
+        vc.convert(np.zeros(0, np.float32), SR, target, tiny)
+    with pytest.raises(ValueError, match="NaN"):
+        vc.convert(np.full(1000, np.nan, np.float32), SR, target, tiny)
+
+
+def test_short_and_silent_inputs(tiny):
+    from vc.convert import convert
+
+    target = np.zeros(6, np.float32)
+    for n in (1, 100, 399, 400, 3201):
+        out = convert(np.full(n, 0.01, np.float32), SR, target, tiny, n_iter=2)
+        assert out.shape == (n,) and np.all(np.isfinite(out))
+    assert np.all(np.isfinite(convert(np.zeros(SR, np.float32), SR, target, tiny, n_iter=2)))
+
+
+def test_convert_file_writes_at_input_rate(tiny, tmp_path):
+    import soundfile as sf
+
+    from vc.convert import convert_file
+
+    sf.write(tmp_path / "in.flac", voiced(0.7), 22050)
+    seconds = convert_file(tmp_path / "in.flac", tmp_path / "out" / "in.wav", np.ones(6, np.float32), tiny, n_iter=2)
+    info = sf.info(str(tmp_path / "out" / "in.wav"))
+    assert info.samplerate == 22050 and info.channels == 1
+    assert seconds == pytest.approx(info.duration, abs=1e-3)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["in.wav"]  # no temporary file left
+
+
+def test_demo_converts_examples_and_draws_figure(tiny, tmp_path, capsys):
+    import json
+
+    import soundfile as sf
+
+    from vc.demo import main, run_demo
+    from vc.speakers import save_speaker
+
+    ex = tmp_path / "examples"
+    (ex / "audio").mkdir(parents=True)
+    (ex / "speakers").mkdir()
+    sf.write(ex / "audio" / "s1-u1.flac", voiced(0.8, f0=120), 16000)
+    sf.write(ex / "audio" / "s2-u1.flac", voiced(0.6, f0=200), 22050)
+    sf.write(ex / "audio" / "t1-u1.flac", voiced(0.6, f0=220), 16000)  # the target's own clip: not converted
+    sf.write(ex / "speakers" / "t1.flac", voiced(0.7, f0=220), 16000)
+    save_speaker(ex / "speakers" / "t1.npy", np.ones(6, np.float32))
+    manifest = {
+        "default_target": "t1",
+        "clips": [{"path": f"audio/{s}-u1.flac", "speaker": s, "text": "hello"} for s in ("s1", "s2", "t1")],
+        "targets": [{"name": "t1", "speaker_id": "t1", "speaker": "speakers/t1.npy", "reference": "speakers/t1.flac"}],
+    }
+    (ex / "manifest.json").write_text(json.dumps(manifest))
+    result = run_demo(tmp_path / "out", model_dir=tiny.model_dir, n_iter=2, device="cpu", examples=ex)
+    names = sorted(p.name for p in (tmp_path / "out" / "converted").iterdir())
+    assert names == ["s1-u1__to__t1.wav", "s2-u1__to__t1.wav"]
+    assert sf.info(str(tmp_path / "out" / "converted" / names[0])).duration == pytest.approx(0.8, abs=0.01)
+    figure = tmp_path / "out" / "spectrograms.png"
+    assert result["figure"] == str(figure) and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "2 clip(s)" in capsys.readouterr().out
+
+    # A wrong target name or a missing model is one clear line and exit code 1.
+    assert main(["--out", str(tmp_path / "o2"), "--model", str(tmp_path / "nomodel")]) == 1
+    assert "nomodel: model directory not found" in capsys.readouterr().err
+
+
+def test_whole_utterance_path_rebuilds_the_spectrum():
+    """With a model that changes nothing, the converted audio has the input's magnitude spectrum:
+    features, blending, DC restoration and Griffin-Lim (PGHI start) fit together, and more iterations help."""
+    from vc.convert import convert_audio16k
+    from vc.dsp import spectral_convergence_db, stft
+
+    audio = voiced(1.5, f0=130)
+    mag = np.abs(stft(audio, n_fft=400, hop_length=160, win_length=400))
+    target = np.array([1, 2, 3], np.float32)
+    rough = convert_audio16k(audio, target, IdentityModel(), n_iter=0)
+    fine = convert_audio16k(audio, target, IdentityModel(), n_iter=32)
+    assert fine.shape == audio.shape
+    sc_rough = spectral_convergence_db(mag, rough, hop_length=160)
+    sc_fine = spectral_convergence_db(mag, fine, hop_length=160)
+    assert sc_fine < -25 and sc_fine < sc_rough - 5, (sc_rough, sc_fine)
+
+
+def test_convert_with_a_model_directory_loads_it_once(tiny, monkeypatch):
+    import vc
+    import vc.convert as conversion
+
+    calls = []
+    real = conversion.load_model
+    monkeypatch.setattr(conversion, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
+    monkeypatch.setattr(conversion, "_loaded_models", {})
+    audio = voiced(0.3)
+    target = np.zeros(6, np.float32)
+    a = vc.convert(audio, SR, target, str(tiny.model_dir), n_iter=1)
+    monkeypatch.setenv("VC_MODEL", str(tiny.model_dir))
+    b = vc.convert(audio, SR, target, n_iter=1)  # the default model, here the same directory
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert len(calls) == 1
+
+
+def test_make_examples_then_demo(tiny, tmp_path, capsys):
+    """tools/make_examples.py on a small open-corpus layout, then the demo on what it wrote."""
+    import csv
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    import soundfile as sf
+
+    corpus = tmp_path / "open-corpus"
+    rows = []
+    for k, (spk, gender, engine) in enumerate([("ea", "f", "espeak-ng"), ("eb", "m", "espeak-ng"),
+                                              ("fa", "m", "flite"), ("fb", "f", "festival"), ("tr", "m", "flite")]):
+        (corpus / spk).mkdir(parents=True)
+        for u in range(3):
+            rel = f"{spk}/u{u}.wav"
+            sf.write(corpus / rel, voiced(2.0 + 0.4 * u, f0=100 + 20 * k, seed=k * 10 + u), 16000)
+            rows.append({"speaker": spk, "utterance": f"u{u}", "path": rel, "text": f"sentence {u}",
+                         "engine": engine, "voice": f"v{k}", "gender": gender,
+                         "split": "train" if spk == "tr" else "test"})
+    with open(corpus / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+    repo = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("make_examples", repo / "tools" / "make_examples.py")
+    make_examples = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_examples)
+    ex = tmp_path / "examples"
+    assert make_examples.main(["--corpus", str(corpus), "--model", str(tiny.model_dir), "--out", str(ex),
+                               "--sources", "2", "--targets", "2"]) == 0
+    manifest = json.loads((ex / "manifest.json").read_text())
+    speakers_used = {c["speaker"] for c in manifest["clips"]} | {t["speaker_id"] for t in manifest["targets"]}
+    assert len(manifest["clips"]) == 2 and len(manifest["targets"]) == 2 and "tr" not in speakers_used
+    assert {t["gender"] for t in manifest["targets"]} == {"f", "m"}  # diverse targets
+    for t in manifest["targets"]:
+        assert t["model_id"] == tiny.model_id and t["enrolled_files"] == 3
+        assert np.load(ex / t["speaker"]).shape == (6,)
+    for c in manifest["clips"]:
+        assert sf.info(str(ex / c["path"])).samplerate == 16000 and 2.0 <= c["seconds"] <= 3.6
+    assert sorted(p.name for p in ex.iterdir()) == ["README.md", "audio", "manifest.json", "speakers"]
+
+    result = run_demo_quiet(tmp_path / "out", tiny, ex)
+    assert len(result["converted"]) == 2 and result["target"] == manifest["default_target"]
+    assert (tmp_path / "out" / "spectrograms.png").is_file()
+
+
+def run_demo_quiet(out, model, examples):
+    from vc.demo import run_demo
+
+    return run_demo(out, model_dir=model.model_dir, n_iter=2, device="cpu", examples=examples)

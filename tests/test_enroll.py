@@ -1,0 +1,134 @@
+"""vc.speakers / vc-enroll: averaging f over speech segments, the energy gate, loading speaker.npy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from test_model import make_tiny_model_dir
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("enroll_model") / "model", f_dim=8, seed=3)[0]
+
+
+@pytest.fixture(scope="module")
+def model(tiny_dir):
+    from vc.model import load_model
+
+    return load_model(tiny_dir, device="cpu", threads=1)
+
+
+def voiced(seconds: float, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A buzzy harmonic tone with a slow vibrato: speech-like enough for a spectrogram model."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / SR
+    y = sum(np.sin(k * phase) / k for k in range(1, 20))
+    return (0.2 * y / np.max(np.abs(y)) + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_enrol_averages_f_over_speech_segments_only(tmp_path, model):
+    from vc.speakers import enroll, speech_segments
+
+    seg = 0.2
+    speech = voiced(1.0)                           # 5 segments
+    silence = np.zeros(int(0.6 * SR), np.float32)  # 3 segments
+    audio = np.concatenate([speech, silence, voiced(0.45, f0=180, seed=1)])  # 2 whole segments + a tail
+    sf.write(tmp_path / "a.wav", audio, SR, subtype="FLOAT")
+
+    segments, silent = speech_segments(audio, model)
+    assert segments.shape == (7, 20, 200) and silent == 3
+
+    result = enroll([tmp_path / "a.wav"], model)
+    assert result.segments == 7 and result.skipped_segments == 3 and result.files == 1
+    assert result.speech_seconds == pytest.approx(7 * seg)
+    assert result.audio_seconds == pytest.approx(audio.size / SR)
+    assert result.embedding.dtype == np.float32 and result.embedding.shape == (8,)
+    expected = model.encode(model.normalise(segments))[0].mean(axis=0)
+    np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-6)
+    assert "1.4 s of speech in 7 segments" in result.summary()
+
+
+def test_folders_rates_and_channels(tmp_path, model):
+    from vc.speakers import enroll
+
+    (tmp_path / "spk" / "sub").mkdir(parents=True)
+    mono = voiced(0.9, seed=2)
+    sf.write(tmp_path / "spk" / "one.wav", mono, SR)
+    # The same signal at 44.1 kHz stereo in FLAC, in a subfolder: the same 4 segments come out.
+    import soxr
+
+    hi = soxr.resample(mono, SR, 44100)
+    sf.write(tmp_path / "spk" / "sub" / "two.flac", np.stack([hi, hi], axis=1), 44100)
+    (tmp_path / "spk" / "notes.txt").write_text("not audio")
+    result = enroll([tmp_path / "spk"], model)
+    assert result.files == 2 and result.segments == 8
+
+
+def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
+    from vc.cli.enroll import main
+    from vc.speakers import load_speaker
+
+    sf.write(tmp_path / "a.wav", voiced(1.0), SR)
+    out = tmp_path / "target.npy"
+    assert main([str(tmp_path / "a.wav"), "-o", str(out), "--model", str(tiny_dir), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "1.0 s of speech in 5 segments" in printed and str(out) in printed
+    vec = load_speaker(out, f_dim=8)
+    assert vec.shape == (8,) and vec.dtype == np.float32
+
+
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
+    from vc.cli.enroll import main
+
+    sf.write(tmp_path / "quiet.wav", np.zeros(SR, np.float32), SR)
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    out = tmp_path / "t.npy"
+    args = ["-o", str(out), "--model", str(tiny_dir), "--device", "cpu"]
+    assert main([str(tmp_path / "quiet.wav")] + args) == 1
+    err = capsys.readouterr().err
+    assert "no speech found" in err and "Traceback" not in err
+    assert main([str(tmp_path / "broken.wav")] + args) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("vc-enroll: error: ") and "broken.wav: cannot read audio" in err
+    assert main([str(tmp_path / "missing.wav")] + args) == 1
+    assert "missing.wav: no such file or folder" in capsys.readouterr().err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".t.npy*"))
+
+
+def test_load_speaker_checks_everything(tmp_path, model):
+    from vc.speakers import SpeakerError, load_speaker, save_speaker
+
+    good = np.linspace(-1, 1, 8).astype(np.float32)
+    save_speaker(tmp_path / "good.npy", good)
+    np.testing.assert_array_equal(load_speaker(tmp_path / "good.npy", model), good)
+
+    cases = {
+        "wrong_size.npy": (np.zeros(9, np.float32), "size 9 does not match the model's f_dim 8"),
+        "float64.npy": (np.zeros(8, np.float64), "dtype is float64, expected float32"),
+        "matrix.npy": (np.zeros((1, 8), np.float32), r"shape is \(1, 8\)"),
+        "nan.npy": (np.array([np.nan] + [0] * 7, np.float32), "NaN or infinite"),
+        "ints.npy": (np.zeros(8, np.int32), "dtype is int32"),
+    }
+    for name, (arr, message) in cases.items():
+        np.save(tmp_path / name, arr)
+        with pytest.raises(SpeakerError, match=message):
+            load_speaker(tmp_path / name, model)
+
+    np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(SpeakerError, match="pickled.npy: not a plain numeric .npy"):
+        load_speaker(tmp_path / "pickled.npy", model)
+    np.savez(tmp_path / "archive.npz", f=good)
+    with pytest.raises(SpeakerError, match="npz archive"):
+        load_speaker(tmp_path / "archive.npz", model)
+    (tmp_path / "text.npy").write_text("hello")
+    with pytest.raises(SpeakerError, match="text.npy"):
+        load_speaker(tmp_path / "text.npy", model)
+    with pytest.raises(SpeakerError, match="nope.npy: no such file"):
+        load_speaker(tmp_path / "nope.npy", model)

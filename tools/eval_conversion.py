@@ -1,0 +1,138 @@
+"""Does conversion move the voice to the target? Speaker-embedding check on held-out test speakers.
+
+    python tools/eval_conversion.py [--json] [--model MODEL_DIR] [--corpus data/open-corpus]
+
+For each test speaker the utterances are split in two: the first half enrols the DSAE target code and
+gives the speaker's reference embedding (Resemblyzer, a speaker-verification network independent of the
+DSAE); utterances of the second half are converted to other test speakers. A conversion counts as
+"target closer" when its embedding is nearer (cosine) to the target's reference than to its own source
+speaker's reference. Prints target_closer_rate, mean_cos_target, mean_cos_source, and for scale the
+same cosines of the unconverted utterances. Floor (issue 5): target_closer_rate >= 0.9, default model.
+
+Needs Resemblyzer: `pip install webrtcvad-wheels` then `pip install --no-deps resemblyzer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def load_resemblyzer():
+    try:
+        from resemblyzer import VoiceEncoder, preprocess_wav
+    except ImportError as exc:
+        raise SystemExit(f"eval_conversion: Resemblyzer is missing ({exc}); install it with "
+                         "`pip install webrtcvad-wheels` then `pip install --no-deps resemblyzer`") from None
+    return VoiceEncoder(device="cpu", verbose=False), preprocess_wav
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--model", default=None, help="model directory (default: $VC_MODEL, else models/default)")
+    parser.add_argument("--corpus", default=str(REPO / "data" / "open-corpus"),
+                        help="any corpus training.data.corpora reads (default: the open corpus)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--speakers", type=int, default=12, help="at most this many test speakers")
+    parser.add_argument("--targets-per-source", type=int, default=3)
+    parser.add_argument("--utterances", type=int, default=2, help="converted utterances per (source, target)")
+    parser.add_argument("--n-iter", type=int, default=32)
+    args = parser.parse_args(argv)
+
+    from training.data.corpora import open_corpus
+    from vc.audio import read_audio
+    from vc.convert import convert_audio16k
+    from vc.model import load_model
+    from vc.speakers import posterior_f, speech_segments
+
+    start = time.perf_counter()
+    encoder, preprocess_wav = load_resemblyzer()
+    model = load_model(args.model, device="cpu")
+    sr = model.feature_config.sr
+    corpus = open_corpus(args.corpus)
+    by_speaker: dict[str, list] = {}
+    for utt in corpus.utterances(args.split):
+        by_speaker.setdefault(utt.speaker, []).append(utt)
+    speakers = [s for s in sorted(by_speaker) if len(by_speaker[s]) >= 4][: args.speakers]
+    if len(speakers) < 2:
+        raise SystemExit(f"eval_conversion: need 2+ {args.split} speakers with 4+ utterances in {args.corpus}")
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        return encoder.embed_utterance(preprocess_wav(audio, source_sr=sr))
+
+    code, reference, held_out = {}, {}, {}
+    for s in speakers:
+        utts = by_speaker[s]
+        half = len(utts) // 2
+        enrol_audio = [read_audio(u.path, sr=sr)[0] for u in utts[:half]]
+        f_sum, n_seg = np.zeros(model.f_dim), 0
+        for audio in enrol_audio:
+            segments, _ = speech_segments(audio, model)
+            if len(segments):
+                f = posterior_f(segments, model)
+                f_sum += f.sum(axis=0)
+                n_seg += len(f)
+        if n_seg == 0:
+            raise SystemExit(f"eval_conversion: speaker {s}: no speech in its enrolment utterances")
+        code[s] = (f_sum / n_seg).astype(np.float32)
+        reference[s] = unit(np.mean([embed(a) for a in enrol_audio], axis=0))
+        held_out[s] = utts[half:]
+
+    rows = []
+    n_audio = 0.0
+    for i, source in enumerate(speakers):
+        others = speakers[i + 1:] + speakers[:i]
+        for k, target in enumerate(others[: args.targets_per_source]):
+            for j in range(args.utterances):
+                utt = held_out[source][(k * args.utterances + j) % len(held_out[source])]
+                audio = read_audio(utt.path, sr=sr)[0]
+                converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter)
+                n_audio += audio.size / sr
+                e_conv, e_orig = embed(converted), embed(audio)
+                rows.append({
+                    "source": source, "target": target, "utterance": utt.utterance,
+                    "cos_target": float(e_conv @ reference[target]),
+                    "cos_source": float(e_conv @ reference[source]),
+                    "orig_cos_target": float(e_orig @ reference[target]),
+                    "orig_cos_source": float(e_orig @ reference[source]),
+                })
+    closer = [r["cos_target"] > r["cos_source"] for r in rows]
+    report = {
+        "target_closer_rate": round(float(np.mean(closer)), 4),
+        "mean_cos_target": round(float(np.mean([r["cos_target"] for r in rows])), 4),
+        "mean_cos_source": round(float(np.mean([r["cos_source"] for r in rows])), 4),
+        "unconverted_mean_cos_target": round(float(np.mean([r["orig_cos_target"] for r in rows])), 4),
+        "unconverted_mean_cos_source": round(float(np.mean([r["orig_cos_source"] for r in rows])), 4),
+        "conversions": len(rows),
+        "speakers": len(speakers),
+        "audio_seconds": round(n_audio, 1),
+        "n_iter": args.n_iter,
+        "model_id": model.model_id,
+        "corpus": str(args.corpus),
+        "split": args.split,
+        "floor": {"target_closer_rate": 0.9},
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for key, value in report.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

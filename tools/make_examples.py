@@ -1,0 +1,176 @@
+"""Build examples/: a few short clips by held-out test speakers of the open corpus, and target speakers.
+
+    python tools/make_examples.py [--corpus data/open-corpus] [--model models/default] [--out examples]
+
+Writes
+    examples/audio/<speaker>-<utterance>.flac   one short sentence per source speaker (16 kHz FLAC)
+    examples/speakers/<speaker>.npy             target speakers: vc-enroll over all their test utterances
+    examples/speakers/<speaker>.flac            one sentence of each target's own speech (for comparison)
+    examples/manifest.json                      what is where, texts, engines, the model the targets fit
+Rerun it whenever the default model changes: speaker codes belong to one model. Without a model it
+writes the audio and a manifest whose targets have no .npy yet (the demo then says so).
+Only test-split speakers are used: the default model never heard them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+MIN_SECONDS, IDEAL_SECONDS, MAX_SECONDS = 2.0, 2.8, 3.6
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_flac(path: Path, audio: np.ndarray, sr: int) -> None:
+    import soundfile as sf
+
+    tmp = path.with_name(f".{path.name}.part")
+    sf.write(str(tmp), np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
+    os.replace(tmp, path)
+
+
+def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = ()) -> list[dict]:
+    """Greedy: each pick has the least-used gender, then the least-used engine so far (ties: list order)."""
+    pool, picked = list(speakers), []
+    used = list(seen)
+    while pool and len(picked) < n:
+        def novelty(s):
+            return (sum(u["gender"] == s["gender"] for u in used), sum(u["engine"] == s["engine"] for u in used))
+        best = min(pool, key=novelty)  # min keeps the first of equals
+        pool.remove(best)
+        picked.append(best)
+        used.append(best)
+    return picked
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=str(REPO / "data" / "open-corpus"))
+    parser.add_argument("--model", default=None, help="model directory (default: $VC_MODEL, else models/default)")
+    parser.add_argument("--out", default=str(REPO / "examples"))
+    parser.add_argument("--sources", type=int, default=4, help="source speakers (one clip each)")
+    parser.add_argument("--targets", type=int, default=2, help="target speakers")
+    args = parser.parse_args(argv)
+
+    from vc.audio import read_audio
+    from vc.model import ModelError, load_model
+    from vc.speakers import enroll, save_speaker
+
+    corpus = Path(args.corpus)
+    meta_path = corpus / "metadata.csv"
+    if not meta_path.is_file():
+        raise SystemExit(f"make_examples: {meta_path} missing; build the open corpus first (vc-corpus)")
+    with open(meta_path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    by_speaker: dict[str, list[dict]] = {}
+    for r in rows:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    speakers = [{"id": s, "gender": rs[0].get("gender") or "?", "engine": rs[0].get("engine") or "?",
+                 "voice": rs[0].get("voice") or "?", "rows": sorted(rs, key=lambda r: r["utterance"])}
+                for s, rs in sorted(by_speaker.items())]
+    if len(speakers) < args.targets + 1:
+        raise SystemExit(f"make_examples: only {len(speakers)} test speakers in {corpus}")
+
+    try:
+        model = load_model(args.model, device="cpu")
+    except ModelError as exc:
+        model = None
+        print(f"make_examples: no model ({exc}); writing audio only, rerun once the model exists", file=sys.stderr)
+    sr = 16000
+
+    # Targets: diverse, with the most test material; sources: diverse among the rest.
+    by_material = sorted(speakers, key=lambda s: (-len(s["rows"]), s["id"]))
+    targets = pick_diverse(by_material, args.targets)
+    rest = [s for s in speakers if s not in targets]
+    sources = pick_diverse(rest, args.sources)
+
+    out = Path(args.out)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    (out / "speakers").mkdir(parents=True, exist_ok=True)
+
+    def best_clip(spk):
+        loaded = []
+        for r in spk["rows"]:
+            audio, _ = read_audio(corpus / r["path"], sr=sr)
+            loaded.append((abs(audio.size / sr - IDEAL_SECONDS) + (10 if not MIN_SECONDS <= audio.size / sr <= MAX_SECONDS else 0), r["utterance"], r, audio))
+        loaded.sort(key=lambda t: (t[0], t[1]))
+        return loaded[0][2], loaded[0][3]
+
+    keep = set()
+    clips = []
+    for spk in sources:
+        row, audio = best_clip(spk)
+        rel = f"audio/{spk['id']}-{row['utterance']}.flac"
+        write_flac(out / rel, audio, sr)
+        keep.add(rel)
+        clips.append({"path": rel, "speaker": spk["id"], "utterance": row["utterance"], "text": row.get("text", ""),
+                      "engine": spk["engine"], "voice": spk["voice"], "gender": spk["gender"],
+                      "seconds": round(audio.size / sr, 2)})
+    target_entries = []
+    for spk in targets:
+        row, audio = best_clip(spk)
+        ref = f"speakers/{spk['id']}.flac"
+        write_flac(out / ref, audio, sr)
+        keep.add(ref)
+        entry = {"name": spk["id"], "speaker_id": spk["id"], "engine": spk["engine"], "voice": spk["voice"],
+                 "gender": spk["gender"], "reference": ref, "reference_text": row.get("text", ""),
+                 "speaker": None}
+        if model is not None:
+            result = enroll([corpus / r["path"] for r in spk["rows"]], model)
+            npy = f"speakers/{spk['id']}.npy"
+            save_speaker(out / npy, result.embedding)
+            keep.add(npy)
+            entry.update(speaker=npy, model_id=model.model_id, enrolled_seconds=round(result.speech_seconds, 1),
+                         enrolled_segments=result.segments, enrolled_files=result.files)
+            print(f"target {spk['id']} ({spk['engine']} {spk['voice']}, {spk['gender']}): {result.summary()}")
+        target_entries.append(entry)
+    for folder in ("audio", "speakers"):  # drop what an earlier run made and this one did not
+        for p in (out / folder).iterdir():
+            if p.is_file() and f"{folder}/{p.name}" not in keep:
+                p.unlink()
+    manifest = {
+        "made_by": "tools/make_examples.py",
+        "corpus": str(corpus.name),
+        "split": "test",
+        "model_id": model.model_id if model is not None else None,
+        "default_target": target_entries[0]["name"],
+        "clips": clips,
+        "targets": target_entries,
+    }
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    lines = ["# Example clips and target speakers", "",
+             "Made by `tools/make_examples.py` from held-out **test** speakers of the project's open corpus",
+             "(speech synthesised with Debian's espeak-ng, flite and festival voices; see `training/data/synth.py`).",
+             "The default model never heard these speakers. `python -m vc.demo --out out` converts the clips",
+             "to the default target. Speaker codes (`speakers/*.npy`, float32 `(f_dim,)`) belong to the model",
+             f"they were enrolled with (`{manifest['model_id'] or 'none yet: no model when this ran'}`): "
+             "rerun the script after retraining.", "",
+             "| clip | speaker | engine / voice | text |", "|---|---|---|---|"]
+    lines += [f"| `{c['path']}` | {c['speaker']} ({c['gender']}) | {c['engine']} / {c['voice']} | {c['text']} |"
+              for c in clips]
+    lines += ["", "| target | engine / voice | enrolled from |", "|---|---|---|"]
+    lines += [f"| `{t['speaker'] or '(no model yet)'}` | {t['engine']} / {t['voice']} ({t['gender']}) | "
+              f"{t.get('enrolled_seconds', 0)} s of speech in {t.get('enrolled_files', 0)} test utterances; "
+              f"own speech: `{t['reference']}` |" for t in target_entries]
+    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    total = sum((out / k).stat().st_size for k in keep | {"manifest.json", "README.md"})
+    print(f"wrote {len(clips)} clips and {len(target_entries)} targets to {out} ({total / 1024:.0f} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

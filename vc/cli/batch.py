@@ -1,0 +1,84 @@
+"""vc-batch IN_DIR OUT_DIR --target speaker.npy: convert every recording under IN_DIR."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vc.convert import DEFAULT_N_ITER
+
+    parser = argparse.ArgumentParser(
+        prog="vc-batch",
+        description="Convert every WAV/FLAC/OGG file under IN_DIR (recursively) to the target speaker and "
+                    "write WAVs with the same relative paths under OUT_DIR. Existing outputs are skipped "
+                    "(an interrupted run resumes) unless --overwrite; inputs are never modified.")
+    parser.add_argument("in_dir", metavar="IN_DIR")
+    parser.add_argument("out_dir", metavar="OUT_DIR")
+    parser.add_argument("--target", required=True, metavar="SPEAKER.npy", help="target speaker (vc-enroll)")
+    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
+                        help="model directory (default: $VC_MODEL, else models/default)")
+    parser.add_argument("--n-iter", type=_non_negative_int, default=DEFAULT_N_ITER,
+                        help=f"Griffin-Lim iterations (default {DEFAULT_N_ITER})")
+    parser.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--sr", type=_positive_int, default=None,
+                        help="output sample rate (default: each input's own rate)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="ONNX Runtime intra-op threads per job (default: cores / jobs, at most 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from tqdm import tqdm
+
+    from vc.convert import BatchError, batch_convert
+    from vc.model import ModelError
+    from vc.speakers import SpeakerError
+
+    def log(line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    try:
+        summary = batch_convert(args.in_dir, args.out_dir, args.target, model_dir=args.model,
+                                n_iter=args.n_iter, jobs=args.jobs, overwrite=args.overwrite,
+                                out_sr=args.sr, device=args.device, threads=args.threads,
+                                progress=not args.quiet, log=log, describe=log)
+    except (BatchError, ModelError, SpeakerError, OSError) as exc:
+        print(f"vc-batch: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vc-batch: interrupted; finished files are kept, run again to resume", file=sys.stderr)
+        return 130
+    if summary.files == 0:
+        print(f"vc-batch: error: no audio files (.wav, .flac, .ogg, ...) under {args.in_dir}", file=sys.stderr)
+        return 1
+    print(summary.text())
+    if summary.failed:
+        print("failed:", file=sys.stderr)
+        for rel, reason in summary.failed:
+            print(f"  {rel}: {reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""vc-enroll AUDIO... -o speaker.npy [--model MODEL_DIR]: make a target speaker from recordings."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vc-enroll",
+        description="Average the DSAE speaker code f over every 200 ms speech segment of the given "
+                    "recordings (files or folders, searched recursively) and save it as speaker.npy.")
+    parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files or folders")
+    parser.add_argument("-o", "--output", required=True, metavar="SPEAKER.npy", help="where to write the speaker")
+    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
+                        help="model directory (default: $VC_MODEL, else models/default)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable files (reported) instead of stopping")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from vc.audio import AudioError
+    from vc.model import ModelError, load_model
+    from vc.speakers import SpeakerError, enroll, save_speaker
+
+    try:
+        model = load_model(args.model, device=args.device, threads=args.threads)
+        print(model.describe(), file=sys.stderr)
+        result = enroll(args.audio, model, on_error="skip" if args.skip_bad else "raise")
+        for path, reason in result.failures:
+            print(f"skipped {reason}", file=sys.stderr)
+        save_speaker(args.output, result.embedding)
+    except (ModelError, SpeakerError, AudioError, OSError) as exc:
+        print(f"vc-enroll: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("vc-enroll: interrupted, nothing written", file=sys.stderr)
+        return 130
+    print(f"{result.summary()}; wrote {args.output} (f_dim {result.embedding.shape[0]})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

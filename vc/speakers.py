@@ -1,0 +1,182 @@
+"""Target speakers: enrol (average the posterior mean of f over speech segments) and load speaker.npy."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+from vc.model import Model
+
+# A segment counts as speech when its RMS is above this absolute level and not far below the loudest
+# segment of the same file (so room noise in a quiet recording does not count either).
+SILENCE_DBFS = -50.0
+RELATIVE_GATE_DB = 35.0
+ENCODE_BATCH = 256
+
+
+class SpeakerError(ValueError):
+    """A speaker file or enrolment input that cannot be used; the message names the file and problem."""
+
+
+@dataclass
+class Enrolment:
+    embedding: np.ndarray  # float32 (f_dim,)
+    files: int
+    segments: int
+    speech_seconds: float
+    audio_seconds: float
+    skipped_segments: int
+    failures: list = field(default_factory=list)  # (path, reason) of files that could not be read
+
+    def summary(self) -> str:
+        text = (f"enrolled {self.speech_seconds:.1f} s of speech in {self.segments} segments of "
+                f"{self.files} file(s) ({self.audio_seconds:.1f} s read, {self.skipped_segments} silent "
+                f"segments skipped)")
+        if self.failures:
+            text += f"; {len(self.failures)} file(s) unreadable"
+        return text
+
+
+def audio_files(paths) -> list[Path]:
+    """Files and folders (searched recursively, hidden entries skipped) -> sorted audio files."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    if not name.startswith(".") and Path(name).suffix.lower() in AUDIO_EXTENSIONS:
+                        found.append(Path(root) / name)
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise SpeakerError(f"{p}: no such file or folder")
+    return found
+
+
+def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
+    """Mono float32 at the model's rate -> (raw feature segments (n, L, n_features) that hold speech,
+    number of silent segments dropped). Segments do not overlap."""
+    from vc.dsp import log_magnitude
+
+    cfg = model.feature_config
+    L = model.segment_length
+    seg_samples = L * cfg.hop_length
+    n_seg = audio.shape[0] // seg_samples  # whole segments only; a partial tail is dropped
+    if n_seg == 0 or audio.shape[0] < cfg.n_fft:
+        return np.zeros((0, L, model.n_features), np.float32), 0
+    blocks = audio[: n_seg * seg_samples].reshape(n_seg, seg_samples).astype(np.float64)
+    level = 10.0 * np.log10(np.maximum(np.mean(blocks ** 2, axis=1), 1e-20))
+    speech = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_GATE_DB)
+    frames = log_magnitude(audio, cfg)  # centred frames: at least n_seg * L of them
+    segments = frames[: n_seg * L].reshape(n_seg, L, -1)[speech]
+    return np.ascontiguousarray(segments, dtype=np.float32), int(n_seg - speech.sum())
+
+
+def posterior_f(segments: np.ndarray, model: Model) -> np.ndarray:
+    """Raw feature segments (n, L, n_features) -> posterior means of f, (n, f_dim)."""
+    out = []
+    for start in range(0, segments.shape[0], ENCODE_BATCH):
+        f_mean = model.encode(model.normalise(segments[start:start + ENCODE_BATCH]))[0]
+        out.append(f_mean)
+    return np.concatenate(out, axis=0) if out else np.zeros((0, model.f_dim), np.float32)
+
+
+def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
+    """Average the posterior mean of f over every speech segment of the given files/folders.
+
+    on_error: "raise" stops at the first unreadable file; "skip" records it in Enrolment.failures.
+    """
+    files = audio_files(paths)
+    if not files:
+        raise SpeakerError("no audio files found in " + ", ".join(str(p) for p in paths))
+    sr = model.feature_config.sr
+    seg_seconds = model.segment_length * model.feature_config.hop_length / sr
+    total = np.zeros(model.f_dim, np.float64)
+    n_segments = skipped = used_files = 0
+    audio_seconds = 0.0
+    failures = []
+    for path in files:
+        try:
+            audio, _ = read_audio(path, sr=sr)
+        except AudioError as exc:
+            if on_error == "raise":
+                raise SpeakerError(str(exc)) from None
+            failures.append((path, str(exc)))
+            continue
+        audio_seconds += audio.size / sr
+        segments, silent = speech_segments(audio, model)
+        skipped += silent
+        if segments.shape[0] == 0:
+            continue
+        f = posterior_f(segments, model)
+        total += f.astype(np.float64).sum(axis=0)
+        n_segments += f.shape[0]
+        used_files += 1
+    if n_segments == 0:
+        raise SpeakerError(f"no speech found: {len(files)} file(s), {audio_seconds:.1f} s, every "
+                           f"{seg_seconds * 1000:.0f} ms segment below the energy gate or files too short")
+    embedding = (total / n_segments).astype(np.float32)
+    return Enrolment(embedding, used_files, n_segments, n_segments * seg_seconds, audio_seconds, skipped, failures)
+
+
+def save_speaker(path, embedding: np.ndarray) -> None:
+    """Write float32 (f_dim,) as .npy atomically."""
+    import tempfile
+
+    path = Path(path)
+    embedding = np.asarray(embedding)
+    if embedding.ndim != 1 or not np.all(np.isfinite(embedding)):
+        raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, embedding.astype(np.float32), allow_pickle=False)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> np.ndarray:
+    """Validate an in-memory speaker vector; returns it as float32."""
+    arr = np.asarray(embedding)
+    if arr.dtype != np.float32:
+        if np.issubdtype(arr.dtype, np.floating):
+            raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
+        raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32 numbers")
+    if arr.ndim != 1:
+        raise SpeakerError(f"{name}: shape is {arr.shape}, expected a 1-D vector (f_dim,)")
+    if f_dim is not None and arr.shape[0] != f_dim:
+        raise SpeakerError(f"{name}: size {arr.shape[0]} does not match the model's f_dim {f_dim}")
+    if not np.all(np.isfinite(arr)):
+        raise SpeakerError(f"{name}: contains NaN or infinite values")
+    return arr
+
+
+def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> np.ndarray:
+    """Load and validate speaker.npy (never unpickles). Size is checked against the model's f_dim."""
+    path = Path(path)
+    if model is not None:
+        f_dim = model.f_dim
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SpeakerError(f"{path}: no such file") from None
+    except ValueError as exc:  # object arrays refuse to load without pickle
+        raise SpeakerError(f"{path}: not a plain numeric .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise SpeakerError(f"{path}: not a .npy file ({exc})") from None
+    if not isinstance(arr, np.ndarray):  # .npz archives load as NpzFile
+        raise SpeakerError(f"{path}: an .npz archive, expected a .npy array")
+    return check_speaker(arr, f_dim, name=str(path))
