@@ -62,9 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--tv-rank", type=_positive, default=100, help="i-vector dimension (default 100)")
     group.add_argument("--tv-iterations", type=_positive, default=5, help="EM iterations for T (default 5)")
     group.add_argument("--n-mfcc", type=_positive, default=20, help="MFCCs per frame, before deltas (default 20)")
-    group.add_argument("--ivector-lda", type=_non_negative, default=200, metavar="DIM",
-                       help="LDA + WCCN on the training speakers to at most DIM dimensions (capped at "
-                       "speakers - 1; default 200); 0 scores the plain length-normalised i-vectors")
+    group.add_argument("--ivector-lda", type=_non_negative, default=0, metavar="DIM",
+                       help="add LDA + WCCN on the training speakers, to at most DIM dimensions (capped at "
+                       "speakers - 1); default 0: the issue's protocol, plain length-normalised i-vectors "
+                       "scored by cosine")
     group.add_argument("--cmn", action="store_true",
                        help="remove each utterance's cepstral mean (helps across channels; hurts on one-channel "
                        "corpora, where the mean spectrum is part of the voice)")
