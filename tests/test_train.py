@@ -1,0 +1,171 @@
+"""vc-train: a tiny run lowers the loss, logs and checkpoints; exact resumption; NaN stop; torchrun (gloo)."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.cli import train as train_cli
+from training.dataset import CacheError, SegmentDataset, write_synthetic_cache
+from training.train import TrainConfig, TrainingError, latest_checkpoint, load_model, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = {"f_dim": 8, "z_dim": 4, "hidden_dim": 24, "frame_hidden": 32, "kl_warmup_steps": 10,
+              "adv_hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return write_synthetic_cache(tmp_path_factory.mktemp("cache") / "features", n_speakers=4,
+                                 utterances_per_speaker=4, frames_per_utterance=100)
+
+
+def tiny_config(cache, out, **changes):
+    values = dict(features=str(cache), out=str(out), epochs=3, batch_size=16, lr=3e-3, progress=False,
+                  checkpoint_every=4, threads=1, model=dict(TINY_MODEL))
+    values.update(changes)
+    return TrainConfig.from_dict(values)
+
+
+def test_dataset_normalises_and_pairs_same_speaker_segments(cache):
+    data = SegmentDataset(cache, "train")
+    assert len(data) == 4 * 4 * 9 and len(data.speakers) == 4
+    x = data.batch(np.arange(len(data)))
+    assert x.shape == (len(data), 20, 200) and x.dtype == np.float32
+    assert abs(float(x.mean())) < 0.2 and 0.7 < float(x.std()) < 1.3       # normalised by the train stats
+    assert torch.equal(data[5], torch.from_numpy(x[5]))
+    idx = np.arange(len(data))
+    partners = data.partners(idx, np.random.default_rng(0))
+    assert np.array_equal(data.segment_speaker[partners], data.segment_speaker[idx])
+    assert np.all(data.segment_utterance[partners] != data.segment_utterance[idx])
+    grouped = data.grouped_order(np.random.default_rng(0), 4).reshape(-1, 4)
+    assert len(grouped) == len(data) // 4 and len(np.unique(grouped)) == grouped.size
+    assert np.all(data.segment_speaker[grouped] == data.segment_speaker[grouped[:, :1]])
+    assert len(np.unique(data.segment_speaker[grouped[:8, 0]])) > 1          # groups are shuffled
+    with pytest.raises(CacheError, match="segments.npy"):
+        bad = cache.parent / "bad"
+        write_synthetic_cache(bad, n_speakers=2, utterances_per_speaker=1, frames_per_utterance=40)
+        np.save(bad / "train" / "segments.npy", np.array([[0, 30]], dtype=np.int64))
+        SegmentDataset(bad, "train")
+
+
+def test_tiny_run_lowers_the_loss_and_writes_logs_and_checkpoints(cache, tmp_path):
+    out = tmp_path / "run"
+    rc = train_cli.main(["--features", str(cache), "--out", str(out), "--epochs", "6", "--batch-size", "16",
+                         "--lr", "3e-3", "--threads", "1", "--no-progress", "--f-dim", "8", "--z-dim", "4",
+                         "--hidden-dim", "24", "--config", str(_config_file(tmp_path))])
+    assert rc == 0
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["epochs"] == 6 and stored["model"]["f_dim"] == 8 and stored["model"]["frame_hidden"] == 32
+    assert stored["model"]["variant"] == "full"
+    with open(out / "log.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6
+    for key in ("train_recon", "train_kl_f", "train_kl_z", "train_adv_ce", "val_elbo", "val_recon"):
+        assert key in rows[0]
+    first, last = rows[0], rows[-1]
+    # the recon term dominates: it must fall clearly, and the paper's dev ELBO must rise
+    assert float(last["train_recon"]) < float(first["train_recon"]) - 200
+    assert float(last["val_elbo"]) > float(first["val_elbo"]) + 200
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = latest_checkpoint(out)
+    assert {"model.safetensors", "optimizer.pt", "state.json"} <= {p.name for p in ckpt.iterdir()}
+    assert len(list((out / "checkpoints").glob("step-*"))) <= 2
+    model, state = load_model(out)
+    assert state["epoch"] == 6 and state["global_step"] == 6 * 9
+
+    # the same --out again without --resume is refused, not overwritten
+    rc = train_cli.main(["--features", str(cache), "--out", str(out), "--no-progress"])
+    assert rc == 1 and latest_checkpoint(out) == ckpt
+
+
+def _config_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text('checkpoint_every = 4\n[model]\nframe_hidden = 32\nadv_hidden = 16\nkl_warmup_steps = 10\n')
+    return path
+
+
+@pytest.mark.parametrize("variant,group", [("full", 1), ("factorised", 4)])
+def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(cache, tmp_path, variant, group):
+    model = dict(TINY_MODEL, variant=variant, adv_group_size=group)
+    whole = tiny_config(cache, tmp_path / "whole", model=model)
+    train(whole)
+    broken = tiny_config(cache, tmp_path / "broken", model=model)
+    # 9 steps per epoch, checkpoints every 4 steps: dying after step 15 loses steps 13-15 (mid epoch 2)
+    train(broken, stop_after_steps=15)
+    assert latest_checkpoint(tmp_path / "broken").name == "step-000000012"
+    train(broken, resume=True)
+    a = load_file(latest_checkpoint(tmp_path / "whole") / "model.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "broken") / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+    log_a = (tmp_path / "whole" / "log.csv").read_text().splitlines()
+    log_b = (tmp_path / "broken" / "log.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in log_a] == [r.rsplit(",", 1)[0] for r in log_b]   # all but time_s
+
+
+def test_resume_through_the_cli_can_extend_but_not_change_a_run(cache, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(cache, out, epochs=1))
+    assert train_cli.main(["--out", str(out), "--resume", "--lr", "1.0"]) == 1
+    assert train_cli.main(["--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert load_model(out)[1]["epoch"] == 2
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(cache, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    calls = {"n": 0}
+    real_batch = SegmentDataset.batch
+
+    def poisoned(self, indices):
+        calls["n"] += 1
+        x = real_batch(self, indices)
+        if calls["n"] > 12:         # after a few good steps (and one checkpoint), the data turns bad
+            x[:] = np.nan
+        return x
+
+    monkeypatch.setattr(SegmentDataset, "batch", poisoned)
+    config = tiny_config(cache, out, model=dict(TINY_MODEL, f_swap_prob=0.0))
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 3 \(global step 12\).*step-000000009.* is intact"):
+        train(config)
+    model, state = load_model(out)
+    assert state["global_step"] == 9
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_cli_reports_a_missing_cache_in_one_line(tmp_path, capsys):
+    rc = train_cli.main(["--features", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("vc-train: ") and "manifest.json" in err and len(err.splitlines()) == 1
+
+
+def test_torchrun_with_two_gloo_processes(cache, tmp_path):
+    out = tmp_path / "ddp"
+    config = tmp_path / "ddp.json"
+    config.write_text(json.dumps({"model": TINY_MODEL, "checkpoint_every": 100}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "training.cli.train", "--features", str(cache), "--out", str(out), "--config", str(config),
+           "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--threads", "1", "--no-progress"]
+    # A session of its own, so that a hang takes its workers down with it (torchrun's agent alone would not).
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=150)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("torchrun with 2 processes did not finish in 150 s")
+    assert proc.returncode == 0, stderr[-3000:]
+    _, state = load_model(out)
+    # 144 segments split over 2 ranks: 72 each, 4 steps of 16 per epoch
+    assert state["world_size"] == 2 and state["global_step"] == 2 * 4
+    assert len(state["history"]) == 2 and "val_elbo" in state["history"][-1]
