@@ -29,9 +29,11 @@ Options on top of the paper's model, each a separately named and logged loss ter
 Why these options (measured on a 40-voice synthetic corpus, 28 training speakers, 3 epochs, EER on 8
 held-out speakers, cosine scoring; MFCC-mean EER 8.5 %): the plain model with f swapping gave f 0.0 %
 but z 12.7 % (z must be >= 30 %). An adversary on single segments reached chance on the training speakers
-and still left z at 21 % (weight 30) / 18 % (weight 100): a speaker's offset hides under the content
-variation of one 200 ms segment but shows in utterance averages, which is what the adversary with
-`adv_group_size` sees. The default weights are in training/train.py (DEFAULT_MODEL).
+and still left z at 21 % (weight 30) / 18 % (weight 100). Feeding it averages over groups of 4 / 8
+same-speaker segments (`adv_group_size`, the idea: a speaker's offset hides under one segment's content
+variation but shows in utterance averages) gave 16 % / 19 % and a worse f (1.6 % / 3.1 %). None of these
+reached 30 % for z in 3 epochs on 28 speakers; the best, adversary weight 30 on single segments, is the
+default (training/train.py DEFAULT_MODEL).
 """
 from __future__ import annotations
 

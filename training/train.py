@@ -44,11 +44,12 @@ CONFIG_NAME = "config.json"
 CHECKPOINTS = "checkpoints"
 WEIGHTS_NAME = "model.safetensors"
 
-# Defaults for speech, chosen so that f identifies speakers and z does not (see README of the run / report):
-# the paper's model plus same-speaker f swapping, an adversary on mean_t z and free bits on z.
+# Defaults for speech: the paper's full model plus same-speaker f swapping (f then carries the speaker:
+# f EER 0-0.4 % where MFCC-mean gives 8.5 %) and a reversed-gradient speaker adversary on mean_t z (weight
+# 30 was the best of 1, 30, 100: z EER 13 %, 21 %, 18 %). Measurements: see the docstring of training.dsae.
 DEFAULT_MODEL = dict(
     f_dim=64, z_dim=32, hidden_dim=256, frame_hidden=256, variant="full",
-    kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=1.0,
+    kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0, adv_group_size=1,
 )
 
 
