@@ -10,13 +10,7 @@ import os
 import sys
 
 from training.data.synth import DEFAULT_THRESHOLD, ENGINES, BuildConfig, CorpusError, build_corpus
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from vc.cli.args import positive_int
 
 
 def _engines(text: str) -> tuple:
@@ -36,11 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/metadata.csv and OUT/summary.json from measurably distinct voices. "
                     "Rerunning the same command resumes an interrupted build.")
     synth.add_argument("out", help="output directory")
-    synth.add_argument("--speakers", type=_positive, default=80, help="distinct speakers (default 80)")
-    synth.add_argument("--utterances", type=_positive, default=40,
+    synth.add_argument("--speakers", type=positive_int, default=80, help="distinct speakers (default 80)")
+    synth.add_argument("--utterances", type=positive_int, default=40,
                        help="utterances per speaker, the first 2 shared by all (default 40)")
     synth.add_argument("--seed", type=int, default=0, help="seed for voices, texts and splits")
-    synth.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1,
+    synth.add_argument("--jobs", type=positive_int, default=os.cpu_count() or 1,
                        help="parallel worker processes (default: all cores)")
     synth.add_argument("--candidates", type=int, default=120,
                        help="generated espeak-ng variants in the candidate pool (default 120)")

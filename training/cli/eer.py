@@ -7,20 +7,7 @@ import json
 import sys
 
 from training.eer import EMBEDDINGS, EvaluationError, IVectorOptions, evaluate, format_table
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+from vc.cli.args import non_negative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'all-pairs' (every pair of test utterances) or a trial-list file, one trial per "
                         "line: 'KEY KEY [target|nontarget]' or 'LABEL KEY KEY'; keys are utterance ids, "
                         "SPEAKER/UTTERANCE or audio paths")
-    parser.add_argument("--mc", type=_non_negative, default=0, metavar="N",
+    parser.add_argument("--mc", type=non_negative_int, default=0, metavar="N",
                         help="f of each segment = mean of N posterior samples (0: the posterior mean)")
-    parser.add_argument("--segment-hop", type=_positive, default=None, metavar="FRAMES",
+    parser.add_argument("--segment-hop", type=positive_int, default=None, metavar="FRAMES",
                         help="hop between the segments of an utterance (default: the segment length)")
     parser.add_argument("--plot", metavar="DET.png", help="write a DET plot (one curve per embedding); a PCA "
                         "scatter of f by speaker goes beside it as DET-f-pca.png unless --scatter says otherwise")
@@ -58,19 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="ONNX Runtime device")
     parser.add_argument("--seed", type=int, default=0, help="seed of the Monte-Carlo samples and i-vector training")
     group = parser.add_argument_group("i-vector baseline")
-    group.add_argument("--ubm-components", type=_positive, default=64, help="Gaussians in the UBM (default 64)")
-    group.add_argument("--tv-rank", type=_positive, default=100, help="i-vector dimension (default 100)")
-    group.add_argument("--tv-iterations", type=_positive, default=5, help="EM iterations for T (default 5)")
-    group.add_argument("--n-mfcc", type=_positive, default=20, help="MFCCs per frame, before deltas (default 20)")
-    group.add_argument("--ivector-lda", type=_non_negative, default=0, metavar="DIM",
+    group.add_argument("--ubm-components", type=positive_int, default=64, help="Gaussians in the UBM (default 64)")
+    group.add_argument("--tv-rank", type=positive_int, default=100, help="i-vector dimension (default 100)")
+    group.add_argument("--tv-iterations", type=positive_int, default=5, help="EM iterations for T (default 5)")
+    group.add_argument("--n-mfcc", type=positive_int, default=20, help="MFCCs per frame, before deltas (default 20)")
+    group.add_argument("--ivector-lda", type=non_negative_int, default=0, metavar="DIM",
                        help="add LDA + WCCN on the training speakers, to at most DIM dimensions (capped at "
                        "speakers - 1); default 0: the issue's protocol, plain length-normalised i-vectors "
                        "scored by cosine")
     group.add_argument("--cmn", action="store_true",
                        help="remove each utterance's cepstral mean (helps across channels; hurts on one-channel "
                        "corpora, where the mean spectrum is part of the voice)")
-    group.add_argument("--ubm-frames", type=_positive, default=200_000, help="frames sampled for the UBM")
-    group.add_argument("--ivector-max-utterances", type=_positive, default=5000, metavar="N",
+    group.add_argument("--ubm-frames", type=positive_int, default=200_000, help="frames sampled for the UBM")
+    group.add_argument("--ivector-max-utterances", type=positive_int, default=5000, metavar="N",
                        help="train the i-vector system on at most N random training utterances (default 5000)")
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
     return parser

@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
+from vc.cli.args import non_negative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,14 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, metavar="SPEAKER.npy", help="target speaker (vc-enroll)")
     parser.add_argument("--model", metavar="MODEL_DIR", default=None,
                         help="model directory (default: $VC_MODEL, else models/default)")
-    parser.add_argument("--n-iter", type=_non_negative_int, default=DEFAULT_N_ITER,
+    parser.add_argument("--n-iter", type=non_negative_int, default=DEFAULT_N_ITER,
                         help=f"Griffin-Lim iterations (default {DEFAULT_N_ITER})")
-    parser.add_argument("--jobs", type=_positive_int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    parser.add_argument("--sr", type=_positive_int, default=None,
+    parser.add_argument("--sr", type=positive_int, default=None,
                         help="output sample rate (default: each input's own rate)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=_positive_int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads per job (default: cores / jobs, at most 4)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -6,34 +6,7 @@ import argparse
 import json
 import math
 import sys
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
-    return value
+from vc.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
 
 
 def _gate(text: str):
@@ -48,7 +21,7 @@ def _gate(text: str):
 def _latency(text: str):
     if text in ("low", "high"):
         return text
-    return _positive_float(text)
+    return positive_float(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,17 +40,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="capture device: index or part of its name (default: the system's default)")
     parser.add_argument("-o", "--output-device", metavar="DEV", default=None,
                         help="playback device: index, part of its name, or 'none' to only --record")
-    parser.add_argument("--samplerate", type=_positive_int, default=None, metavar="HZ",
+    parser.add_argument("--samplerate", type=positive_int, default=None, metavar="HZ",
                         help="device sample rate (default: each device's own); audio is resampled to and "
                              "from the model's 16 kHz")
     parser.add_argument("--low-latency", action="store_true",
                         help=f"preset: {lowlat['hop_ms']:g} ms hop, {lowlat['lookahead_ms']:g} ms look-ahead "
                              "(about 85 ms instead of 245 ms; five times as many model calls)")
-    parser.add_argument("--hop-ms", type=_positive_float, default=None,
+    parser.add_argument("--hop-ms", type=positive_float, default=None,
                         help=f"audio per model call, a multiple of 10 ms up to 200 (default {default['hop_ms']:g})")
-    parser.add_argument("--lookahead-ms", type=_non_negative_float, default=None,
+    parser.add_argument("--lookahead-ms", type=non_negative_float, default=None,
                         help=f"Griffin-Lim look-ahead (default {default['lookahead_ms']:g})")
-    parser.add_argument("--n-iter", type=_non_negative_int, default=None,
+    parser.add_argument("--n-iter", type=non_negative_int, default=None,
                         help=f"Griffin-Lim iterations per hop (default {DEFAULT_N_ITER})")
     parser.add_argument("--gate-db", type=_gate, default=DEFAULT_GATE_DB, metavar="DB",
                         help=f"noise gate: input below this level (dBFS) fades to silence; 'off' disables "
@@ -85,11 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--passthrough", action="store_true",
                         help="play the input unconverted, with the same delay (for A/B comparison)")
     parser.add_argument("--record", metavar="OUT.wav", default=None, help="also write the output to a WAV file")
-    parser.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
+    parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="stop after this many seconds")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the model runs (default auto)")
-    parser.add_argument("--threads", type=_positive_int, default=None, help="ONNX Runtime threads")
+    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads")
     parser.add_argument("--input-file", metavar="IN.wav", default=None,
                         help="play this file into the converter in real time instead of the microphone")
     parser.add_argument("--latency", type=_latency, default="high", metavar="low|high|SECONDS",
