@@ -17,5 +17,9 @@ demo: .setup-stamp
 test: .setup-stamp
 	$(PY) -m pytest -q
 
+# Benchmarks that need only what is shipped; bench_features/bench_batch/eval_conversion read the open
+# corpus (vc-corpus synth data/open-corpus).
 bench: .setup-stamp
 	$(PY) tools/bench_dsp.py
+	$(PY) tools/bench_train.py
+	$(PY) tools/bench_engine.py
