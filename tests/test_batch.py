@@ -118,7 +118,7 @@ def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
 
 def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
     import vc.audio
-    from vc.convert import batch_convert
+    from vc.conversion import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
@@ -158,7 +158,7 @@ def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, mon
 
 
 def test_jobs_use_processes_and_agree(tmp_path, setup):
-    from vc.convert import batch_convert
+    from vc.conversion import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
@@ -214,7 +214,7 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     for p in done:  # every output present is whole
         assert sf.info(str(p)).frames == 16000
 
-    from vc.convert import batch_convert
+    from vc.conversion import batch_convert
 
     summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=2, device="cpu", progress=False, jobs=2)
     assert summary.skipped == len(done) and summary.converted == 24 - len(done) and not summary.failed

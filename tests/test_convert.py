@@ -48,7 +48,7 @@ class IdentityModel:
 @pytest.mark.parametrize("T", [1, 7, 20, 21, 37, 100, 613])
 @pytest.mark.parametrize("window_hop", [None, 5, 15, 20])
 def test_blending_reproduces_frames_of_any_length(T, window_hop):
-    from vc.convert import convert_features
+    from vc.conversion import convert_features
 
     rng = np.random.default_rng(T)
     frames = rng.standard_normal((T, 200)).astype(np.float32)
@@ -64,7 +64,7 @@ def test_blending_reproduces_frames_of_any_length(T, window_hop):
 
 
 def test_weights_cross_fade_to_one():
-    from vc.convert import _window_weights
+    from vc.conversion import _window_weights
 
     for hop in (10, 15, 19):
         w = _window_weights(20, hop)
@@ -75,7 +75,7 @@ def test_weights_cross_fade_to_one():
 
 def test_blending_crossfades_between_windows():
     """Windows that decode to different constants are blended smoothly, not switched at block edges."""
-    from vc.convert import convert_features
+    from vc.conversion import convert_features
 
     class WindowIndexModel(IdentityModel):
         def decode(self, f, z):
@@ -123,7 +123,7 @@ def test_convert_round_trip_rates_channels_and_targets(tiny, tmp_path):
 
 
 def test_short_and_silent_inputs(tiny):
-    from vc.convert import convert
+    from vc.conversion import convert
 
     target = np.zeros(6, np.float32)
     for n in (1, 100, 399, 400, 3201):
@@ -135,7 +135,7 @@ def test_short_and_silent_inputs(tiny):
 def test_convert_file_writes_at_input_rate(tiny, tmp_path):
     import soundfile as sf
 
-    from vc.convert import convert_file
+    from vc.conversion import convert_file
 
     sf.write(tmp_path / "in.flac", voiced(0.7), 22050)
     seconds = convert_file(tmp_path / "in.flac", tmp_path / "out" / "in.wav", np.ones(6, np.float32), tiny, n_iter=2)
@@ -183,7 +183,7 @@ def test_demo_converts_examples_and_draws_figure(tiny, tmp_path, capsys):
 def test_whole_utterance_path_rebuilds_the_spectrum():
     """With a model that changes nothing, the converted audio has the input's magnitude spectrum:
     features, blending, DC restoration and Griffin-Lim (PGHI start) fit together, and more iterations help."""
-    from vc.convert import convert_audio16k
+    from vc.conversion import convert_audio16k
     from vc.dsp import spectral_convergence_db, stft
 
     audio = voiced(1.5, f0=130)
@@ -199,7 +199,7 @@ def test_whole_utterance_path_rebuilds_the_spectrum():
 
 def test_convert_with_a_model_directory_loads_it_once(tiny, monkeypatch):
     import vc
-    import vc.convert as conversion
+    import vc.conversion as conversion
 
     calls = []
     real = conversion.load_model

@@ -1,7 +1,6 @@
 """StreamingConverter: block-size independence, measured latency, gate, pass-through, reset."""
 
 import json
-import os
 import warnings
 from pathlib import Path
 

@@ -231,7 +231,7 @@ def test_missing_and_broken_files(tiny_copy):
 def test_vc_never_imports_torch():
     code = ("import sys, vc\n"
             "assert 'onnxruntime' not in sys.modules, 'import vc should stay cheap'\n"
-            "import vc.model, vc.audio, vc.speakers, vc.convert, vc.cli.batch, vc.cli.enroll, vc.demo\n"
+            "import vc.model, vc.audio, vc.speakers, vc.conversion, vc.cli.batch, vc.cli.enroll, vc.demo\n"
             "vc.convert; vc.load_model\n"
             "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.'))\n"
             "assert not bad, bad\n")

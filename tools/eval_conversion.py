@@ -54,7 +54,7 @@ def main(argv=None) -> int:
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.convert import convert_audio16k
+    from vc.conversion import convert_audio16k
     from vc.model import load_model
     from vc.speakers import posterior_f, speech_segments
 

@@ -14,7 +14,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -35,7 +34,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.convert import convert_features
+    from vc.conversion import convert_features
     from vc.dsp import log_magnitude
     from vc.model import load_model
     from vc.speakers import enroll

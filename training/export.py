@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from training.dsae import DSAE, ExportDecoder, ExportEncoder
-from training.train import (CHECKPOINTS, WEIGHTS_NAME, TrainingError, latest_checkpoint, load_model,
+from training.train import (WEIGHTS_NAME, TrainingError, latest_checkpoint, load_model,
                             load_run_config)
 
 FORMAT_VERSION = 1

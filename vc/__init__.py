@@ -1,6 +1,6 @@
 """Voice conversion runtime: ONNX Runtime and a C++ DSP kernel; never imports torch.
 
-`vc.convert(audio, sr, target, model=None)` converts a recording (see vc/convert.py); `vc.load_model`
+`vc.convert(audio, sr, target, model=None)` converts a recording (see vc/conversion.py); `vc.load_model`
 loads a model directory. Both are imported on first use, so `import vc` stays cheap.
 """
 
@@ -9,11 +9,9 @@ __all__ = ["convert", "load_model"]
 
 def __getattr__(name):
     if name == "convert":
-        # The submodule is callable (it forwards to vc.convert.convert), so `vc.convert` means the same
-        # thing whether or not `import vc.convert` ran first.
-        import importlib
+        from vc.conversion import convert
 
-        return importlib.import_module("vc.convert")
+        return convert
     if name == "load_model":
         from vc.model import load_model
 

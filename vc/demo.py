@@ -113,7 +113,7 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
 def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str = "auto",
              examples: Path = EXAMPLES) -> dict:
     from vc.audio import read_audio, write_wav
-    from vc.convert import convert_audio16k
+    from vc.conversion import convert_audio16k
     from vc.model import load_model
     from vc.speakers import load_speaker
 

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args) -> "TrainConfig":
+def config_from_args(args):
     from training.train import TrainConfig, load_config_file
     values = load_config_file(args.config) if args.config else {}
     model = dict(values.pop("model", {}) or {})

@@ -773,7 +773,7 @@ def build_corpus(out, config: BuildConfig = BuildConfig(), jobs: int | None = No
 
     # 3. Metadata and summary, each written atomically at the end.
     splits = assign_splits(voices, config.seed)
-    rows, seconds, levels = [], [], []
+    rows, seconds = [], []
     ids = _utterance_ids(config.utterances)
     for voice in sorted(voices, key=lambda v: v.speaker):
         for utterance in ids:

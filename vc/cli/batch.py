@@ -8,7 +8,7 @@ from vc.cli.args import non_negative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.convert import DEFAULT_N_ITER
+    from vc.conversion import DEFAULT_N_ITER
 
     parser = argparse.ArgumentParser(
         prog="vc-batch",
@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from tqdm import tqdm
 
-    from vc.convert import BatchError, batch_convert
+    from vc.conversion import BatchError, batch_convert
     from vc.model import ModelError
     from vc.speakers import SpeakerError
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,13 +338,3 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
         summary.wall_seconds = time.perf_counter() - start
     return summary
 
-
-class _CallableModule(types.ModuleType):
-    """`vc.convert` is both this module and the function: importing the submodule rebinds the package
-    attribute `vc.convert` to the module, so the module itself forwards calls to `convert`."""
-
-    def __call__(self, audio, sr, target, model=None, n_iter: int = DEFAULT_N_ITER, out_sr=None):
-        return convert(audio, sr, target, model, n_iter=n_iter, out_sr=out_sr)
-
-
-sys.modules[__name__].__class__ = _CallableModule
