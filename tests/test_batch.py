@@ -117,7 +117,7 @@ def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
 
 
 def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
-    import vc.audio
+    import vc.files
     from vc.conversion import batch_convert
 
     model_dir, target = setup
@@ -136,10 +136,10 @@ def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, mon
             raise KeyboardInterrupt
         return real_replace(a, b)
 
-    monkeypatch.setattr(vc.audio.os, "replace", replace_then_interrupt)
+    monkeypatch.setattr(vc.files.os, "replace", replace_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         batch_convert(src, out, target, **kwargs)
-    monkeypatch.setattr(vc.audio.os, "replace", real_replace)
+    monkeypatch.setattr(vc.files.os, "replace", real_replace)
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert left == ["one.wav"]  # the finished file; no partial or temporary second file
     first = out / "one.wav"

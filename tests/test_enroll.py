@@ -121,7 +121,7 @@ def test_load_speaker_checks_everything(tmp_path, model):
         with pytest.raises(SpeakerError, match=message):
             load_speaker(tmp_path / name, model)
 
-    np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object))  # np.save pickles object arrays
     with pytest.raises(SpeakerError, match="pickled.npy: not a plain numeric .npy"):
         load_speaker(tmp_path / "pickled.npy", model)
     np.savez(tmp_path / "archive.npz", f=good)

@@ -9,21 +9,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vc.files import atomic_write, save_figure  # noqa: E402 - after the path set-up
 
-def _save_figure(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
 
 
 def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> dict:
@@ -58,7 +52,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
         show(axes[0, col], frames, f"{speaker}: input")
         show(axes[1, col], convert_features(frames, codes[speaker], model), "reconstruction (own f)")
     fig.suptitle("Held-out speakers: log-magnitude input and DSAE reconstruction", fontsize=9)
-    _save_figure(fig, model_dir / "reconstruction.png")
+    save_figure(fig, model_dir / "reconstruction.png", bbox_inches="tight")
     plt.close(fig)
 
     source, target = picks[0], picks[-1]
@@ -70,7 +64,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     show(axes[0, 0], src_frames, f"source: {source}")
     show(axes[0, 1], convert_features(src_frames, codes[target], model), f"z of source, f of {target}")
     show(axes[0, 2], tgt_frames, f"{target}'s own speech (same sentence)")
-    _save_figure(fig, model_dir / "swap.png")
+    save_figure(fig, model_dir / "swap.png", bbox_inches="tight")
     plt.close(fig)
     return {"reconstruction": "reconstruction.png", "swap": "swap.png", "source": source, "target": target}
 
@@ -143,10 +137,8 @@ def main(argv=None) -> int:
               f"Speaker swap: z from {figures['source']}, f of {figures['target']}:", "",
               f"![swap]({figures['swap']})", ""]
     card = args.model / "README.md"
-    fd, tmp = tempfile.mkstemp(suffix=".md", dir=args.model)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(card, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines))
-    os.replace(tmp, card)
     print(f"wrote {card}")
     return 0
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from vc.files import save_figure
 
 __all__ = [
     "EMBEDDINGS",
@@ -364,21 +365,6 @@ class IVectorOptions:
 # ------------------------------------------------------------------------------------------- plots
 
 
-def _atomic_savefig(figure, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lstrip(".").lower() or "png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format=suffix, dpi=120, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: os.PathLike | str, title: str = "") -> None:
     """DET plot on normal-deviate axes; ``curves`` maps a label to ``(p_fa, p_miss, eer)``."""
     from matplotlib.figure import Figure
@@ -406,7 +392,7 @@ def plot_det(curves: dict[str, tuple[np.ndarray, np.ndarray, float]], path: os.P
     axes.set_title(title or "DET")
     axes.grid(True, linewidth=0.4)
     axes.legend(loc="upper right", fontsize="small")
-    _atomic_savefig(figure, Path(path))
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 def plot_pca(embeddings: np.ndarray, speakers: Sequence[str], path: os.PathLike | str, title: str = "") -> None:
@@ -434,7 +420,7 @@ def plot_pca(embeddings: np.ndarray, speakers: Sequence[str], path: os.PathLike 
     axes.set_title(title or "PCA of utterance embeddings")
     if len(names) <= 24:
         axes.legend(fontsize="x-small", ncol=2, markerscale=1.5, loc="best")
-    _atomic_savefig(figure, Path(path))
+    save_figure(figure, path, dpi=120, bbox_inches="tight")
 
 
 # ------------------------------------------------------------------------------------ data access

@@ -20,6 +20,7 @@ import torch
 from training.dsae import DSAE, ExportDecoder, ExportEncoder
 from training.train import (WEIGHTS_NAME, TrainingError, latest_checkpoint, load_model,
                             load_run_config)
+from vc.files import atomic_write
 
 FORMAT_VERSION = 1
 OPSET = 17
@@ -182,10 +183,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
             f"- last dev ELBO: {last.get('val_elbo', 'n/a')} nats per segment",
             f"- options: {json.dumps({k: v for k, v in c.to_dict().items() if k not in ('feature_dim',)})}",
             f"- ONNX Runtime vs PyTorch max abs difference: {worst:.2e}", ""]
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".README.md.")
-    with os.fdopen(fd, "w") as fh:
+    with atomic_write(out_dir / "README.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(card))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / "README.md")
     log(f"exported {model_id} to {out_dir} (parity {worst:.2e})")
     return enc_meta

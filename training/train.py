@@ -39,6 +39,7 @@ from torch import distributed as dist
 
 from training.dataset import CacheError, SegmentDataset, read_manifest, read_normalisation
 from training.dsae import DSAE, DSAEConfig
+from vc.files import atomic_write, save_figure
 
 CONFIG_NAME = "config.json"
 CHECKPOINTS = "checkpoints"
@@ -140,19 +141,9 @@ def _setup_processes(config: TrainConfig) -> _Processes:
 
 # ----------------------------------------------------------------------------- files
 
-def _atomic_write_bytes(path: Path, data: bytes):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_write_text(path: Path, text: str):
-    _atomic_write_bytes(path, text.encode())
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def load_config_file(path: str | os.PathLike) -> dict:
@@ -255,10 +246,8 @@ def _plot_losses(run_dir: Path, history: list[dict]):
             ax2.plot(epochs, [r[key] for r in history], "o-", label=key[6:])
     ax2.set_xlabel("epoch"); ax2.set_ylabel("nats per segment"); ax2.legend(); ax2.grid(alpha=0.3)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=80)
+    save_figure(fig, run_dir / "loss.png", dpi=80)
     plt.close(fig)
-    _atomic_write_bytes(run_dir / "loss.png", png.getvalue())
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from vc.files import atomic_write
 
 # Formats read by libsndfile that need no side information (RAW needs a rate and a sample type).
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64"})
@@ -66,31 +66,10 @@ def read_audio(path, sr: int | None = 16000) -> tuple[np.ndarray, int]:
     return mono, int(file_sr)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_wav(path, audio: np.ndarray, sr: int, subtype: str = "PCM_16") -> None:
-    """Write a WAV file atomically: a temporary file in the same folder, then os.replace.
-
-    An interrupted write leaves either the old file or none, never half a file.
-    """
-    path = Path(path)
+    """Write a WAV file atomically (see `vc.files.atomic_write`)."""
     audio = np.asarray(audio, dtype=np.float32)
     if subtype.startswith("PCM"):
         audio = np.clip(audio, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sf.write(fh, audio, int(sr), format="WAV", subtype=subtype)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_write(path) as fh:
+        sf.write(fh, audio, int(sr), format="WAV", subtype=subtype)

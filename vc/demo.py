@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from vc.files import save_figure
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -60,21 +60,6 @@ def choose_target(arg: str | None, manifest: dict, examples: Path, model_id: str
     raise DemoError(f"unknown target {arg!r}; bundled targets: {', '.join(sorted(speakers)) or 'none'}")
 
 
-def _atomic_savefig(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=110)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def spectrogram_figure(panels, cfg, path: Path) -> bool:
     """panels: [(title, mono audio at cfg.sr)]. Returns False (and says why) when matplotlib is missing."""
     try:
@@ -105,7 +90,7 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
         ax.set_ylabel("Hz")
     axes[-1, 0].set_xlabel("seconds")
     fig.colorbar(image, ax=axes[:, 0].tolist(), label="dB re panel peak", shrink=0.8)
-    _atomic_savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
     return True
 

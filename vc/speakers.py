@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+from vc.files import atomic_write
 from vc.model import Model
 
 # A segment counts as speech when its RMS is above this absolute level and not far below the loudest
@@ -127,25 +128,11 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
 
 def save_speaker(path, embedding: np.ndarray) -> None:
     """Write float32 (f_dim,) as .npy atomically."""
-    import tempfile
-
-    path = Path(path)
     embedding = np.asarray(embedding)
     if embedding.ndim != 1 or not np.all(np.isfinite(embedding)):
         raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, embedding.astype(np.float32), allow_pickle=False)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as fh:
+        np.save(fh, embedding.astype(np.float32), allow_pickle=False)
 
 
 def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> np.ndarray:
