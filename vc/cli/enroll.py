@@ -26,12 +26,13 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from vc.audio import AudioError
     from vc.model import ModelError, load_model
-    from vc.speakers import SpeakerError, enroll, save_speaker
+    from vc.speakers import SpeakerError, audio_files, enroll, save_speaker
 
     try:
+        files = audio_files(args.audio)  # a missing input is reported before the model is loaded
         model = load_model(args.model, device=args.device, threads=args.threads)
         print(model.describe(), file=sys.stderr)
-        result = enroll(args.audio, model, on_error="skip" if args.skip_bad else "raise")
+        result = enroll(files or args.audio, model, on_error="skip" if args.skip_bad else "raise")
         for path, reason in result.failures:
             print(f"skipped {reason}", file=sys.stderr)
         save_speaker(args.output, result.embedding)
