@@ -169,3 +169,60 @@ def test_torchrun_with_two_gloo_processes(cache, tmp_path):
     # 144 segments split over 2 ranks: 72 each, 4 steps of 16 per epoch
     assert state["world_size"] == 2 and state["global_step"] == 2 * 4
     assert len(state["history"]) == 2 and "val_elbo" in state["history"][-1]
+
+
+def test_voice_perturbation_warps_tilts_and_keeps_the_normalisation():
+    from training.augment import VoicePerturbation
+
+    D = 200
+    mean, std = np.linspace(-3, -1, D).astype(np.float32), np.linspace(1, 2, D).astype(np.float32)
+    log_mag = torch.full((64, 5, D), -6.0)
+    log_mag[:, :, 49] = 0.0                                  # one peak at FFT bin 50 (DC dropped)
+    x = (log_mag - torch.from_numpy(mean)) / torch.from_numpy(std)
+    torch.manual_seed(0)
+    same = VoicePerturbation(mean, std, max_warp=1.0, max_tilt=0.0, max_gain=0.0)(x)
+    torch.testing.assert_close(same, x)
+
+    torch.manual_seed(0)
+    warped = VoicePerturbation(mean, std, max_warp=1.25, max_tilt=0.0, max_gain=0.0)(x)
+    peak_bin = (warped * torch.from_numpy(std) + torch.from_numpy(mean)).argmax(-1) + 1    # (64, 5)
+    assert torch.all(peak_bin == peak_bin[:, :1])            # one warp per segment, for every frame
+    assert 40 <= int(peak_bin.min()) < 48 and 52 < int(peak_bin.max()) <= 63   # 50 / 1.25 .. 50 * 1.25
+    assert len(torch.unique(peak_bin)) > 8
+
+    torch.manual_seed(1)
+    tilted = VoicePerturbation(mean, std, max_warp=1.0, max_tilt=2.0, max_gain=0.0)(x)
+    change = (tilted - x) * torch.from_numpy(std)           # in nats of log magnitude
+    slope = change[:, 0, -1] - change[:, 0, 0]
+    assert float(slope.abs().max()) <= 2.0 + 1e-4 and float(slope.abs().max()) > 1.0
+    torch.testing.assert_close(change[:, 0, 0] + change[:, 0, -1], torch.zeros(64), atol=1e-4, rtol=0)
+
+
+def test_invariance_term_is_in_the_loss_and_fine_tuning_starts_from_the_given_weights(cache, tmp_path):
+    base = tmp_path / "base"
+    train(tiny_config(cache, base, epochs=1))
+    # at a negligible learning rate a fine-tuning run ends where it started: on the base weights
+    still = tmp_path / "still"
+    rc = train_cli.main(["--features", str(cache), "--out", str(still), "--epochs", "1", "--batch-size", "16",
+                         "--lr", "1e-12", "--threads", "1", "--no-progress", "--f-dim", "8", "--z-dim", "4",
+                         "--hidden-dim", "24", "--config", str(_config_file(tmp_path)), "--init-from", str(base)])
+    assert rc == 0
+    a = load_file(latest_checkpoint(base) / "model.safetensors")
+    b = load_file(latest_checkpoint(still) / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+    model = dict(TINY_MODEL, kl_warmup_steps=0, z_invariance_weight=2.0)
+    train(tiny_config(cache, tmp_path / "inv", epochs=1, init_from=str(latest_checkpoint(base)), model=model))
+    with open(tmp_path / "inv" / "log.csv") as fh:
+        row = {k: float(v) for k, v in next(csv.DictReader(fh)).items()}
+    assert row["train_z_inv"] > 0
+    # the loss is spelled out term by term: ELBO terms + adversary + invariance
+    parts = row["train_recon"] + row["train_kl_f"] + row["train_kl_z"] + 30.0 * row["train_adv_ce"]
+    assert row["train_loss"] == pytest.approx(parts + 2.0 * row["train_z_inv"], rel=1e-4)
+
+    wider = tiny_config(cache, tmp_path / "wider", epochs=1, init_from=str(base), model=dict(TINY_MODEL, hidden_dim=32))
+    with pytest.raises(TrainingError, match="does not fit this model"):
+        train(wider)
+    with pytest.raises(TrainingError, match="no model.safetensors"):
+        train(tiny_config(cache, tmp_path / "nothing", init_from=str(tmp_path / "missing")))

@@ -1,6 +1,6 @@
 """Batch conversion speed: audio seconds converted per wall second with 1 and 2 jobs (vc-batch's path).
 
-    python tools/bench_batch.py [--json] [--model MODEL_DIR] [--seconds 120] [--n-iter 32]
+    python tools/bench_batch.py [--json] [--model MODEL_DIR] [--seconds 600] [--n-iter 32]
 
 Input: test-split utterances of the open corpus (data/open-corpus) when present, else the bundled
 example clips, repeated until about --seconds of audio. Floors (issue 5): 1 job >= 30x real time,
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     parser.add_argument("--target", default=None, help="speaker.npy (default: the model's prior mean, zeros)")
     parser.add_argument("--corpus", default=str(REPO / "data" / "open-corpus"))
     parser.add_argument("--audio", default=None, help="a folder of audio files to use instead of the corpus")
-    parser.add_argument("--seconds", type=float, default=120.0, help="audio to convert per run")
+    parser.add_argument("--seconds", type=float, default=600.0, help="audio to convert per run")
     parser.add_argument("--n-iter", type=int, default=32)
     args = parser.parse_args(argv)
 

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
+from training.augment import VoicePerturbation
 from training.dataset import CacheError, SegmentDataset, read_manifest, read_normalisation
 from training.dsae import DSAE, DSAEConfig
 from vc.files import atomic_write, save_figure
@@ -52,6 +53,8 @@ DEFAULT_MODEL = dict(
     f_dim=64, z_dim=32, hidden_dim=256, frame_hidden=256, variant="full",
     kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0, adv_group_size=1,
 )
+
+VOICE_CHANGE = dict(max_warp=1.2, max_tilt=1.0, max_gain=1.0)
 
 
 class TrainingError(RuntimeError):
@@ -75,10 +78,18 @@ class TrainConfig:
     keep_checkpoints: int = 2
     val_max_segments: int = 4096
     progress: bool = True
+    # Start from the weights of another run or checkpoint (fine-tuning; the optimiser starts afresh).
+    init_from: str = ""
+    # Random voice changes for the z invariance term (training.augment.VoicePerturbation arguments).
+    voice_change: dict = field(default_factory=lambda: dict(VOICE_CHANGE))
     model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
     def __post_init__(self):
         self.model = {**DEFAULT_MODEL, **(self.model or {})}
+        self.voice_change = {**VOICE_CHANGE, **(self.voice_change or {})}
+        unknown = set(self.voice_change) - set(VOICE_CHANGE)
+        if unknown:
+            raise ValueError(f"unknown voice_change option(s): {sorted(unknown)}")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be cosine or constant, not {self.lr_schedule!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -191,6 +202,28 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None 
     model = DSAE(DSAEConfig.from_dict(state["model_config"]))
     model.load_state_dict(load_file(ckpt / WEIGHTS_NAME))
     return model, state
+
+
+def _load_initial_weights(model: DSAE, source: str, device):
+    """Weights from a run directory (its latest checkpoint) or a checkpoint directory, shapes checked."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(source)
+    ckpt = latest_checkpoint(path) if (path / CHECKPOINTS).is_dir() else path
+    if ckpt is None or not (ckpt / WEIGHTS_NAME).is_file():
+        raise TrainingError(f"{source}: no {WEIGHTS_NAME} there (give a run directory or a checkpoint directory)")
+    try:
+        weights = load_file(ckpt / WEIGHTS_NAME, device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: cannot read it ({exc})") from None
+    own = model.state_dict()
+    wrong = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
+    extra = [k for k in weights if k not in own]
+    if wrong or extra:
+        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: does not fit this model "
+                            f"({', '.join((wrong + extra)[:3])}{' ...' if len(wrong + extra) > 3 else ''}); "
+                            "the model options must match the run it came from")
+    model.load_state_dict(weights)
 
 
 def _save_checkpoint(run_dir: Path, model: DSAE, optimizer, state: dict, keep: int):
@@ -368,6 +401,11 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
              "elapsed_s": 0.0}
 
+    if config.init_from and not resume:
+        _load_initial_weights(model, config.init_from, procs.device)
+        if procs.main:
+            log(f"{run_dir}: starting from the weights in {config.init_from}")
+
     if resume:
         ckpt = latest_checkpoint(run_dir)
         if ckpt is None:
@@ -393,6 +431,10 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
                              config.keep_checkpoints)
 
     use_partner = model_config.f_swap_prob > 0
+    change_voice = None
+    if model_config.z_invariance_weight > 0:
+        first_bin = int(bool(read_manifest(config.features).get("feature_config", {}).get("drop_dc", False)))
+        change_voice = VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
     started = time.perf_counter() - state["elapsed_s"]
     steps_done_here = 0
     last_plot = time.perf_counter()
@@ -424,7 +466,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
                 group["lr"] = lr
 
             torch.manual_seed(int(np.random.SeedSequence([config.seed, procs.rank, state["global_step"]]).generate_state(1)[0]))
-            loss, terms = net(x, partner, speaker, step=state["global_step"])
+            x_changed = change_voice(x) if change_voice is not None else None
+            loss, terms = net(x, partner, speaker, step=state["global_step"], x_changed=x_changed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

@@ -253,6 +253,13 @@ def _worker_convert(job):
         return rel, 0.0, message
 
 
+def _size_or_zero(job) -> int:
+    try:
+        return job[0].stat().st_size
+    except OSError:
+        return 0   # the worker reports the problem with this file
+
+
 def default_threads_per_job(jobs: int) -> int:
     from vc.model import default_threads
 
@@ -326,6 +333,8 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
             # The parent's sessions are dropped before forking so no ONNX Runtime threads exist at fork.
             del model
             _worker.clear()
+            # Longest files first: the last busy worker then finishes a short file while the others idle.
+            todo.sort(key=_size_or_zero, reverse=True)
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with ctx.Pool(min(jobs, len(todo)), initializer=_worker_init,

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f-dim", type=int)
     p.add_argument("--z-dim", type=int)
     p.add_argument("--hidden-dim", type=int)
+    p.add_argument("--init-from", help="start from the weights of this run or checkpoint directory (fine-tuning)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (and one per epoch)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -45,7 +46,8 @@ def config_from_args(args):
     model = dict(values.pop("model", {}) or {})
     for arg, key in (("features", "features"), ("out", "out"), ("epochs", "epochs"),
                      ("batch_size", "batch_size"), ("lr", "lr"), ("device", "device"), ("threads", "threads"),
-                     ("seed", "seed"), ("checkpoint_every", "checkpoint_every")):
+                     ("seed", "seed"), ("checkpoint_every", "checkpoint_every"),
+                      ("init_from", "init_from")):
         if getattr(args, arg) is not None:
             values[key] = getattr(args, arg)
     for arg, key in (("variant", "variant"), ("f_dim", "f_dim"), ("z_dim", "z_dim"),
@@ -65,7 +67,7 @@ def main(argv=None) -> int:
         if args.resume:
             from training.train import resume_config
             given = [name for name in ("config", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
-                                       "hidden_dim", "checkpoint_every") if getattr(args, name) is not None]
+                                       "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
             if given:
                 raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
                                     f"--{given[0].replace('_', '-')} cannot change it")
