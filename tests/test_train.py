@@ -198,6 +198,32 @@ def test_voice_perturbation_warps_tilts_and_keeps_the_normalisation():
     torch.testing.assert_close(change[:, 0, 0] + change[:, 0, -1], torch.zeros(64), atol=1e-4, rtol=0)
 
 
+def test_pitch_shift_moves_the_harmonics_and_keeps_the_envelope():
+    from training.augment import VoicePerturbation
+
+    D = 200
+    k = np.arange(1, D + 1)
+    envelope = 4.0 * np.exp(-((k - 60) / 12.0) ** 2) - 0.01 * k           # one formant at bin 60
+    harmonics = np.where(np.abs((k / 3.0 + 0.5) % 1.0 - 0.5) < 0.17, 0.0, -3.0)   # F0 = 3 bins = 120 Hz
+    x = torch.tensor(envelope + harmonics, dtype=torch.float32).view(1, 1, D).repeat(32, 2, 1)
+    shift = VoicePerturbation(np.zeros(D), np.ones(D), max_pitch=1.5, max_warp=1.0, max_tilt=0.0, max_gain=0.0)
+    torch.manual_seed(0)
+    y = shift(x)
+
+    def spacing(frame):       # median distance between local maxima, in bins
+        v = frame.numpy()
+        peaks = np.where((v[1:-1] > v[:-2]) & (v[1:-1] >= v[2:]))[0]
+        return float(np.median(np.diff(peaks)))
+
+    spacings = [spacing(y[b, 0]) for b in range(32)]
+    assert min(spacings) <= 2.5 and max(spacings) >= 4.0           # 3 / 1.5 .. 3 * 1.5
+    # the formant stays where it was; a formant shift (the envelope warp) moves it
+    assert int((shift.envelope(y)[:, 0].argmax(-1) - 59).abs().max()) <= 2
+    torch.manual_seed(0)
+    formant = VoicePerturbation(np.zeros(D), np.ones(D), max_pitch=1.0, max_warp=1.2, max_tilt=0.0, max_gain=0.0)
+    assert int((shift.envelope(formant(x))[:, 0].argmax(-1) - 59).abs().max()) >= 6
+
+
 def test_invariance_term_is_in_the_loss_and_fine_tuning_starts_from_the_given_weights(cache, tmp_path):
     base = tmp_path / "base"
     train(tiny_config(cache, base, epochs=1))
