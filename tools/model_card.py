@@ -76,7 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--corpus", type=Path, required=True)
     parser.add_argument("--eer", type=Path, help="vc-eer --json output")
     parser.add_argument("--conversion", type=Path, help="tools/eval_conversion.py --json output")
-    parser.add_argument("--command", required=True, help="the exact training command")
+    parser.add_argument("--command", required=True, action="append",
+                        help="the exact training command; repeat it for a run trained in stages")
+    parser.add_argument("--note", action="append", default=[], help="a paragraph for the card (repeatable)")
     parser.add_argument("--training-minutes", type=float, help="wall time of training")
     args = parser.parse_args(argv)
 
@@ -104,8 +106,8 @@ def main(argv=None) -> int:
         f"- variant: {meta.get('variant')}; sizes: {sizes}",
         f"- training data: `{meta.get('corpus')}` train split (the open corpus of `vc-corpus synth`, default "
         "settings: 56 train / 8 dev / 16 test speakers, 40 utterances each)",
-        f"- epochs: {last['epoch']}, steps: {last['global_step']}; training time on a 2-core CPU: "
-        f"{minutes:.0f} min (shared with other jobs)",
+        f"- {'last stage' if len(args.command) > 1 else 'training'}: epochs {last['epoch']}, steps "
+        f"{last['global_step']}; training time on a 2-core CPU: {minutes:.0f} min (shared with other jobs)",
         f"- validation ELBO (dev split, nats per 200 ms segment): {float(last['val_elbo']):.1f} "
         f"(reconstruction {float(last['val_recon']):.1f}, KL f {float(last['val_kl_f']):.2f}, "
         f"KL z {float(last['val_kl_z']):.1f})",
@@ -114,11 +116,13 @@ def main(argv=None) -> int:
         "```sh",
         "vc-corpus synth data/open-corpus",
         "vc-features data/open-corpus data/features",
-        args.command,
+        *args.command,
         f"vc-export {args.run} -o {args.model}",
         "```",
         "",
     ]
+    for note in args.note:
+        lines += [note, ""]
     if eer:
         lines += ["## Speaker verification (open-corpus test speakers, all pairs, cosine)", "",
                   "| embedding | dim | EER | minDCF (p=0.01) |", "|---|---|---|---|"]
@@ -126,6 +130,10 @@ def main(argv=None) -> int:
             lines.append(f"| {r['embedding']} | {r['dim']} | {100 * r['eer']:.2f} % | {r['min_dcf']:.3f} |")
         lines += ["", f"{eer.get('trials')} trials ({eer.get('target_trials')} target). "
                   "f should identify speakers, z should not.", ""]
+        plots = [f"![{alt}]({name})" for name, alt in (("det.png", "DET"), ("det-f-pca.png", "f by speaker"))
+                 if (args.model / name).is_file()]
+        if plots:
+            lines += [" ".join(plots), ""]
     if conv:
         lines += ["## Conversion (tools/eval_conversion.py, Resemblyzer embeddings)", "",
                   f"target_closer_rate {conv['target_closer_rate']:.2f}, mean cosine to target "

@@ -54,7 +54,7 @@ DEFAULT_MODEL = dict(
     kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0, adv_group_size=1,
 )
 
-VOICE_CHANGE = dict(max_pitch=1.0, max_warp=1.2, max_tilt=1.0, max_gain=1.0)
+VOICE_CHANGE = dict(max_pitch=1.5, max_warp=1.2, max_tilt=1.0, max_gain=1.0)
 
 
 class TrainingError(RuntimeError):
