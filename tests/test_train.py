@@ -250,5 +250,6 @@ def test_invariance_term_is_in_the_loss_and_fine_tuning_starts_from_the_given_we
     wider = tiny_config(cache, tmp_path / "wider", epochs=1, init_from=str(base), model=dict(TINY_MODEL, hidden_dim=32))
     with pytest.raises(TrainingError, match="does not fit this model"):
         train(wider)
+    assert not (tmp_path / "wider" / "config.json").exists()       # nothing written that would block a retry
     with pytest.raises(TrainingError, match="no model.safetensors"):
         train(tiny_config(cache, tmp_path / "nothing", init_from=str(tmp_path / "missing")))

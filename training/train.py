@@ -373,6 +373,15 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
 
     model_config = DSAEConfig.from_dict({**config.model, "feature_dim": train_set.feature_dim,
                                          "n_speakers": len(train_set.speakers)})
+    torch.manual_seed(config.seed)
+    model = DSAE(model_config).to(procs.device)
+    if config.init_from and not resume:
+        # before anything is written: a run that cannot start leaves no run directory behind to refuse later
+        _load_initial_weights(model, config.init_from, procs.device)
+        if procs.main:
+            log(f"{run_dir}: starting from the weights in {config.init_from}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+
     if procs.main and not resume:
         _atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
         manifest = read_manifest(config.features)
@@ -380,10 +389,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
         _atomic_write_text(run_dir / "cache_manifest.json", json.dumps(manifest, indent=2))
         np.save(run_dir / "cache_mean.npy", mean)
         np.save(run_dir / "cache_std.npy", std)
-
-    torch.manual_seed(config.seed)
-    model = DSAE(model_config).to(procs.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
     adv_group = model_config.adv_group_size if model_config.adv_weight > 0 else 1
     if config.batch_size % adv_group:
@@ -400,11 +405,6 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     total_steps = steps_per_epoch * config.epochs
     state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
              "elapsed_s": 0.0}
-
-    if config.init_from and not resume:
-        _load_initial_weights(model, config.init_from, procs.device)
-        if procs.main:
-            log(f"{run_dir}: starting from the weights in {config.init_from}")
 
     if resume:
         ckpt = latest_checkpoint(run_dir)
