@@ -42,8 +42,9 @@ default (training/train.py DEFAULT_MODEL).
 On the 80-voice corpus (56 training, 16 held-out speakers; MFCC-mean 4.9 %) the adversary (weight 50, 9
 epochs) left z at 16.5 %. Fine-tuning it with the invariance term: weight 1 / 5 with formant, tilt and gain
 changes, 3 epochs: 17.1 % / 21.4 %; weight 5 with pitch changes (x1.5) as well: 23.2 %; 4 more epochs at
-weight 10, pitch x2: 24.4 % (the shipped model), f at 1.4 % throughout. The price is reconstruction: the
-dev ELBO fell from -470 to -985 nats per segment. Diagnostics on the adversary-only model: feeding the z
+weight 10, pitch x2: 24.4 %; 3 more at weight 30 (formants x1.3): 29.3 %; 3 more at weight 50: 31.2 %
+(the shipped model), f at 1.3-1.5 % throughout. Raising the adversary to 150 instead collapsed z to 10.7 %.
+The price is reconstruction: the dev ELBO fell from -470 to -1329 nats per segment. Diagnostics on the adversary-only model: feeding the z
 posterior f = 0 instead of the segment's own f *lowers* z's EER to 4 % (the z network uses f to cancel
 speaker information), so the leak is in the frame path, which is what the invariance term targets.
 """
