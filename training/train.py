@@ -14,6 +14,9 @@ and the reparameterisation noise from one seeded by (seed, rank, step), so the o
 weights, the optimiser and the counters. A resumed run redoes the steps after the last checkpoint and ends
 with the same weights as an uninterrupted one.
 
+Fine-tuning (`init_from`): a new run starts from another run's weights, with a fresh optimiser and
+schedule; the shipped model was made in such stages (models/default/README.md).
+
 Several processes: launch the same command under `torchrun --nproc_per_node N`; each rank takes every
 N-th segment of the epoch's order, gradients are averaged by DDP (gloo on CPU, nccl on GPU) and rank 0
 writes checkpoints and logs.

@@ -1,7 +1,7 @@
 """vc-train: train a DSAE on a feature cache.
 
     vc-train --features CACHE --out runs/NAME [--variant full|factorised] [--epochs N] [--batch-size B]
-             [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume]
+             [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume | --init-from RUN]
 
 Precedence: built-in defaults < --config file < command-line options. The full configuration is written to
 runs/NAME/config.json. Several processes: `torchrun --nproc_per_node N -m training.cli.train ...`.
