@@ -26,7 +26,7 @@ Options on top of the paper's model, each a separately named and logged loss ter
     gradient-reversal layer, so that the encoder learns to strip speaker identity from z;
     `adv_group_size` > 1 feeds it the average over that many same-speaker segments instead;
   * `z_invariance_weight`: the trainer also passes a copy of each segment with the voice changed
-    (training.augment: frequency warp, tilt, gain) and q(z | x, f) must agree with q(z | x', f): the
+    (training.augment: pitch, formants, tilt, level) and q(z | x, f) must agree with q(z | x', f): the
     symmetric KL between the two posteriors, in nats per sequence, is added to the loss. Information
     about the voice in z then costs nats on every segment, for speakers never seen as well.
 
@@ -44,9 +44,10 @@ epochs) left z at 16.5 %. Fine-tuning it with the invariance term: weight 1 / 5 
 changes, 3 epochs: 17.1 % / 21.4 %; weight 5 with pitch changes (x1.5) as well: 23.2 %; 4 more epochs at
 weight 10, pitch x2: 24.4 %; 3 more at weight 30 (formants x1.3): 29.3 %; 3 more at weight 50: 31.2 %
 (the shipped model), f at 1.3-1.5 % throughout. Raising the adversary to 150 instead collapsed z to 10.7 %.
-The price is reconstruction: the dev ELBO fell from -470 to -1329 nats per segment. Diagnostics on the adversary-only model: feeding the z
-posterior f = 0 instead of the segment's own f *lowers* z's EER to 4 % (the z network uses f to cancel
-speaker information), so the leak is in the frame path, which is what the invariance term targets.
+The price is reconstruction: the dev ELBO fell from -470 to -1329 nats per segment. Diagnostics on the
+adversary-only model: feeding the z posterior f = 0 instead of the segment's own f *lowers* z's EER to 4 %
+(the z network uses f to cancel speaker information), so the leak is in the frame path, which is what the
+invariance term targets.
 """
 from __future__ import annotations
 
@@ -105,11 +106,15 @@ class DSAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DSAEConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model option(s): {sorted(unknown)}")
+        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "model")
         return cls(**d)
+
+
+def reject_unknown_options(given, known, kind: str) -> None:
+    """A misspelt option in a config file is an error, not silently a default."""
+    unknown = set(given) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {kind} option(s): {sorted(unknown)}")
 
 
 # ----------------------------------------------------------------------------- modality-specific parts

@@ -41,8 +41,8 @@ import torch
 from torch import distributed as dist
 
 from training.augment import VoicePerturbation
-from training.dataset import CacheError, SegmentDataset, read_manifest, read_normalisation
-from training.dsae import DSAE, DSAEConfig
+from training.dataset import CacheError, SegmentDataset, read_manifest
+from training.dsae import DSAE, DSAEConfig, reject_unknown_options
 from vc.files import atomic_write, save_figure
 
 CONFIG_NAME = "config.json"
@@ -90,9 +90,7 @@ class TrainConfig:
     def __post_init__(self):
         self.model = {**DEFAULT_MODEL, **(self.model or {})}
         self.voice_change = {**VOICE_CHANGE, **(self.voice_change or {})}
-        unknown = set(self.voice_change) - set(VOICE_CHANGE)
-        if unknown:
-            raise ValueError(f"unknown voice_change option(s): {sorted(unknown)}")
+        reject_unknown_options(self.voice_change, VOICE_CHANGE, "voice_change")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be cosine or constant, not {self.lr_schedule!r}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -109,10 +107,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training option(s): {sorted(unknown)}")
+        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "training")
         return cls(**d)
 
 
@@ -385,13 +380,12 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
             log(f"{run_dir}: starting from the weights in {config.init_from}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
+    manifest = read_manifest(config.features)
     if procs.main and not resume:
         _atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
-        manifest = read_manifest(config.features)
-        mean, std = read_normalisation(config.features)
         _atomic_write_text(run_dir / "cache_manifest.json", json.dumps(manifest, indent=2))
-        np.save(run_dir / "cache_mean.npy", mean)
-        np.save(run_dir / "cache_std.npy", std)
+        np.save(run_dir / "cache_mean.npy", train_set.mean)
+        np.save(run_dir / "cache_std.npy", train_set.std)
 
     adv_group = model_config.adv_group_size if model_config.adv_weight > 0 else 1
     if config.batch_size % adv_group:
@@ -436,7 +430,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     use_partner = model_config.f_swap_prob > 0
     change_voice = None
     if model_config.z_invariance_weight > 0:
-        first_bin = int(bool(read_manifest(config.features).get("feature_config", {}).get("drop_dc", False)))
+        first_bin = int(bool(manifest.get("feature_config", {}).get("drop_dc", False)))
         change_voice = VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
     started = time.perf_counter() - state["elapsed_s"]
     steps_done_here = 0
