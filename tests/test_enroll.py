@@ -52,6 +52,9 @@ def test_enrol_averages_f_over_speech_segments_only(tmp_path, model):
     expected = model.encode(model.normalise(segments))[0].mean(axis=0)
     np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-6)
     assert "1.4 s of speech in 7 segments" in result.summary()
+    # The register: 5 voiced segments at 140 Hz and 2 at 180 Hz, each with a +-5 % vibrato.
+    assert np.exp(result.register.log_mean) == pytest.approx(140.0, rel=0.04)
+    assert 0.02 < result.register.log_std < 0.3
 
 
 def test_folders_rates_and_channels(tmp_path, model):
@@ -79,8 +82,13 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     assert main([str(tmp_path / "a.wav"), "-o", str(out), "--model", str(tiny_dir), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
     assert "1.0 s of speech in 5 segments" in printed and str(out) in printed
-    vec = load_speaker(out, f_dim=8)
-    assert vec.shape == (8,) and vec.dtype == np.float32
+    speaker = load_speaker(out, f_dim=8)
+    assert speaker.f.shape == (8,) and speaker.f.dtype == np.float32
+    assert np.exp(speaker.register.log_mean) == pytest.approx(140.0, rel=0.04)
+    assert "median F0 14" in printed
+    record = np.load(out, allow_pickle=False)   # a plain numpy record, no pickle
+    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std")
+    np.testing.assert_array_equal(record["f"], speaker.f)
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
@@ -105,9 +113,23 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
 def test_load_speaker_checks_everything(tmp_path, model):
     from vc.speakers import SpeakerError, load_speaker, save_speaker
 
+    from vc.pitch import Register
+    from vc.speakers import Speaker
+
     good = np.linspace(-1, 1, 8).astype(np.float32)
-    save_speaker(tmp_path / "good.npy", good)
-    np.testing.assert_array_equal(load_speaker(tmp_path / "good.npy", model), good)
+    save_speaker(tmp_path / "good.npy", good)       # a bare code: a target without a pitch register
+    loaded = load_speaker(tmp_path / "good.npy", model)
+    np.testing.assert_array_equal(loaded.f, good)
+    assert loaded.register is None
+    save_speaker(tmp_path / "full.npy", Speaker(good, Register(np.log(200.0), 0.1)))
+    loaded = load_speaker(tmp_path / "full.npy", model)
+    np.testing.assert_array_equal(loaded.f, good)
+    assert loaded.register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
+
+    def record(f, mean=np.log(150.0), std=0.1, names=("f", "log_f0_mean", "log_f0_std")):
+        rec = np.zeros((), np.dtype([(names[0], f.dtype, f.shape), (names[1], "<f4"), (names[2], "<f4")]))
+        rec[names[0]], rec[names[1]], rec[names[2]] = f, mean, std
+        return rec
 
     cases = {
         "wrong_size.npy": (np.zeros(9, np.float32), "size 9 does not match the model's f_dim 8"),
@@ -115,6 +137,11 @@ def test_load_speaker_checks_everything(tmp_path, model):
         "matrix.npy": (np.zeros((1, 8), np.float32), r"shape is \(1, 8\)"),
         "nan.npy": (np.array([np.nan] + [0] * 7, np.float32), "NaN or infinite"),
         "ints.npy": (np.zeros(8, np.int32), "dtype is int32"),
+        "record_size.npy": (record(np.zeros(9, np.float32)), "size 9 does not match the model's f_dim 8"),
+        "record_pitch.npy": (record(good, mean=np.log(5000.0)), "log_f0_mean .* between 20 and 2000 Hz"),
+        "record_nan.npy": (record(good, std=np.nan), "log_f0_std nan is outside"),
+        "record_names.npy": (record(good, names=("f", "mean", "std")), "expected one record with fields"),
+        "record_f64.npy": (record(good.astype(np.float64)), "field f has dtype float64"),
     }
     for name, (arr, message) in cases.items():
         np.save(tmp_path / name, arr)

@@ -2,8 +2,8 @@
 
     python tools/eval_conversion.py [--json] [--model MODEL_DIR] [--corpus data/open-corpus]
 
-For each test speaker the utterances are split in two: the first half enrols the DSAE target code and
-gives the speaker's reference embedding (Resemblyzer, a speaker-verification network independent of the
+For each test speaker the utterances are split in two: the first half enrols the target (DSAE code and
+pitch register, as vc-enroll does) and gives the speaker's reference embedding (Resemblyzer, a speaker-verification network independent of the
 DSAE); utterances of the second half are converted to other test speakers. A conversion counts as
 "target closer" when its embedding is nearer (cosine) to the target's reference than to its own source
 speaker's reference. Prints target_closer_rate, mean_cos_target, mean_cos_source, and for scale the
@@ -50,13 +50,15 @@ def main(argv=None) -> int:
     parser.add_argument("--targets-per-source", type=int, default=3)
     parser.add_argument("--utterances", type=int, default=2, help="converted utterances per (source, target)")
     parser.add_argument("--n-iter", type=int, default=32)
+    parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
+                        help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     args = parser.parse_args(argv)
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
     from vc.conversion import convert_audio16k
     from vc.model import load_model
-    from vc.speakers import posterior_f, speech_segments
+    from vc.speakers import enroll
 
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -78,16 +80,7 @@ def main(argv=None) -> int:
         utts = by_speaker[s]
         half = len(utts) // 2
         enrol_audio = [read_audio(u.path, sr=sr)[0] for u in utts[:half]]
-        f_sum, n_seg = np.zeros(model.f_dim), 0
-        for audio in enrol_audio:
-            segments, _ = speech_segments(audio, model)
-            if len(segments):
-                f = posterior_f(segments, model)
-                f_sum += f.sum(axis=0)
-                n_seg += len(f)
-        if n_seg == 0:
-            raise SystemExit(f"eval_conversion: speaker {s}: no speech in its enrolment utterances")
-        code[s] = (f_sum / n_seg).astype(np.float32)
+        code[s] = enroll([u.path for u in utts[:half]], model).speaker
         reference[s] = unit(np.mean([embed(a) for a in enrol_audio], axis=0))
         held_out[s] = utts[half:]
 
@@ -99,7 +92,8 @@ def main(argv=None) -> int:
             for j in range(args.utterances):
                 utt = held_out[source][(k * args.utterances + j) % len(held_out[source])]
                 audio = read_audio(utt.path, sr=sr)[0]
-                converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter)
+                converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
+                                             harmonics=args.harmonics)
                 n_audio += audio.size / sr
                 e_conv, e_orig = embed(converted), embed(audio)
                 rows.append({
@@ -120,6 +114,7 @@ def main(argv=None) -> int:
         "speakers": len(speakers),
         "audio_seconds": round(n_audio, 1),
         "n_iter": args.n_iter,
+        "harmonics": args.harmonics,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,

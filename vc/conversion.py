@@ -2,8 +2,9 @@
 
 Quality path: the utterance's log-magnitude frames are cut into overlapping windows of the model's
 segment length (half-window hop), each window is encoded, its f replaced by the target's and decoded; the
-decoded windows are blended with weights that sum to one across the overlaps, and Griffin-Lim (PGHI start)
-runs once over the whole utterance, so no block edges are audible.
+decoded windows are blended with weights that sum to one across the overlaps. The blend is the target's
+spectral envelope; the harmonics come back from the source's F0 contour moved to the target's pitch register
+(`vc.pitch`). Griffin-Lim (PGHI start) runs once over the whole utterance, so no block edges are audible.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resample, to_mono, write_wav
 from vc.model import Model, default_model_dir, load_model
-from vc.speakers import SpeakerError, check_speaker, load_speaker
+from vc.speakers import Speaker, SpeakerError, check_speaker, load_speaker
 
 DEFAULT_N_ITER = 32
 MODEL_BATCH = 256
@@ -74,16 +75,41 @@ def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, windo
     return acc[:T] / wsum[:T, None]
 
 
-def convert_audio16k(audio: np.ndarray, target: np.ndarray, model: Model, n_iter: int = DEFAULT_N_ITER) -> np.ndarray:
-    """Mono float32 at the model's rate -> converted audio of the same length and rate."""
+def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, model: Model) -> np.ndarray:
+    """Converted frames (T, n_features) -> the same envelope carrying harmonics at the source's F0 contour
+    in the target's register (the source's own register when the target has none). Unvoiced sources
+    (whisper) come back unchanged."""
+    from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose, yin
+
+    cfg = model.feature_config
+    f0, voiced = yin(audio, cfg.sr, cfg.hop_length)
+    T = envelope.shape[0]
+    f0, voiced = f0[:T], voiced[:T]
+    source = Register.of(f0, voiced)
+    if source is None:
+        return envelope
+    f0 = transpose(f0, voiced, source, target.register or source)
+    fine = harmonic_fine_structure(f0, voiced, cfg, audio.shape[0])
+    return smooth_across_frequency(envelope) + fine
+
+
+def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
+                     harmonics: bool = True) -> np.ndarray:
+    """Mono float32 at the model's rate -> converted audio of the same length and rate.
+
+    target: a Speaker or a float32 (f_dim,) code. harmonics=False returns the DSAE's envelope alone
+    (breathy, pitchless: what the model itself reconstructs)."""
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
 
+    target = target if isinstance(target, Speaker) else check_speaker(target, model.f_dim)
     cfg = model.feature_config
     n = audio.shape[0]
     if n < cfg.n_fft:  # the STFT needs one full frame; pad with silence and cut back afterwards
         audio = np.pad(audio, (0, cfg.n_fft - n))
     frames = log_magnitude(audio, cfg)
-    converted = convert_features(frames, target, model)
+    converted = convert_features(frames, target.f, model)
+    if harmonics:
+        converted = with_harmonics(converted, audio, target, model)
     mag = magnitude_from_features(converted, cfg)
     y = griffinlim(mag, n_iter=n_iter, momentum=0.99, init="pghi", hop_length=cfg.hop_length,
                    win_length=cfg.win_length, n_fft=cfg.n_fft, window=cfg.window, center=cfg.center,
@@ -91,10 +117,10 @@ def convert_audio16k(audio: np.ndarray, target: np.ndarray, model: Model, n_iter
     return np.asarray(y[:n], dtype=np.float32)
 
 
-def _resolve_target(target, model: Model) -> np.ndarray:
+def _resolve_target(target, model: Model) -> Speaker:
     if isinstance(target, (str, os.PathLike)):
         return load_speaker(target, model)
-    return check_speaker(np.asarray(target), model.f_dim)
+    return check_speaker(target, model.f_dim)
 
 
 _loaded_models: dict = {}
@@ -109,11 +135,13 @@ def _cached_model(model_dir) -> Model:
     return _loaded_models[key]
 
 
-def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, out_sr: int | None = None) -> np.ndarray:
+def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, out_sr: int | None = None,
+            harmonics: bool = True) -> np.ndarray:
     """Convert `audio` (samples,) or (samples, channels) at rate `sr` to the `target` speaker.
 
-    target: float32 (f_dim,) array or a speaker.npy path; model: a Model, a model directory or None
-    (the default model). Returns mono float32 at `out_sr` (default: `sr`).
+    target: a speaker.npy path, a `vc.speakers.Speaker` or a float32 (f_dim,) code; model: a Model, a
+    model directory or None (the default model). Returns mono float32 at `out_sr` (default: `sr`).
+    harmonics: rebuild the harmonics at the target's pitch (see `convert_audio16k`).
     """
     if not isinstance(model, Model):
         model = _cached_model(model)
@@ -124,7 +152,7 @@ def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, ou
     if not np.all(np.isfinite(mono)):
         raise ValueError("audio contains NaN or infinite samples")
     model_sr = model.feature_config.sr
-    converted = convert_audio16k(resample(mono, sr, model_sr), target, model, n_iter=n_iter)
+    converted = convert_audio16k(resample(mono, sr, model_sr), target, model, n_iter=n_iter, harmonics=harmonics)
     out = resample(converted, model_sr, out_sr or sr)
     # Keep clipping rare without changing loudness of ordinary speech.
     peak = float(np.max(np.abs(out))) if out.size else 0.0
@@ -133,11 +161,12 @@ def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, ou
     return out.astype(np.float32, copy=False)
 
 
-def convert_file(in_path, out_path, target: np.ndarray, model: Model, n_iter: int = DEFAULT_N_ITER,
-                 out_sr: int | None = None) -> float:
+def convert_file(in_path, out_path, target, model: Model, n_iter: int = DEFAULT_N_ITER,
+                 out_sr: int | None = None, harmonics: bool = True) -> float:
     """Read, convert, write atomically; returns the input's duration in seconds."""
     audio, file_sr = read_audio(in_path, sr=model.feature_config.sr)
-    converted = convert(audio, model.feature_config.sr, target, model, n_iter=n_iter, out_sr=out_sr or file_sr)
+    converted = convert(audio, model.feature_config.sr, target, model, n_iter=n_iter, out_sr=out_sr or file_sr,
+                        harmonics=harmonics)
     write_wav(out_path, converted, out_sr or file_sr)
     return audio.size / model.feature_config.sr
 
@@ -229,7 +258,7 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _worker_init(model_dir, device, threads, target, n_iter, out_sr):
+def _worker_init(model_dir, device, threads, target, n_iter, out_sr, harmonics):
     import signal
 
     # Ctrl-C goes to the whole process group: the parent alone decides, then terminates the pool with
@@ -237,14 +266,15 @@ def _worker_init(model_dir, device, threads, target, n_iter, out_sr):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_exit)
     _worker["model"] = load_model(model_dir, device=device, threads=threads)
-    _worker.update(target=target, n_iter=n_iter, out_sr=out_sr)
+    _worker.update(target=target, n_iter=n_iter, out_sr=out_sr, harmonics=harmonics)
 
 
 def _worker_convert(job):
     src, dst, rel = job
     w = _worker
     try:
-        seconds = convert_file(src, dst, w["target"], w["model"], n_iter=w["n_iter"], out_sr=w["out_sr"])
+        seconds = convert_file(src, dst, w["target"], w["model"], n_iter=w["n_iter"], out_sr=w["out_sr"],
+                               harmonics=w["harmonics"])
         return rel, seconds, None
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; it is reported
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -272,7 +302,8 @@ def default_threads_per_job(jobs: int) -> int:
 
 def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT_N_ITER, jobs: int = 1,
                   overwrite: bool = False, out_sr: int | None = None, device: str = "auto",
-                  threads: int | None = None, progress: bool = True, log=None, describe=None) -> BatchSummary:
+                  threads: int | None = None, progress: bool = True, log=None, describe=None,
+                  harmonics: bool = True) -> BatchSummary:
     """Convert every audio file under in_dir into out_dir (same relative paths, .wav).
 
     Existing outputs are skipped unless overwrite; one bad file is reported and the rest go on.
@@ -326,7 +357,7 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
 
     try:
         if jobs == 1 or len(todo) <= 1:
-            _worker.update(model=model, target=target, n_iter=n_iter, out_sr=out_sr)
+            _worker.update(model=model, target=target, n_iter=n_iter, out_sr=out_sr, harmonics=harmonics)
             for job in todo:
                 record(_worker_convert(job))
         else:
@@ -338,7 +369,7 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
             methods = multiprocessing.get_all_start_methods()
             ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
             with ctx.Pool(min(jobs, len(todo)), initializer=_worker_init,
-                          initargs=(model_dir, device, threads, target, n_iter, out_sr)) as pool:
+                          initargs=(model_dir, device, threads, target, n_iter, out_sr, harmonics)) as pool:
                 for result in pool.imap_unordered(_worker_convert, todo):
                     record(result)
     finally:

@@ -143,7 +143,9 @@ def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
 class StreamingConverter:
     """Block in, block out voice conversion; see the module docstring for the timing.
 
-    model: a `vc.model.Model`; target: float32 (f_dim,) speaker code (see `vc.speakers.load_speaker`).
+    model: a `vc.model.Model`; target: a `vc.speakers.Speaker` or its float32 (f_dim,) code. The engine
+    uses the code only: harmonics at the target's pitch are rebuilt on the file path (`vc.conversion`),
+    which sees whole utterances; here the output is the DSAE's own envelope.
     hop_ms: how much audio each model call adds (a multiple of the frame hop, at most the model's segment).
     lookahead_ms: frames Griffin-Lim keeps open for the next hop (rounded to whole frames).
     gate_db: frames below this level fade to silence; None disables the gate.
@@ -179,6 +181,7 @@ class StreamingConverter:
         self.momentum = float(momentum)
         self.gate_db = gate_db
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
+        target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
             raise EngineError(f"target code has {self.target.shape[1]} values, the model's f has {model.f_dim}")

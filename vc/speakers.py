@@ -1,4 +1,12 @@
-"""Target speakers: enrol (average the posterior mean of f over speech segments) and load speaker.npy."""
+"""Target speakers: enrol (average the posterior mean of f over speech segments, measure the pitch
+register) and save or load speaker.npy.
+
+speaker.npy holds one record, readable with `np.load(path, allow_pickle=False)`: `f` (float32, f_dim),
+the DSAE speaker code, and `log_f0_mean`, `log_f0_std` (float32), the speaker's pitch register (median
+and spread of natural-log F0 over voiced frames). The decoder rebuilds a smooth spectral envelope only,
+so the register is what puts the converted voice at the target's pitch (see `vc.pitch`). A plain float32
+(f_dim,) array is a target as well, with no register: conversion then keeps the source's pitch.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +19,7 @@ import numpy as np
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from vc.files import atomic_write
 from vc.model import Model
+from vc.pitch import Register, yin
 
 # A segment counts as speech when its RMS is above this absolute level and not far below the loudest
 # segment of the same file (so room noise in a quiet recording does not count either).
@@ -23,9 +32,23 @@ class SpeakerError(ValueError):
     """A speaker file or enrolment input that cannot be used; the message names the file and problem."""
 
 
+@dataclass(frozen=True)
+class Speaker:
+    """A conversion target: the speaker code f and, when known, the pitch register."""
+
+    f: np.ndarray                   # float32 (f_dim,)
+    register: Register | None = None
+
+    def describe(self) -> str:
+        if self.register is None:
+            return "no pitch register (the source's pitch is kept)"
+        return f"median F0 {np.exp(self.register.log_mean):.0f} Hz"
+
+
 @dataclass
 class Enrolment:
     embedding: np.ndarray  # float32 (f_dim,)
+    register: Register | None
     files: int
     segments: int
     speech_seconds: float
@@ -39,7 +62,11 @@ class Enrolment:
                 f"segments skipped)")
         if self.failures:
             text += f"; {len(self.failures)} file(s) unreadable"
-        return text
+        return f"{text}; {self.speaker.describe()}"
+
+    @property
+    def speaker(self) -> Speaker:
+        return Speaker(self.embedding, self.register)
 
 
 def audio_files(paths) -> list[Path]:
@@ -99,6 +126,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     sr = model.feature_config.sr
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
+    f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
     failures = []
@@ -117,27 +145,56 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
             continue
         f = posterior_f(segments, model)
         total += f.astype(np.float64).sum(axis=0)
+        f0, voiced = yin(audio, sr, model.feature_config.hop_length)
+        f0s.append(f0)
+        voiced_flags.append(voiced)
         n_segments += f.shape[0]
         used_files += 1
     if n_segments == 0:
         raise SpeakerError(f"no speech found: {len(files)} file(s), {audio_seconds:.1f} s, every "
                            f"{seg_seconds * 1000:.0f} ms segment below the energy gate or files too short")
     embedding = (total / n_segments).astype(np.float32)
-    return Enrolment(embedding, used_files, n_segments, n_segments * seg_seconds, audio_seconds, skipped, failures)
+    register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
+    return Enrolment(embedding, register, used_files, n_segments, n_segments * seg_seconds, audio_seconds, skipped, failures)
 
 
-def save_speaker(path, embedding: np.ndarray) -> None:
-    """Write float32 (f_dim,) as .npy atomically."""
-    embedding = np.asarray(embedding)
-    if embedding.ndim != 1 or not np.all(np.isfinite(embedding)):
+REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
+LOG_F0_RANGE = (np.log(20.0), np.log(2000.0))
+
+
+def _record_dtype(f_dim: int) -> np.dtype:
+    return np.dtype([("f", "<f4", (f_dim,)), ("log_f0_mean", "<f4"), ("log_f0_std", "<f4")])
+
+
+def save_speaker(path, speaker) -> None:
+    """Write a Speaker (or a bare f vector) as .npy atomically: a record with the register when there is
+    one, else the plain float32 (f_dim,) code."""
+    if not isinstance(speaker, Speaker):
+        speaker = Speaker(np.asarray(speaker))
+    f = np.asarray(speaker.f)
+    if f.ndim != 1 or not np.all(np.isfinite(f)):
         raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
+    if speaker.register is None:
+        data = f.astype(np.float32)
+    else:
+        data = np.zeros((), _record_dtype(f.shape[0]))
+        data["f"] = f
+        data["log_f0_mean"] = speaker.register.log_mean
+        data["log_f0_std"] = speaker.register.log_std
     with atomic_write(path) as fh:
-        np.save(fh, embedding.astype(np.float32), allow_pickle=False)
+        np.save(fh, data, allow_pickle=False)
 
 
-def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> np.ndarray:
-    """Validate an in-memory speaker vector; returns it as float32."""
-    arr = np.asarray(embedding)
+def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> Speaker:
+    """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker."""
+    if isinstance(embedding, Speaker):
+        register = embedding.register
+        arr = np.asarray(embedding.f)
+    else:
+        arr = np.asarray(embedding)
+        register = None
+        if arr.dtype.names is not None:
+            arr, register = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -148,10 +205,25 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> 
         raise SpeakerError(f"{name}: size {arr.shape[0]} does not match the model's f_dim {f_dim}")
     if not np.all(np.isfinite(arr)):
         raise SpeakerError(f"{name}: contains NaN or infinite values")
-    return arr
+    return Speaker(arr, register)
 
 
-def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> np.ndarray:
+def _unpack_record(arr: np.ndarray, name: str) -> tuple[np.ndarray, Register]:
+    expected = ("f",) + REGISTER_FIELDS
+    if arr.dtype.names != expected or arr.shape != ():
+        raise SpeakerError(f"{name}: a record with fields {arr.dtype.names} and shape {arr.shape}, "
+                           f"expected one record with fields {expected}")
+    log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
+    if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
+        raise SpeakerError(f"{name}: log_f0_mean {log_mean!r} is not the log of a pitch between 20 and 2000 Hz")
+    if not (0.0 < log_std < 2.0):
+        raise SpeakerError(f"{name}: log_f0_std {log_std!r} is outside (0, 2)")
+    if arr.dtype["f"].base != np.float32:
+        raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
+    return np.array(arr["f"]), Register(log_mean, log_std)
+
+
+def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
     """Load and validate speaker.npy (never unpickles). Size is checked against the model's f_dim."""
     path = Path(path)
     if model is not None:

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads per job (default: cores / jobs, at most 4)")
+    parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
+                        help="write the DSAE's own reconstruction: the target's spectral envelope without "
+                             "harmonics rebuilt at the target's pitch (breathy; for studying the model)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -48,7 +51,7 @@ def main(argv=None) -> int:
         summary = batch_convert(args.in_dir, args.out_dir, args.target, model_dir=args.model,
                                 n_iter=args.n_iter, jobs=args.jobs, overwrite=args.overwrite,
                                 out_sr=args.sr, device=args.device, threads=args.threads,
-                                progress=not args.quiet, log=log, describe=log)
+                                progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

@@ -10,7 +10,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vc-enroll",
         description="Average the DSAE speaker code f over every 200 ms speech segment of the given "
-                    "recordings (files or folders, searched recursively) and save it as speaker.npy.")
+                    "recordings (files or folders, searched recursively), measure the speaker's pitch "
+                    "register (median and spread of log F0), and save both as speaker.npy.")
     parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files or folders")
     parser.add_argument("-o", "--output", required=True, metavar="SPEAKER.npy", help="where to write the speaker")
     parser.add_argument("--model", metavar="MODEL_DIR", default=None,
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
         result = enroll(files or args.audio, model, on_error="skip" if args.skip_bad else "raise")
         for path, reason in result.failures:
             print(f"skipped {reason}", file=sys.stderr)
-        save_speaker(args.output, result.embedding)
+        save_speaker(args.output, result.speaker)
     except (ModelError, SpeakerError, AudioError, OSError) as exc:
         print(f"vc-enroll: error: {exc}", file=sys.stderr)
         return 1

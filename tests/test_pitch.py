@@ -1,0 +1,125 @@
+"""vc.pitch: YIN F0 tracking, register transposition, rebuilt harmonics; and conversion that uses them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+SR = 16000
+HOP = 160
+
+
+def harmonic_tone(seconds: float, f0, seed: int = 0) -> np.ndarray:
+    """Sum of harmonics at f0 (Hz, scalar or per sample) with a little noise."""
+    n = int(seconds * SR)
+    hz = np.broadcast_to(np.asarray(f0, float), (n,))
+    phase = 2 * np.pi * np.cumsum(hz) / SR
+    y = sum(np.sin(k * phase) / k for k in range(1, 25) if k * hz.max() < SR / 2)
+    noise = 0.002 * np.random.default_rng(seed).standard_normal(n)
+    return (0.3 * y / np.max(np.abs(y)) + noise).astype(np.float32)
+
+
+@pytest.mark.parametrize("f0", [75.0, 118.0, 220.0, 390.0])
+def test_yin_finds_steady_pitch(f0):
+    from vc.pitch import yin
+
+    est, voiced = yin(harmonic_tone(1.0, f0), SR, HOP)
+    assert est.shape == voiced.shape == (1 + SR // HOP,)
+    inner = voiced[10:-10]
+    assert inner.mean() > 0.95
+    np.testing.assert_allclose(est[10:-10][inner], f0, rtol=0.01)
+
+
+def test_yin_follows_a_glide_and_ignores_noise_and_silence():
+    from vc.pitch import yin
+
+    glide = np.geomspace(110.0, 220.0, SR)         # one octave up in a second
+    noise = 0.1 * np.random.default_rng(1).standard_normal(SR // 2).astype(np.float32)
+    silence = np.zeros(SR // 2, np.float32)
+    est, voiced = yin(np.concatenate([harmonic_tone(1.0, glide), noise, silence]), SR, HOP)
+    frames = np.arange(est.size) * HOP
+    tone = (frames > 0.05 * SR) & (frames < 0.95 * SR)
+    truth = np.interp(frames[tone], np.arange(SR), glide)
+    assert voiced[tone].mean() > 0.95
+    np.testing.assert_allclose(est[tone][voiced[tone]], truth[voiced[tone]], rtol=0.02)
+    assert voiced[frames > 1.1 * SR].mean() < 0.05   # white noise and silence are not voiced
+
+
+def test_yin_rejects_bad_arguments():
+    from vc.pitch import yin
+
+    with pytest.raises(ValueError, match="mono"):
+        yin(np.zeros((100, 2)), SR, HOP)
+    with pytest.raises(ValueError, match="fmin"):
+        yin(np.zeros(1000), SR, HOP, fmin=500, fmax=400)
+
+
+def test_register_and_transpose():
+    from vc.pitch import Register, transpose
+
+    f0 = np.array([100.0, 0.0, 200.0, 141.42])
+    voiced = f0 > 0
+    source = Register.of(f0, voiced, min_frames=3)
+    assert source.log_mean == pytest.approx(np.log(141.42), abs=1e-4)
+    assert Register.of(f0, voiced, min_frames=4) is None         # too few voiced frames to say
+    target = Register(np.log(282.84), 2 * source.log_std)
+    moved = transpose(f0, voiced, source, target)
+    assert moved[1] == 0.0                                       # unvoiced stays unvoiced
+    # Contour kept, centred on 282.84 Hz, spread doubled: 100 Hz was half an octave down, now a full one.
+    np.testing.assert_allclose(moved[[0, 2, 3]], [141.42, 565.69, 282.84], rtol=1e-3)
+
+
+def test_harmonic_fine_structure_peaks_at_the_harmonics():
+    from vc.dsp import FeatureConfig
+    from vc.pitch import harmonic_fine_structure
+
+    cfg = FeatureConfig()
+    T = 50
+    f0 = np.full(T, 200.0)
+    voiced = np.ones(T, bool)
+    voiced[:10] = False
+    fine = harmonic_fine_structure(f0, voiced, cfg, T * HOP)
+    assert fine.shape == (T, cfg.n_features)
+    assert np.all(fine[:10] == 0.0)
+    frame = fine[30]
+    bin_hz = cfg.sr / cfg.n_fft                                   # 40 Hz; feature column k is bin k + 1
+    harmonics = np.arange(200, 7000, 200) / bin_hz - 1
+    between = harmonics[:-1] + 2.5                                 # half way to the next harmonic
+    assert frame[harmonics.astype(int)].mean() > frame[between.astype(int)].mean() + 2.0
+
+
+def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
+    from test_model import make_tiny_model_dir
+    from vc.conversion import convert_audio16k, with_harmonics
+    from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
+    from vc.model import load_model
+    from vc.pitch import Register, smooth_across_frequency, yin
+    from vc.speakers import Speaker
+
+    model = load_model(make_tiny_model_dir(tmp_path / "model", f_dim=6, seed=5)[0], device="cpu", threads=1)
+    cfg = model.feature_config
+    vibrato = 140.0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * np.arange(2 * SR) / SR))
+    source = harmonic_tone(2.0, vibrato)
+    f = np.linspace(-1, 1, 6).astype(np.float32)
+    # A speech-like envelope (the source's own, smoothed) stands in for the decoder's output.
+    envelope = smooth_across_frequency(log_magnitude(source, cfg))
+
+    def median_f0(frames):
+        audio = griffinlim(magnitude_from_features(frames, cfg), n_iter=16, init="pghi", length=source.size)
+        est, voiced = yin(audio, SR, HOP)
+        assert voiced.mean() > 0.8
+        return float(np.median(est[voiced]))
+
+    up = with_harmonics(envelope, source, Speaker(f, Register(np.log(230.0), 0.03)), model)
+    assert median_f0(up) == pytest.approx(230.0, rel=0.03)
+    kept = with_harmonics(envelope, source, Speaker(f), model)       # no register: the source's pitch
+    assert median_f0(kept) == pytest.approx(140.0, rel=0.03)
+    whisper = 0.05 * np.random.default_rng(2).standard_normal(2 * SR).astype(np.float32)
+    np.testing.assert_array_equal(with_harmonics(envelope, whisper, Speaker(f), model), envelope)
+
+    # The whole path: the register changes the output, harmonics=False leaves the model's envelope alone.
+    target = Speaker(f, Register(np.log(230.0), 0.03))
+    with_pitch = convert_audio16k(source, target, model, n_iter=4)
+    plain = convert_audio16k(source, target, model, n_iter=4, harmonics=False)
+    assert with_pitch.shape == plain.shape == source.shape
+    assert np.max(np.abs(with_pitch - plain)) > 1e-2

@@ -1,0 +1,161 @@
+"""Pitch: track F0, move it to another voice's register, and rebuild the harmonics the DSAE cannot.
+
+The decoder returns the conditional mean of a log-magnitude frame given (f, z). Where the harmonics fall
+depends on the exact F0, which z is trained to forget (the voice-change invariance) and f cannot know, so
+the mean is the smooth spectral envelope: Griffin-Lim turns it into breathy, pitchless speech. A converted
+voice therefore needs its fine structure back. It is rebuilt from the source's own F0 contour, keeping
+the intonation (what is said) and moving its mean and spread of log F0 to the target's (who says it), as
+classic voice conversion does. The target's pitch register comes from the model: a linear map from f,
+fitted on the training speakers and stored in the model's metadata (`pitch_from_f`).
+
+F0 tracking is YIN (de Cheveigné & Kawahara 2002): the cumulative-mean-normalised difference function,
+first dip under a threshold, parabolic refinement, on frames centred like the STFT's so F0 frame t belongs
+to feature frame t.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+FMIN = 60.0
+FMAX = 450.0
+THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
+SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) are never voiced
+MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
+
+
+def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
+    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
+    if not 0 < fmin < fmax < sr / 2:
+        raise ValueError(f"yin: need 0 < fmin < fmax < sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    min_lag = max(2, int(np.floor(sr / fmax)))
+    max_lag = int(np.ceil(sr / fmin))
+    width = frame_length or 2 * max_lag        # integration window: two periods of the lowest voice
+    span = width + max_lag + 1
+    n_frames = 1 + y.shape[0] // hop_length
+    padded = np.pad(y, (span // 2, span))
+    starts = np.arange(n_frames) * hop_length
+    frames = padded[starts[:, None] + np.arange(span)[None, :]]
+
+    # d(tau) = sum_j (x_j - x_{j+tau})^2 over j < width, from an FFT cross-correlation and running energies
+    n = 1 << int(np.ceil(np.log2(span + width)))
+    spectrum_all = np.fft.rfft(frames, n)
+    spectrum_head = np.fft.rfft(frames[:, :width], n)
+    corr = np.fft.irfft(spectrum_all * np.conj(spectrum_head), n)[:, : max_lag + 1]
+    sq = np.concatenate([np.zeros((n_frames, 1)), np.cumsum(frames ** 2, axis=1)], axis=1)
+    energy_head = sq[:, width]
+    lags = np.arange(max_lag + 1)
+    energy_shifted = sq[:, lags + width] - sq[:, lags]
+    diff = np.maximum(energy_head[:, None] + energy_shifted - 2.0 * corr, 0.0)
+    cumulative = np.cumsum(diff[:, 1:], axis=1)
+    cmnd = np.ones_like(diff)
+    cmnd[:, 1:] = diff[:, 1:] * lags[1:] / np.maximum(cumulative, 1e-12)
+
+    # first dip under the threshold (then down to its local minimum), else the global minimum
+    search = cmnd[:, min_lag:max_lag]
+    below = search < threshold
+    first = np.where(below.any(axis=1), below.argmax(axis=1), search.argmin(axis=1))
+    tau = first.copy()
+    for _ in range(max_lag):                    # walk down to the bottom of the dip
+        nxt = np.minimum(tau + 1, search.shape[1] - 1)
+        step = search[np.arange(n_frames), nxt] < search[np.arange(n_frames), tau]
+        if not step.any():
+            break
+        tau = np.where(step, nxt, tau)
+    rows = np.arange(n_frames)
+    best = search[rows, tau]
+    lag = tau + min_lag
+    left = cmnd[rows, np.maximum(lag - 1, 1)]
+    right = cmnd[rows, np.minimum(lag + 1, max_lag)]
+    curvature = left - 2.0 * best + right
+    shift = np.where(curvature > 1e-12, 0.5 * (left - right) / np.maximum(curvature, 1e-12), 0.0)
+    period = lag + np.clip(shift, -1.0, 1.0)
+
+    level = 10.0 * np.log10(np.maximum(energy_head / width, 1e-20))
+    loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
+    voiced = (best < threshold) & loud
+    voiced = _drop_short_runs(voiced, MIN_VOICED_RUN)
+    f0 = np.where(voiced, sr / period, 0.0)
+    return _median_within_runs(f0, voiced), voiced
+
+
+def _median_within_runs(f0: np.ndarray, voiced: np.ndarray, width: int = 5) -> np.ndarray:
+    """Median of log F0 over `width` frames, voiced neighbours only: removes single-frame octave slips."""
+    logs = np.where(voiced, np.log(np.where(voiced, f0, 1.0)), np.nan)
+    half = width // 2
+    padded = np.pad(logs, half, constant_values=np.nan)
+    windows = padded[np.arange(f0.shape[0])[:, None] + np.arange(width)[None, :]]
+    out = np.zeros_like(f0)
+    if voiced.any():
+        out[voiced] = np.exp(np.nanmedian(windows[voiced], axis=1))
+    return out
+
+
+def _drop_short_runs(flags: np.ndarray, min_run: int) -> np.ndarray:
+    flags = flags.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    for start, stop in zip(edges[::2], edges[1::2]):
+        if stop - start < min_run:
+            flags[start:stop] = False
+    return flags
+
+
+@dataclass(frozen=True)
+class Register:
+    """A voice's pitch register: mean and standard deviation of natural-log F0 over voiced frames."""
+
+    log_mean: float
+    log_std: float
+
+    @classmethod
+    def of(cls, f0: np.ndarray, voiced: np.ndarray, min_frames: int = 10) -> "Register | None":
+        """None when too few frames are voiced to say."""
+        logs = np.log(f0[voiced])
+        if logs.size < min_frames:
+            return None
+        return cls(float(np.median(logs)), float(max(np.std(logs), 0.02)))
+
+
+def transpose(f0: np.ndarray, voiced: np.ndarray, source: Register, target: Register) -> np.ndarray:
+    """Keep the contour, move its mean and spread of log F0 from the source's register to the target's."""
+    out = np.zeros_like(f0)
+    logs = np.log(f0[voiced])
+    out[voiced] = np.exp(target.log_mean + (logs - source.log_mean) * (target.log_std / source.log_std))
+    return out
+
+
+def smooth_across_frequency(frames: np.ndarray, bins: int = 9) -> np.ndarray:
+    """(T, D) log-magnitude -> its envelope: a Hann-weighted moving average across `bins` frequency bins,
+    wider than the harmonic spacing of low voices (the same split as training.augment)."""
+    kernel = np.hanning(bins + 2)[1:-1]
+    kernel /= kernel.sum()
+    half = bins // 2
+    padded = np.pad(frames, ((0, 0), (half, half)), mode="edge")
+    out = np.zeros_like(frames, dtype=np.float32)
+    for k, weight in enumerate(kernel):
+        out += weight * padded[:, k:k + frames.shape[1]]
+    return out
+
+
+def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, n_samples: int) -> np.ndarray:
+    """(T, cfg.n_features) log-magnitude fine structure of a pulse train that follows `f0`: the harmonic
+    peaks and valleys around a zero envelope, measured with the model's own STFT so the peak shapes match
+    its window. Zero in unvoiced frames."""
+    from vc.dsp import log_magnitude
+
+    T = f0.shape[0]
+    centres = np.arange(T) * cfg.hop_length
+    hz = np.interp(np.arange(n_samples), centres, np.where(voiced, f0, 0.0))
+    cycles = np.cumsum(hz / cfg.sr)
+    pulses = np.zeros(max(n_samples, cfg.n_fft), np.float32)
+    pulses[1 + np.flatnonzero(np.diff(np.floor(cycles)) > 0)] = 1.0
+    spectrum = log_magnitude(pulses, cfg)[:T]
+    fine = spectrum - smooth_across_frequency(spectrum)
+    fine[~voiced[: fine.shape[0]]] = 0.0
+    return fine
