@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from test_enroll import voiced
 from test_model import make_tiny_model_dir
@@ -190,12 +191,58 @@ def test_whole_utterance_path_rebuilds_the_spectrum():
     audio = voiced(1.5, f0=130)
     mag = np.abs(stft(audio, n_fft=400, hop_length=160, win_length=400))
     target = np.array([1, 2, 3], np.float32)
-    rough = convert_audio16k(audio, target, IdentityModel(), n_iter=0, harmonics=False)
-    fine = convert_audio16k(audio, target, IdentityModel(), n_iter=32, harmonics=False)
+    rough = convert_audio16k(audio, target, IdentityModel(), n_iter=0, harmonics=False, strength=1.0)
+    fine = convert_audio16k(audio, target, IdentityModel(), n_iter=32, harmonics=False, strength=1.0)
     assert fine.shape == audio.shape
     sc_rough = spectral_convergence_db(mag, rough, hop_length=160)
     sc_fine = spectral_convergence_db(mag, fine, hop_length=160)
     assert sc_fine < -25 and sc_fine < sc_rough - 5, (sc_rough, sc_fine)
+
+
+class CodeRecorder(IdentityModel):
+    """Encodes every segment to the source code (1, 0, 0) and records the f the decoder is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoded_with = []
+
+    def encode(self, x):
+        f, f_logvar, z, z_logvar = super().encode(x)
+        f[:, 0] = 1.0
+        return f, f_logvar, z, z_logvar
+
+    def decode(self, f, z):
+        self.decoded_with.append(np.array(f[0]))
+        return z
+
+
+@pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 1.5, 3.0])
+def test_strength_moves_the_code_from_the_source_to_the_target_and_past_it(strength):
+    from vc.conversion import convert_audio16k
+
+    model = CodeRecorder()
+    source, target = np.array([1, 0, 0], np.float32), np.array([0, 2, 0], np.float32)
+    convert_audio16k(voiced(1.0), target, model, n_iter=0, harmonics=False, strength=strength)
+    assert model.decoded_with
+    for f in model.decoded_with:
+        np.testing.assert_allclose(f, source + strength * (target - source), atol=1e-6)
+
+
+def test_bad_strength_is_refused(tiny, tmp_path, capsys):
+    from vc.cli.batch import main
+    from vc.conversion import convert_audio16k
+
+    for bad in (-0.1, 3.5, float("nan"), True):
+        with pytest.raises(ValueError, match="strength must be a number from 0 to 3"):
+            convert_audio16k(voiced(0.5), np.zeros(6, np.float32), tiny, strength=bad)
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", voiced(0.5), SR)
+    np.save(tmp_path / "t.npy", np.zeros(6, np.float32))
+    code = main([str(tmp_path / "in"), str(tmp_path / "out"), "--target", str(tmp_path / "t.npy"),
+                 "--model", str(tiny.model_dir), "--strength", "4"])
+    err = capsys.readouterr().err
+    assert code == 1 and "vc-batch: error: --strength must be a number from 0 to 3, not 4.0" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_convert_with_a_model_directory_loads_it_once(tiny, monkeypatch):

@@ -50,16 +50,19 @@ def main(argv=None) -> int:
     parser.add_argument("--targets-per-source", type=int, default=3)
     parser.add_argument("--utterances", type=int, default=2, help="converted utterances per (source, target)")
     parser.add_argument("--n-iter", type=int, default=32)
+    parser.add_argument("--strength", type=float, default=None,
+                        help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     args = parser.parse_args(argv)
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import convert_audio16k
+    from vc.conversion import DEFAULT_STRENGTH, convert_audio16k
     from vc.model import load_model
     from vc.speakers import enroll
 
+    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
     model = load_model(args.model, device="cpu")
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
                 utt = held_out[source][(k * args.utterances + j) % len(held_out[source])]
                 audio = read_audio(utt.path, sr=sr)[0]
                 converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
-                                             harmonics=args.harmonics)
+                                             harmonics=args.harmonics, strength=strength)
                 n_audio += audio.size / sr
                 e_conv, e_orig = embed(converted), embed(audio)
                 rows.append({
@@ -115,6 +118,7 @@ def main(argv=None) -> int:
         "audio_seconds": round(n_audio, 1),
         "n_iter": args.n_iter,
         "harmonics": args.harmonics,
+        "strength": strength,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,

@@ -8,7 +8,7 @@ from vc.cli.args import non_negative_int, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.conversion import DEFAULT_N_ITER
+    from vc.conversion import DEFAULT_N_ITER, DEFAULT_STRENGTH, MAX_STRENGTH
 
     parser = argparse.ArgumentParser(
         prog="vc-batch",
@@ -29,6 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads per job (default: cores / jobs, at most 4)")
+    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, metavar="S",
+                        help=f"how far the speaker code moves from the source's to the target's: 0 keeps the "
+                             f"source voice, 1 is the plain code swap, up to {MAX_STRENGTH:g} (default "
+                             f"{DEFAULT_STRENGTH:g}: half as far again past the target, which cancels the "
+                             f"source identity the dynamic codes still carry)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="write the DSAE's own reconstruction: the target's spectral envelope without "
                              "harmonics rebuilt at the target's pitch (breathy; for studying the model)")
@@ -51,7 +56,8 @@ def main(argv=None) -> int:
         summary = batch_convert(args.in_dir, args.out_dir, args.target, model_dir=args.model,
                                 n_iter=args.n_iter, jobs=args.jobs, overwrite=args.overwrite,
                                 out_sr=args.sr, device=args.device, threads=args.threads,
-                                progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics)
+                                progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
+                                strength=args.strength)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1
