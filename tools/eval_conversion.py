@@ -15,6 +15,7 @@ Needs Resemblyzer: `pip install webrtcvad-wheels` then `pip install --no-deps re
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-iter", type=int, default=32)
     parser.add_argument("--strength", type=float, default=None,
                         help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
+    parser.add_argument("--details", type=Path, default=None, metavar="CSV",
+                        help="also write one row per conversion (speakers, utterance, cosines) to this CSV")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     args = parser.parse_args(argv)
@@ -106,6 +109,11 @@ def main(argv=None) -> int:
                     "orig_cos_target": float(e_orig @ reference[target]),
                     "orig_cos_source": float(e_orig @ reference[source]),
                 })
+    if args.details is not None:
+        with open(args.details, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     closer = [r["cos_target"] > r["cos_source"] for r in rows]
     report = {
         "target_closer_rate": round(float(np.mean(closer)), 4),

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         if model is not None:
             result = enroll([corpus / r["path"] for r in spk["rows"]], model)
             npy = f"speakers/{spk['id']}.npy"
-            save_speaker(out / npy, result.embedding)
+            save_speaker(out / npy, result.speaker)
             keep.add(npy)
             entry.update(speaker=npy, model_id=model.model_id, enrolled_seconds=round(result.speech_seconds, 1),
                          enrolled_segments=result.segments, enrolled_files=result.files)

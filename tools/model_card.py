@@ -138,7 +138,8 @@ def main(argv=None) -> int:
         lines += ["## Conversion (tools/eval_conversion.py, Resemblyzer embeddings)", "",
                   f"target_closer_rate {conv['target_closer_rate']:.2f}, mean cosine to target "
                   f"{conv['mean_cos_target']:.3f}, to source {conv['mean_cos_source']:.3f} "
-                  f"({conv['conversions']} conversions).", ""]
+                  f"({conv['conversions']} conversions; strength {conv.get('strength', 1.0):g}, harmonics "
+                  f"{'rebuilt at the target pitch' if conv.get('harmonics') else 'off'}).", ""]
     lines += ["## Figures", "",
               "Reconstructions of held-out speakers (input above, reconstruction with their own f below):", "",
               f"![reconstruction]({figures['reconstruction']})", "",

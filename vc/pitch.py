@@ -43,8 +43,9 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     starts = np.arange(n_frames) * hop_length
     frames = padded[starts[:, None] + np.arange(span)[None, :]]
 
-    # d(tau) = sum_j (x_j - x_{j+tau})^2 over j < width, from an FFT cross-correlation and running energies
-    n = 1 << int(np.ceil(np.log2(span + width)))
+    # d(tau) = sum_j (x_j - x_{j+tau})^2 over j < width, from an FFT cross-correlation and running energies;
+    # j + tau < span for every lag used, so a circular correlation of length >= span has no wrap-around.
+    n = 1 << int(np.ceil(np.log2(span)))
     spectrum_all = np.fft.rfft(frames, n)
     spectrum_head = np.fft.rfft(frames[:, :width], n)
     corr = np.fft.irfft(spectrum_all * np.conj(spectrum_head), n)[:, : max_lag + 1]
@@ -57,17 +58,13 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     cmnd = np.ones_like(diff)
     cmnd[:, 1:] = diff[:, 1:] * lags[1:] / np.maximum(cumulative, 1e-12)
 
-    # first dip under the threshold (then down to its local minimum), else the global minimum
+    # first dip under the threshold, followed down to its bottom (the first point not above its successor;
+    # points on the way down stay under the threshold), else the global minimum
     search = cmnd[:, min_lag:max_lag]
-    below = search < threshold
-    first = np.where(below.any(axis=1), below.argmax(axis=1), search.argmin(axis=1))
-    tau = first.copy()
-    for _ in range(max_lag):                    # walk down to the bottom of the dip
-        nxt = np.minimum(tau + 1, search.shape[1] - 1)
-        step = search[np.arange(n_frames), nxt] < search[np.arange(n_frames), tau]
-        if not step.any():
-            break
-        tau = np.where(step, nxt, tau)
+    bottom = np.ones_like(search, dtype=bool)
+    bottom[:, :-1] = search[:, :-1] <= search[:, 1:]
+    candidates = (search < threshold) & bottom
+    tau = np.where(candidates.any(axis=1), candidates.argmax(axis=1), search.argmin(axis=1))
     rows = np.arange(n_frames)
     best = search[rows, tau]
     lag = tau + min_lag
