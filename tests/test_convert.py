@@ -292,6 +292,8 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     make_examples = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_examples)
     ex = tmp_path / "examples"
+    from vc.speakers import load_speaker
+
     assert make_examples.main(["--corpus", str(corpus), "--model", str(tiny.model_dir), "--out", str(ex),
                                "--sources", "2", "--targets", "2"]) == 0
     manifest = json.loads((ex / "manifest.json").read_text())
@@ -300,7 +302,8 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     assert {t["gender"] for t in manifest["targets"]} == {"f", "m"}  # diverse targets
     for t in manifest["targets"]:
         assert t["model_id"] == tiny.model_id and t["enrolled_files"] == 3
-        assert np.load(ex / t["speaker"]).shape == (6,)
+        speaker = load_speaker(ex / t["speaker"], tiny)
+        assert speaker.f.shape == (6,) and speaker.register is not None   # the synthetic voices are voiced
     for c in manifest["clips"]:
         assert sf.info(str(ex / c["path"])).samplerate == 16000 and 2.0 <= c["seconds"] <= 3.6
     assert sorted(p.name for p in ex.iterdir()) == ["README.md", "audio", "manifest.json", "speakers"]
