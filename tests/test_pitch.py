@@ -123,3 +123,16 @@ def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
     plain = convert_audio16k(source, target, model, n_iter=4, harmonics=False)
     assert with_pitch.shape == plain.shape == source.shape
     assert np.max(np.abs(with_pitch - plain)) > 1e-2
+
+
+def test_yin_in_blocks_matches_one_pass(monkeypatch):
+    """Long files are analysed a block of frames at a time (bounded memory) with the same result."""
+    import vc.pitch as pitch
+
+    y = np.concatenate([harmonic_tone(1.3, 150.0), np.zeros(SR // 3, np.float32), harmonic_tone(1.0, 260.0, seed=1)])
+    one_pass = pitch.yin(y, SR, HOP)
+    monkeypatch.setattr(pitch, "FRAMES_PER_BLOCK", 37)
+    blocked = pitch.yin(y, SR, HOP)
+    np.testing.assert_array_equal(blocked[1], one_pass[1])
+    np.testing.assert_allclose(blocked[0], one_pass[0], rtol=1e-9)
+    assert one_pass[1].sum() > 150

@@ -25,6 +25,9 @@ SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) a
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 
 
+FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
+
+
 def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
         frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
     """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
@@ -40,9 +43,25 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     span = width + max_lag + 1
     n_frames = 1 + y.shape[0] // hop_length
     padded = np.pad(y, (span // 2, span))
-    starts = np.arange(n_frames) * hop_length
-    frames = padded[starts[:, None] + np.arange(span)[None, :]]
+    period = np.empty(n_frames)
+    dip = np.empty(n_frames)
+    energy = np.empty(n_frames)
+    for first in range(0, n_frames, FRAMES_PER_BLOCK):
+        starts = np.arange(first, min(first + FRAMES_PER_BLOCK, n_frames)) * hop_length
+        frames = padded[starts[:, None] + np.arange(span)[None, :]]
+        block = slice(first, first + starts.shape[0])
+        period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
 
+    level = 10.0 * np.log10(np.maximum(energy / width, 1e-20))
+    loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
+    voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
+    f0 = np.where(voiced, sr / period, 0.0)
+    return _median_within_runs(f0, voiced), voiced
+
+
+def _yin_frames(frames: np.ndarray, width: int, min_lag: int, max_lag: int, threshold: float):
+    """(n, span) frames -> period in samples, the normalised difference at it, energy of the first `width`."""
+    n_frames, span = frames.shape
     # d(tau) = sum_j (x_j - x_{j+tau})^2 over j < width, from an FFT cross-correlation and running energies;
     # j + tau < span for every lag used, so a circular correlation of length >= span has no wrap-around.
     n = 1 << int(np.ceil(np.log2(span)))
@@ -72,14 +91,7 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     right = cmnd[rows, np.minimum(lag + 1, max_lag)]
     curvature = left - 2.0 * best + right
     shift = np.where(curvature > 1e-12, 0.5 * (left - right) / np.maximum(curvature, 1e-12), 0.0)
-    period = lag + np.clip(shift, -1.0, 1.0)
-
-    level = 10.0 * np.log10(np.maximum(energy_head / width, 1e-20))
-    loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
-    voiced = (best < threshold) & loud
-    voiced = _drop_short_runs(voiced, MIN_VOICED_RUN)
-    f0 = np.where(voiced, sr / period, 0.0)
-    return _median_within_runs(f0, voiced), voiced
+    return lag + np.clip(shift, -1.0, 1.0), best, energy_head
 
 
 def _median_within_runs(f0: np.ndarray, voiced: np.ndarray, width: int = 5) -> np.ndarray:
