@@ -5,8 +5,9 @@ depends on the exact F0, which z is trained to forget (the voice-change invarian
 the mean is the smooth spectral envelope: Griffin-Lim turns it into breathy, pitchless speech. A converted
 voice therefore needs its fine structure back. It is rebuilt from the source's own F0 contour, keeping
 the intonation (what is said) and moving its mean and spread of log F0 to the target's (who says it), as
-classic voice conversion does. The target's pitch register comes from the model: a linear map from f,
-fitted on the training speakers and stored in the model's metadata (`pitch_from_f`).
+classic voice conversion does. The target's register is measured at enrolment and kept in speaker.npy
+(`vc.speakers`); f alone predicts it poorly (about a quarter of an octave off on held-out speakers), as the
+decoder never needed to know it.
 
 F0 tracking is YIN (de Cheveigné & Kawahara 2002): the cumulative-mean-normalised difference function,
 first dip under a threshold, parabolic refinement, on frames centred like the STFT's so F0 frame t belongs
