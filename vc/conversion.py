@@ -20,7 +20,7 @@ import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio, resample, to_mono, write_wav
 from vc.model import Model, default_model_dir, load_model
-from vc.speakers import Speaker, SpeakerError, check_speaker, load_speaker
+from vc.speakers import Speaker, SpeakerError, check_speaker, load_speaker, speech_flags
 
 DEFAULT_N_ITER = 32
 # f = f_source + strength * (f_target - f_source). 1 is the plain DSAE swap; z still carries some of the
@@ -49,36 +49,64 @@ def _window_weights(length: int, hop: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, window_hop: int | None = None) -> np.ndarray:
-    """Raw log-magnitude frames (T, n_features) -> converted raw frames (T, n_features).
+@dataclass
+class EncodedWindows:
+    """An utterance's overlapping model windows, encoded: window k covers frames starts[k] to starts[k] + L - 1
+    of the silence-padded utterance."""
 
-    Windows of the model's segment length start every `window_hop` frames (default: half a segment).
-    """
+    starts: np.ndarray     # (n,) first frame of each window
+    f_mean: np.ndarray     # (n, f_dim)
+    z_mean: np.ndarray     # (n, L, z_dim)
+    hop: int
+    n_frames: int          # T, before padding
+
+
+def encode_windows(frames: np.ndarray, model: Model, window_hop: int | None = None) -> EncodedWindows:
+    """Raw log-magnitude frames (T, n_features) -> the posterior means of windows of the model's segment
+    length that start every `window_hop` frames (default: half a segment)."""
     L = model.segment_length
     T = frames.shape[0]
     hop = max(1, L // 2) if window_hop is None else int(window_hop)
     if not 1 <= hop <= L:
         raise ValueError(f"window_hop must be between 1 and the segment length {L}, not {window_hop}")
     n_windows = 1 if T <= L else int(np.ceil((T - L) / hop)) + 1
-    padded_T = (n_windows - 1) * hop + L
     floor = np.float32(np.log(model.feature_config.log_floor))
-    x = np.full((padded_T, frames.shape[1]), floor, np.float32)  # padding is silence
+    x = np.full(((n_windows - 1) * hop + L, frames.shape[1]), floor, np.float32)  # padding is silence
     x[:T] = frames
     x = model.normalise(x)
     starts = np.arange(n_windows) * hop
     idx = starts[:, None] + np.arange(L)[None, :]
-    weights = _window_weights(L, hop) if n_windows > 1 else np.ones(L, np.float32)
-    acc = np.zeros((padded_T, frames.shape[1]), np.float32)
+    f_means, z_means = [], []
+    for b in range(0, n_windows, MODEL_BATCH):
+        f_mean, _, z_mean, _ = model.encode(x[idx[b:b + MODEL_BATCH]])
+        f_means.append(f_mean)
+        z_means.append(z_mean)
+    return EncodedWindows(starts, np.concatenate(f_means), np.concatenate(z_means), hop, T)
+
+
+def decode_windows(windows: EncodedWindows, code: np.ndarray, model: Model) -> np.ndarray:
+    """Decode every window with speaker code `code` and blend the overlaps -> raw frames (T, n_features)."""
+    L = model.segment_length
+    n_windows = windows.starts.shape[0]
+    padded_T = int(windows.starts[-1]) + L
+    weights = _window_weights(L, windows.hop) if n_windows > 1 else np.ones(L, np.float32)
+    acc = np.zeros((padded_T, model.n_features), np.float32)
     wsum = np.zeros(padded_T, np.float32)
     for b in range(0, n_windows, MODEL_BATCH):
-        sl = idx[b:b + MODEL_BATCH]
-        _, _, z_mean, _ = model.encode(x[sl])
-        f = np.broadcast_to(target, (sl.shape[0], target.shape[0]))
+        z_mean = windows.z_mean[b:b + MODEL_BATCH]
+        f = np.broadcast_to(code, (z_mean.shape[0], code.shape[0]))
         decoded = model.denormalise(model.decode(f, z_mean)) * weights[None, :, None]
-        for start, window in zip(starts[b:b + MODEL_BATCH], decoded):
+        for start, window in zip(windows.starts[b:b + MODEL_BATCH], decoded):
             acc[start:start + L] += window
             wsum[start:start + L] += weights
+    T = windows.n_frames
     return acc[:T] / wsum[:T, None]
+
+
+def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, window_hop: int | None = None) -> np.ndarray:
+    """Raw log-magnitude frames (T, n_features) -> converted raw frames (T, n_features), every window
+    decoded with the speaker code `target`."""
+    return decode_windows(encode_windows(frames, model, window_hop), target, model)
 
 
 def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, model: Model) -> np.ndarray:
@@ -105,17 +133,17 @@ def check_strength(strength) -> float:
     return float(strength)
 
 
-def conversion_code(audio: np.ndarray, target_f: np.ndarray, model: Model, strength: float) -> np.ndarray:
-    """The f the decoder gets: f_source + strength * (target_f - f_source), f_source measured on the
-    source's speech segments as vc-enroll measures a target (the target alone when there is no speech)."""
-    from vc.speakers import posterior_f, speech_segments
-
+def conversion_code(windows: EncodedWindows, speech: np.ndarray, target_f: np.ndarray, model: Model,
+                    strength: float) -> np.ndarray:
+    """The f the decoder gets: f_source + strength * (target_f - f_source). f_source is measured as vc-enroll
+    measures a target: the mean f of the whole segments flagged as speech (`vc.speakers.speech_flags`),
+    which are the windows starting at multiples of the segment length. The target alone without speech."""
     if strength == 1.0:
         return target_f
-    segments, _ = speech_segments(audio, model)
-    if segments.shape[0] == 0:
+    on_speech = np.isin(windows.starts, np.flatnonzero(speech) * model.segment_length)
+    if not on_speech.any():
         return target_f
-    source_f = posterior_f(segments, model).astype(np.float64).mean(axis=0)
+    source_f = windows.f_mean[on_speech].astype(np.float64).mean(axis=0)
     return (source_f + strength * (target_f - source_f)).astype(np.float32)
 
 
@@ -135,7 +163,9 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     if n < cfg.n_fft:  # the STFT needs one full frame; pad with silence and cut back afterwards
         audio = np.pad(audio, (0, cfg.n_fft - n))
     frames = log_magnitude(audio, cfg)
-    converted = convert_features(frames, conversion_code(audio[:n], target.f, model, strength), model)
+    windows = encode_windows(frames, model)
+    code = conversion_code(windows, speech_flags(audio[:n], model), target.f, model, strength)
+    converted = decode_windows(windows, code, model)
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
     mag = magnitude_from_features(converted, cfg)

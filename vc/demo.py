@@ -107,7 +107,7 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
     print(model.describe())
     manifest = load_manifest(examples)
     name, speaker_path, reference = choose_target(target, manifest, examples, model.model_id)
-    target_speaker_code = load_speaker(speaker_path, model)
+    speaker = load_speaker(speaker_path, model)
     target_speaker = next((t.get("speaker_id") for t in manifest.get("targets", []) if t["name"] == name), None)
     sr = model.feature_config.sr
 
@@ -123,7 +123,7 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
     for clip in clips:
         src = examples / clip["path"]
         audio, _ = read_audio(src, sr=sr)
-        converted = convert_audio16k(audio, target_speaker_code, model, n_iter=n_iter)
+        converted = convert_audio16k(audio, speaker, model, n_iter=n_iter)
         peak = float(np.max(np.abs(converted)))
         if peak > 0.99:
             converted *= 0.99 / peak

@@ -24,8 +24,6 @@ FMAX = 450.0
 THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
 SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) are never voiced
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
-
-
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
 
 

@@ -87,23 +87,31 @@ def audio_files(paths) -> list[Path]:
     return found
 
 
+def speech_flags(audio: np.ndarray, model: Model) -> np.ndarray:
+    """Mono float32 at the model's rate -> one flag per whole segment (segment k holds frames k*L to
+    k*L + L - 1): True where it holds speech. A partial tail is not a segment."""
+    cfg = model.feature_config
+    seg_samples = model.segment_length * cfg.hop_length
+    n_seg = audio.shape[0] // seg_samples
+    if n_seg == 0 or audio.shape[0] < cfg.n_fft:
+        return np.zeros(0, bool)
+    blocks = audio[: n_seg * seg_samples].reshape(n_seg, seg_samples).astype(np.float64)
+    level = 10.0 * np.log10(np.maximum(np.mean(blocks ** 2, axis=1), 1e-20))
+    return (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_GATE_DB)
+
+
 def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
     """Mono float32 at the model's rate -> (raw feature segments (n, L, n_features) that hold speech,
     number of silent segments dropped). Segments do not overlap."""
     from vc.dsp import log_magnitude
 
-    cfg = model.feature_config
     L = model.segment_length
-    seg_samples = L * cfg.hop_length
-    n_seg = audio.shape[0] // seg_samples  # whole segments only; a partial tail is dropped
-    if n_seg == 0 or audio.shape[0] < cfg.n_fft:
+    speech = speech_flags(audio, model)
+    if speech.size == 0:
         return np.zeros((0, L, model.n_features), np.float32), 0
-    blocks = audio[: n_seg * seg_samples].reshape(n_seg, seg_samples).astype(np.float64)
-    level = 10.0 * np.log10(np.maximum(np.mean(blocks ** 2, axis=1), 1e-20))
-    speech = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_GATE_DB)
-    frames = log_magnitude(audio, cfg)  # centred frames: at least n_seg * L of them
-    segments = frames[: n_seg * L].reshape(n_seg, L, -1)[speech]
-    return np.ascontiguousarray(segments, dtype=np.float32), int(n_seg - speech.sum())
+    frames = log_magnitude(audio, model.feature_config)  # centred frames: at least n_seg * L of them
+    segments = frames[: speech.size * L].reshape(speech.size, L, -1)[speech]
+    return np.ascontiguousarray(segments, dtype=np.float32), int(speech.size - speech.sum())
 
 
 def posterior_f(segments: np.ndarray, model: Model) -> np.ndarray:
