@@ -15,8 +15,9 @@ ELBO = E_q[log p(x_1:T | z_1:T, f)] - KL(q(f) || p(f)) - sum_t E_q[KL(q(z_t | .)
 The KL of z is taken against the prior LSTM *teacher-forced with the posterior's samples* z_<t; feeding
 the prior its own samples instead (as a popular public port does) gives a quantity that is not the ELBO.
 
-Only `FrameEncoder` and `FrameDecoder` know what a frame is (an MLP over a spectrum here); a convolutional
-pair for images plugs into `DSAE(...)` unchanged, everything else is shared.
+Only the frame encoder and decoder know what a frame is: an MLP over a spectrum (`FrameEncoder`,
+`FrameDecoder`, speech) or, with `frame_coder="conv64"`, convolutions over a 64x64 RGB image
+(training.video, the Sprites video); everything else is shared.
 
 Options on top of the paper's model, each a separately named and logged loss term (see `DSAEConfig`):
   * `kl_z_weight`, `kl_f_weight`, `kl_warmup_steps`, `free_bits_z`: the usual beta / warm-up / free bits;
@@ -60,6 +61,7 @@ from torch import nn
 from torch.nn import functional as F
 
 VARIANTS = ("full", "factorised")
+FRAME_CODERS = ("mlp", "conv64")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -87,6 +89,10 @@ class DSAEConfig:
     adv_group_size: int = 1
     n_speakers: int = 0            # training speakers, for the adversary (set by the trainer)
     z_invariance_weight: float = 0.0   # weight of sym. KL(q(z | x, f), q(z | voice-changed x, f))
+    # What a frame is: "mlp" (a feature vector, speech) or "conv64" (a flattened 3x64x64 image, video;
+    # training.video), with `conv_width` channels in the first convolution.
+    frame_coder: str = "mlp"
+    conv_width: int = 16
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -96,6 +102,10 @@ class DSAEConfig:
         for name in ("feature_dim", "f_dim", "z_dim", "hidden_dim", "frame_hidden"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.frame_coder not in FRAME_CODERS:
+            raise ValueError(f"frame_coder must be one of {FRAME_CODERS}, not {self.frame_coder!r}")
+        if self.frame_coder == "conv64" and int(self.feature_dim) != 3 * 64 * 64:
+            raise ValueError(f"frame_coder conv64 needs feature_dim 12288 (3x64x64), not {self.feature_dim}")
         if int(self.adv_group_size) < 1:
             raise ValueError(f"adv_group_size must be at least 1, not {self.adv_group_size}")
         if not 0.0 <= self.f_swap_prob <= 1.0:
@@ -186,6 +196,10 @@ class DSAE(nn.Module):
         super().__init__()
         c = self.config = config
         H, E = c.hidden_dim, c.frame_hidden
+        if c.frame_coder == "conv64":
+            from training.video import ConvFrameDecoder, ConvFrameEncoder
+            frame_encoder = frame_encoder or ConvFrameEncoder(E, c.conv_width)
+            frame_decoder = frame_decoder or ConvFrameDecoder(c.z_dim + c.f_dim, c.conv_width)
         self.frame_encoder = frame_encoder or FrameEncoder(c.feature_dim, E)
         self.frame_decoder = frame_decoder or FrameDecoder(c.z_dim + c.f_dim, E, c.feature_dim)
 

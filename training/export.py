@@ -149,6 +149,12 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
         digest = hashlib.sha256((ckpt / WEIGHTS_NAME).read_bytes()).hexdigest()[:12]
         model_id = f"{run_dir.name}-{model.config.variant}-{digest}"
 
+    if config.data == "sprites":
+        # video: its own graphs (image-shaped input and output) and metadata; no speech model card
+        from training.sprites_export import export_video
+        meta, worst = export_video(model, config.features, out_dir, model_id, PARITY_TOLERANCE)
+        log(f"exported {model_id} to {out_dir} (parity {worst:.2e})")
+        return meta
     out_dir.mkdir(parents=True, exist_ok=True)
     c = model.config
     T = 20

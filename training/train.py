@@ -57,6 +57,16 @@ DEFAULT_MODEL = dict(
     kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0, adv_group_size=1,
 )
 
+DATA_KINDS = ("speech", "sprites")
+
+
+def _default_model(data: str) -> dict:
+    if data == "sprites":
+        from training.sprites_data import SPRITES_MODEL
+        return SPRITES_MODEL
+    return DEFAULT_MODEL
+
+
 VOICE_CHANGE = dict(max_pitch=1.5, max_warp=1.2, max_tilt=1.0, max_gain=1.0)
 
 
@@ -67,6 +77,7 @@ class TrainingError(RuntimeError):
 @dataclass
 class TrainConfig:
     features: str = ""
+    data: str = "speech"              # speech (a vc-features cache) | sprites (the Sprites render cache)
     out: str = ""
     epochs: int = 10
     batch_size: int = 64
@@ -85,10 +96,12 @@ class TrainConfig:
     init_from: str = ""
     # Random voice changes for the z invariance term (training.augment.VoicePerturbation arguments).
     voice_change: dict = field(default_factory=lambda: dict(VOICE_CHANGE))
-    model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
+    model: dict = field(default_factory=dict)     # options over the defaults of the data kind
 
     def __post_init__(self):
-        self.model = {**DEFAULT_MODEL, **(self.model or {})}
+        if self.data not in DATA_KINDS:
+            raise ValueError(f"data must be one of {DATA_KINDS}, not {self.data!r}")
+        self.model = {**_default_model(self.data), **(self.model or {})}
         self.voice_change = {**VOICE_CHANGE, **(self.voice_change or {})}
         reject_unknown_options(self.voice_change, VOICE_CHANGE, "voice_change")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -341,6 +354,27 @@ def resume_config(run_dir: str | os.PathLike, **changes) -> TrainConfig:
     return TrainConfig.from_dict(stored)
 
 
+def _open_datasets(config: TrainConfig):
+    """(train, dev or None) for the run's kind of data."""
+    if config.data == "sprites":
+        from training.sprites_data import open_sprites
+        try:
+            return open_sprites(config.features)
+        except ValueError as exc:
+            raise TrainingError(str(exc)) from None
+    try:
+        train_set = SegmentDataset(config.features, "train")
+    except CacheError as exc:
+        raise TrainingError(str(exc)) from None
+    dev_set = None
+    if (Path(config.features) / "dev").is_dir():
+        try:
+            dev_set = SegmentDataset(config.features, "dev", speakers=train_set.speakers)
+        except CacheError as exc:
+            raise TrainingError(str(exc)) from None
+    return train_set, dev_set
+
+
 def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | None = None,
           log=None) -> dict:
     """Train (or resume) a run; returns the final state (counters, history).
@@ -358,16 +392,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     if procs.main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
-    try:
-        train_set = SegmentDataset(config.features, "train")
-    except CacheError as exc:
-        raise TrainingError(str(exc)) from None
-    dev_set = None
-    if (Path(config.features) / "dev").is_dir():
-        try:
-            dev_set = SegmentDataset(config.features, "dev", speakers=train_set.speakers)
-        except CacheError as exc:
-            raise TrainingError(str(exc)) from None
+    train_set, dev_set = _open_datasets(config)
 
     model_config = DSAEConfig.from_dict({**config.model, "feature_dim": train_set.feature_dim,
                                          "n_speakers": len(train_set.speakers)})
@@ -380,7 +405,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
             log(f"{run_dir}: starting from the weights in {config.init_from}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
 
-    manifest = read_manifest(config.features)
+    manifest = train_set.manifest if config.data == "sprites" else read_manifest(config.features)
     if procs.main and not resume:
         _atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
         _atomic_write_text(run_dir / "cache_manifest.json", json.dumps(manifest, indent=2))

@@ -1,5 +1,6 @@
 """vc-train: train a DSAE on a feature cache.
 
+    vc-train --data sprites [--features data/sprites] --out runs/NAME ...     (the Sprites video model)
     vc-train --features CACHE --out runs/NAME [--variant full|factorised] [--epochs N] [--batch-size B]
              [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume | --init-from RUN]
 
@@ -20,7 +21,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc-train", description="Train a Disentangled Sequential Autoencoder.")
-    p.add_argument("--features", help="feature cache directory (written by vc-features)")
+    p.add_argument("--features", help="feature cache directory (written by vc-features); with --data sprites "
+                   "the Sprites render cache (default data/sprites, rendered there from $SPRITES_LPC when absent)")
+    p.add_argument("--data", choices=["speech", "sprites"], help="what to train on (default speech)")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
     p.add_argument("--config", help="JSON or TOML file with training options (model options under 'model')")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -44,7 +47,7 @@ def config_from_args(args):
     from training.train import TrainConfig, load_config_file
     values = load_config_file(args.config) if args.config else {}
     model = dict(values.pop("model", {}) or {})
-    for arg, key in (("features", "features"), ("out", "out"), ("epochs", "epochs"),
+    for arg, key in (("features", "features"), ("data", "data"), ("out", "out"), ("epochs", "epochs"),
                      ("batch_size", "batch_size"), ("lr", "lr"), ("device", "device"), ("threads", "threads"),
                      ("seed", "seed"), ("checkpoint_every", "checkpoint_every"),
                       ("init_from", "init_from")):
@@ -66,7 +69,7 @@ def main(argv=None) -> int:
     try:
         if args.resume:
             from training.train import resume_config
-            given = [name for name in ("config", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
+            given = [name for name in ("config", "data", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
                                        "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
             if given:
                 raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
@@ -75,6 +78,9 @@ def main(argv=None) -> int:
                                    features=args.features, progress=False if args.no_progress else None)
         else:
             config = config_from_args(args)
+            if not config.features and config.data == "sprites":
+                from training.sprites_data import DEFAULT_CACHE
+                config.features = DEFAULT_CACHE
             if not config.features:
                 raise TrainingError("--features is required")
         train(config, resume=args.resume)

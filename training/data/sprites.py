@@ -153,3 +153,54 @@ class SpriteRenderer:
         if split not in splits:
             raise ValueError(f"unknown Sprites split {split!r}; choose one of {sorted(splits)}")
         return self.render(splits[split])
+
+
+def default_layer_root(repo_root: str | Path | None = None) -> Path | None:
+    """Where the LPC layers are: $SPRITES_LPC, else ``../shared/data/sprites-lpc`` beside the repository."""
+    import os
+
+    given = os.environ.get("SPRITES_LPC")
+    if given:
+        return Path(given)
+    repo_root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
+    candidate = repo_root.parent / "shared" / "data" / "sprites-lpc"
+    return candidate if candidate.is_dir() else None
+
+
+def _cache_files(cache_dir: Path, split: str) -> dict[str, Path]:
+    return {name: cache_dir / f"{split}_{name}.npy" for name in ("frames", "characters", "motions")}
+
+
+def load_split(cache_dir: str | Path, split: str, *, layers: str | Path | None = None,
+               mmap: bool = True) -> SpriteSet:
+    """A split from the render cache in cache_dir, rendering it there first when it is absent.
+
+    The cache holds plain .npy arrays (uint8 frames), written to temporary names and renamed, so an
+    interrupted render leaves no half-written split behind.
+    """
+    cache_dir = Path(cache_dir)
+    files = _cache_files(cache_dir, split)
+    if not all(p.is_file() for p in files.values()):
+        root = Path(layers) if layers else default_layer_root()
+        if root is None or not root.is_dir():
+            raise ValueError(f"{cache_dir}: no rendered Sprites {split!r} split, and no LPC layers to render it "
+                             "from (set SPRITES_LPC to the sprites-lpc folder)")
+        data = SpriteRenderer(root).render_split(split)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        for name, path in files.items():
+            tmp = path.with_name(path.name + ".part.npy")
+            np.save(tmp, getattr(data, name))
+            tmp.replace(path)
+    try:
+        arrays = {name: np.load(path, mmap_mode="r" if mmap and name == "frames" else None, allow_pickle=False)
+                  for name, path in files.items()}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{cache_dir}: unreadable Sprites cache for split {split!r} ({exc})") from None
+    frames = arrays["frames"]
+    if frames.ndim != 5 or frames.shape[1:] != (N_FRAMES, CELL, CELL, 3) or frames.dtype != np.uint8:
+        raise ValueError(f"{files['frames']}: expected (N, {N_FRAMES}, {CELL}, {CELL}, 3) uint8 frames, "
+                         f"found {frames.shape} {frames.dtype}")
+    if not len(frames) == len(arrays["characters"]) == len(arrays["motions"]):
+        raise ValueError(f"{cache_dir}: the {split!r} frames, characters and motions differ in length")
+    return SpriteSet(frames=frames, characters=np.asarray(arrays["characters"], dtype=np.int64),
+                     motions=np.asarray(arrays["motions"], dtype=np.int64))

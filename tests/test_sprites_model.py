@@ -1,0 +1,177 @@
+"""The Sprites video DSAE: conv frame coders inside the unchanged DSAE, vc-train --data sprites (checkpoints,
+resume), vc-export to ONNX with image-shaped graphs checked against PyTorch, the judge and the measures.
+
+Everything runs on a tiny render cache written here (a few characters drawn as coloured blocks that move
+with the motion), so no LPC layers are needed.
+"""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from training.cli import export as export_cli
+from training.cli import train as train_cli
+from training.data import sprites
+from training.dsae import DSAE, DSAEConfig
+from training.sprites_data import SpritesDataset
+from training.sprites_eval import evaluate_sprites, motion_scores, swap_partners
+from training.sprites_judge import HEADS, SpritesJudge, load_judge, train_judge
+from training.train import load_model
+from training.video import features_to_frames, frames_to_features
+
+TINY = {"f_dim": 6, "z_dim": 3, "hidden_dim": 16, "frame_hidden": 16, "conv_width": 4, "kl_warmup_steps": 0}
+
+
+def _toy_frames(character: int, motion: int) -> np.ndarray:
+    body, bottom, top, hair = sprites.character_attributes(character)
+    seq = np.zeros((8, 64, 64, 3), dtype=np.uint8)
+    for t in range(8):
+        y = 8 + 4 * (motion // 3) + (t % 4)
+        x = 8 + 12 * (motion % 3) + t
+        seq[t, y:y + 8, x:x + 12] = (40 * body + 20, 40 * bottom + 20, 40 * top + 20)
+        seq[t, y + 8:y + 12, x:x + 12] = (200, 40 * hair, 100)
+    return seq
+
+
+def _write_cache(root, split, characters):
+    frames = np.stack([_toy_frames(c, m) for c in characters for m in range(9)])
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / f"{split}_frames.npy", frames)
+    np.save(root / f"{split}_characters.npy", np.repeat(np.asarray(characters, dtype=np.int64), 9))
+    np.save(root / f"{split}_motions.npy", np.tile(np.arange(9, dtype=np.int64), len(characters)))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sprites") / "cache"
+    _write_cache(root, "train", [0, 259, 518, 777, 1036, 1295])
+    _write_cache(root, "test", [43, 1252])
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = tmp_path_factory.mktemp("cfg") / "c.json"
+    config.write_text(json.dumps({"model": TINY, "val_max_segments": 8}))
+    assert train_cli.main(["--data", "sprites", "--features", str(cache), "--out", str(out), "--config",
+                           str(config), "--epochs", "1", "--batch-size", "8", "--threads", "1",
+                           "--no-progress"]) == 0
+    return out
+
+
+def test_frames_round_trip_through_features():
+    seq = _toy_frames(777, 4)
+    x = frames_to_features(seq)
+    assert x.shape == (8, 3 * 64 * 64) and x.dtype == np.float32 and x.max() < 1.0
+    assert np.array_equal(features_to_frames(x), seq)
+    # channel-first: the first 4096 numbers are the red plane
+    assert np.allclose(x[3, :4096].reshape(64, 64), seq[3, :, :, 0] / 256.0)
+
+
+@pytest.mark.parametrize("variant", ["full", "factorised"])
+def test_conv_coders_plug_into_the_same_dsae_and_loss(variant):
+    torch.manual_seed(0)
+    model = DSAE(DSAEConfig(feature_dim=12288, frame_coder="conv64", variant=variant, x_logvar=-2.3, **TINY))
+    x = torch.rand(2, 8, 12288)
+    loss, terms = model(x)
+    loss.backward()
+    assert torch.isfinite(loss) and set(terms) >= {"recon", "kl_f", "kl_z", "elbo"}
+    assert model.frame_encoder.conv[0].weight.grad.abs().sum() > 0
+    f, _, z, _ = model.encode(x)
+    assert model.decode(f, z).shape == (2, 8, 12288)
+    assert 0 <= float(model.generate(3, 5).min()) and float(model.generate(3, 5).max()) <= 1
+    with pytest.raises(ValueError, match="feature_dim 12288"):
+        DSAEConfig(feature_dim=200, frame_coder="conv64")
+    with pytest.raises(ValueError, match="frame_coder"):
+        DSAEConfig(frame_coder="conv32")
+
+
+def test_speech_model_keeps_its_parameter_names():
+    names = set(DSAE(DSAEConfig()).state_dict())
+    assert {"frame_encoder.net.0.weight", "frame_encoder.net.2.weight", "frame_decoder.net.4.weight",
+            "f_lstm.weight_ih_l0", "x_logvar"} <= names
+    assert not any("conv" in n for n in names)
+    assert DSAEConfig.from_dict({"feature_dim": 200}).frame_coder == "mlp"   # configs written before video
+
+
+def test_partners_are_other_motions_of_the_same_character(cache):
+    data = SpritesDataset(str(cache), "train")
+    idx = np.arange(len(data))
+    partner = data.partners(idx, np.random.default_rng(0))
+    assert np.array_equal(data.characters[partner], data.characters)
+    assert not np.any(data.motions[partner] == data.motions)
+    assert data.batch([0, 5]).shape == (2, 8, 12288)
+
+
+def test_training_checkpoints_resume_and_rejects_a_missing_cache(run, cache, tmp_path, capsys, monkeypatch):
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"] == "sprites" and config["model"]["frame_coder"] == "conv64"
+    model, state = load_model(run)
+    assert state["epoch"] == 1 and model.config.frame_coder == "conv64"
+    assert np.isfinite(state["history"][-1]["val_elbo"])
+    assert train_cli.main(["--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert load_model(run)[1]["epoch"] == 2
+    monkeypatch.setenv("SPRITES_LPC", str(tmp_path / "no-layers"))     # or it would render the real split
+    capsys.readouterr()
+    assert train_cli.main(["--data", "sprites", "--features", str(tmp_path / "none"), "--out",
+                           str(tmp_path / "r"), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no rendered Sprites" in err[0] and "SPRITES_LPC" in err[0]
+
+
+def test_export_writes_image_shaped_graphs_that_match_pytorch(run, tmp_path):
+    out = tmp_path / "model"
+    assert export_cli.main([str(run), "-o", str(out)]) == 0
+    meta = json.loads({p.key: p.value for p in onnx.load(str(out / "encoder.onnx")).metadata_props}["dsae"])
+    assert meta["image_shape"] == [3, 64, 64] and meta["data"] == "sprites" and meta["layout"] == "B,T,C,H,W"
+    model, _ = load_model(run)
+    model.eval()
+    x = np.random.default_rng(1).random((3, 5, 3, 64, 64), dtype=np.float32)   # batch and T unlike the export's
+    enc = ort.InferenceSession(str(out / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    dec = ort.InferenceSession(str(out / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    f, f_logvar, z, z_logvar = enc.run(None, {"x": x})
+    with torch.no_grad():
+        ref = model.encode(torch.from_numpy(x.reshape(3, 5, -1)))
+        ref_x = model.decode(ref[0], ref[2]).numpy().reshape(3, 5, 3, 64, 64)
+    assert max(float(np.abs(a - b.numpy()).max()) for a, b in zip((f, f_logvar, z, z_logvar), ref)) < 1e-4
+    x_mean = dec.run(None, {"f": f, "z": z})[0]
+    assert x_mean.shape == (3, 5, 3, 64, 64) and np.abs(x_mean - ref_x).max() < 1e-4
+    assert json.loads((out / "export.json").read_text())["parity_max_abs"] < 1e-4
+
+
+def test_judge_trains_saves_and_loads(cache, tmp_path):
+    card = train_judge(str(cache), str(tmp_path / "judge"), epochs=1, batch_size=16, log=lambda m: None)
+    assert set(card["test"]) == {f"judge_acc_{h}" for h in HEADS} | {"judge_acc_min"}
+    judge = load_judge(tmp_path / "judge")
+    probs = judge.predict_proba(torch.rand(2, 8, 12288))
+    assert [p.shape for p in probs] == [(2, 6)] * 4 + [(2, 9)]
+    with pytest.raises(ValueError, match="no such file"):
+        load_judge(tmp_path)
+
+
+def test_motion_scores_on_known_distributions():
+    uniform = motion_scores(np.full((9, 9), 1 / 9))
+    assert np.isclose(uniform["inception_score"], 1) and np.isclose(uniform["h_y_given_x"], np.log(9))
+    sure = motion_scores(np.eye(9))
+    assert np.isclose(sure["inception_score"], 9, atol=1e-6) and np.isclose(sure["h_y"], np.log(9))
+    assert abs(sure["h_y_given_x"]) < 1e-6
+
+
+def test_swap_partners_differ_in_character_and_motion():
+    chars, motions = np.repeat(np.arange(4), 9), np.tile(np.arange(9), 4)
+    p = swap_partners(chars, motions, np.random.default_rng(0))
+    assert np.all(chars[p] != chars) and np.all(motions[p] != motions)
+
+
+def test_measures_have_the_issue_keys_and_are_rates(run, cache):
+    model, _ = load_model(run)
+    result = evaluate_sprites(model, SpritesJudge(), SpritesDataset(str(cache), "test"), batch_size=7)
+    keys = {"acc_motion", "acc_body", "acc_bottom", "acc_top", "acc_hair", "inception_score", "h_y_given_x",
+            "h_y", "swap_acc_attributes", "swap_acc_motion", "judge_acc_min"}
+    assert keys <= set(result)
+    assert all(0 <= result[k] <= 1 for k in keys - {"inception_score", "h_y_given_x", "h_y"})
+    assert 1 <= result["inception_score"] <= 9 and result["n_test_sequences"] == 18

@@ -1,0 +1,71 @@
+"""Measure a Sprites DSAE with the paper's protocol (training.sprites_eval) and check the issue's floors.
+
+    python tools/eval_sprites.py --model runs/NAME|CHECKPOINT_DIR [--judge models/sprites/judge]
+                                 [--cache data/sprites] [--seed 0] [--json] [--out FILE.json]
+
+--model is a vc-train run directory (its latest checkpoint) or a checkpoint directory (model.safetensors +
+state.json, as shipped in models/sprites/checkpoint). Floors: judge_acc_min >= 0.98; acc_motion, each
+attribute accuracy, swap_acc_attributes and swap_acc_motion >= 0.85.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+FLOORS = {"judge_acc_min": 0.98, "acc_motion": 0.85, "acc_body": 0.85, "acc_bottom": 0.85, "acc_top": 0.85,
+          "acc_hair": 0.85, "swap_acc_attributes": 0.85, "swap_acc_motion": 0.85}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="models/sprites/checkpoint")
+    p.add_argument("--judge", default="models/sprites/judge")
+    p.add_argument("--cache", default="data/sprites", help="Sprites render cache (rendered from $SPRITES_LPC if absent)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the measures as JSON")
+    p.add_argument("--out", help="also write the JSON here")
+    args = p.parse_args(argv)
+    import torch
+
+    from training.sprites_data import SpritesDataset
+    from training.sprites_eval import evaluate_sprites, load_sprites_model
+    from training.sprites_judge import load_judge
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    started = time.perf_counter()
+    try:
+        model = load_sprites_model(args.model)
+        judge = load_judge(args.judge)
+        test = SpritesDataset(args.cache, "test")
+    except ValueError as exc:
+        print(f"eval_sprites: {exc}", file=sys.stderr)
+        return 1
+    result = evaluate_sprites(model, judge, test, seed=args.seed)
+    result["variant"] = model.config.variant
+    result["floors"] = FLOORS
+    result["floors_met"] = {k: result[k] >= v for k, v in FLOORS.items()}
+    result["eval_time_s"] = round(time.perf_counter() - started, 1)
+    text = json.dumps(result, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for key, value in result.items():
+            if key not in ("floors", "floors_met"):
+                mark = "" if key not in FLOORS else ("  (floor %.2f: %s)" % (FLOORS[key], "met" if
+                                                     result["floors_met"][key] else "NOT met"))
+                print(f"{key:24s} {value if not isinstance(value, float) else round(value, 4)}{mark}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

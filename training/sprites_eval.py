@@ -1,0 +1,112 @@
+"""The Sprites measures of the DSAE paper and its successors (S3VAE, C-DSVAE), judged by `SpritesJudge`.
+
+On every test sequence (296 characters x 9 motions), with codes from the model's posterior means:
+  * fixed z, f sampled from the prior, decoded: does the judge see the sequence's motion? (`acc_motion`),
+    and the inception score, H(y|x) and H(y) of its motion predictions on those generations;
+  * fixed f, z sampled from the LSTM prior, decoded: does it see the character's attributes? (`acc_body`,
+    `acc_bottom`, `acc_top`, `acc_hair`);
+  * swap: f of sequence A with z of a sequence B of another character and another motion: A's attributes
+    (`swap_acc_attributes`, the mean over the four) and B's motion (`swap_acc_motion`);
+  * reconstructions (f and z of the same sequence), a check that the decoder draws what the judge reads;
+  * the judge itself on the real test sequences (`judge_acc_*`, `judge_acc_min`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from training.sprites_judge import HEADS, SpritesJudge, judge_accuracy, labels_of
+from training.video import frames_to_features
+
+ATTRIBUTE_HEADS = HEADS[:4]
+
+
+def load_sprites_model(path):
+    """A Sprites DSAE from a vc-train run directory (latest checkpoint) or a checkpoint directory."""
+    from pathlib import Path
+
+    from training.train import TrainingError, load_model
+    path = Path(path)
+    try:
+        if (path / "model.safetensors").is_file() and (path / "state.json").is_file():
+            model, _ = load_model(path, path)
+        else:
+            model, _ = load_model(path)
+    except (TrainingError, OSError, KeyError) as exc:
+        raise ValueError(f"{path}: cannot load a model ({exc})") from None
+    if model.config.frame_coder != "conv64":
+        raise ValueError(f"{path}: not a Sprites model (frame coder {model.config.frame_coder!r})")
+    return model.eval()
+
+
+def _batches(n: int, size: int):
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+def motion_scores(probs: np.ndarray) -> dict:
+    """Inception score, H(y|x) and H(y) (nats) of class probabilities (N, classes)."""
+    eps = 1e-12
+    marginal = probs.mean(0)
+    h_cond = float(-(probs * np.log(probs + eps)).sum(1).mean())
+    h_marg = float(-(marginal * np.log(marginal + eps)).sum())
+    kl = (probs * (np.log(probs + eps) - np.log(marginal + eps))).sum(1)
+    return {"inception_score": float(np.exp(kl.mean())), "h_y_given_x": h_cond, "h_y": h_marg}
+
+
+def swap_partners(characters: np.ndarray, motions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """For each sequence, a random one of another character and another motion."""
+    n = len(characters)
+    partner = rng.integers(0, n, size=n)
+    bad = (characters[partner] == characters) | (motions[partner] == motions)
+    while bad.any():
+        partner[bad] = rng.integers(0, n, size=int(bad.sum()))
+        bad = (characters[partner] == characters) | (motions[partner] == motions)
+    return partner
+
+
+@torch.no_grad()
+def evaluate_sprites(model, judge: SpritesJudge, test, *, seed: int = 0, batch_size: int = 128) -> dict:
+    """All measures on a SpritesDataset-like test set (frames, characters, motions); see the module doc."""
+    model.eval()
+    judge.eval()
+    truth = labels_of(test)
+    n = len(truth)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    f_mean = np.zeros((n, model.config.f_dim), np.float32)
+    z_mean = np.zeros((n, 8, model.config.z_dim), np.float32)
+    for s in _batches(n, batch_size):
+        f, _, z, _ = model.encode(torch.from_numpy(frames_to_features(test.frames[s])))
+        f_mean[s], z_mean[s] = f.numpy(), z.numpy()
+
+    partner = swap_partners(np.asarray(test.characters), np.asarray(test.motions), rng)
+    probs = {k: [[] for _ in HEADS] for k in ("fixed_z", "fixed_f", "swap", "recon")}
+    for s in _batches(n, batch_size):
+        f, z = torch.from_numpy(f_mean[s]), torch.from_numpy(z_mean[s])
+        videos = {
+            "fixed_z": model.decode(torch.randn_like(f), z),
+            "fixed_f": model.generate(len(f), z.shape[1], f=f),
+            "swap": model.decode(f, torch.from_numpy(z_mean[partner[s]])),
+            "recon": model.decode(f, z),
+        }
+        for kind, x in videos.items():
+            for k, p in enumerate(judge.predict_proba(x)):
+                probs[kind][k].append(p)
+    probs = {kind: [np.concatenate(p) for p in per_head] for kind, per_head in probs.items()}
+
+    def acc(kind, head, labels):
+        return float(np.mean(probs[kind][HEADS.index(head)].argmax(1) == labels))
+
+    out = {"acc_motion": acc("fixed_z", "motion", truth[:, 4])}
+    for k, head in enumerate(ATTRIBUTE_HEADS):
+        out[f"acc_{head}"] = acc("fixed_f", head, truth[:, k])
+    out.update(motion_scores(probs["fixed_z"][HEADS.index("motion")]))
+    swap_attr = [acc("swap", head, truth[:, k]) for k, head in enumerate(ATTRIBUTE_HEADS)]
+    out["swap_acc_attributes"] = float(np.mean(swap_attr))
+    out["swap_acc_motion"] = acc("swap", "motion", truth[partner, 4])
+    out.update({f"swap_acc_{head}": a for head, a in zip(ATTRIBUTE_HEADS, swap_attr)})
+    out.update({f"recon_acc_{head}": acc("recon", head, truth[:, k]) for k, head in enumerate(HEADS)})
+    out.update(judge_accuracy(judge, test))
+    out["n_test_sequences"] = n
+    return out

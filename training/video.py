@@ -1,0 +1,83 @@
+"""Convolutional frame coders for 64x64 RGB video (the Sprites variant of the DSAE).
+
+`training.dsae.DSAE` sees a frame as a flat vector of `feature_dim` numbers and only its frame encoder and
+decoder know what a frame is. For video a frame is a 3x64x64 image stored channel-first and flattened
+(feature_dim = 12288): `ConvFrameEncoder` reshapes it and maps it to an encoding through strided
+convolutions, `ConvFrameDecoder` mirrors it with transposed convolutions and a sigmoid (pixel means in
+[0, 1], the published RGB / 256 scale). The DSAE's Gaussian likelihood with a fixed variance
+(`x_logvar` in the config) is the pixel model.
+
+The pair is DCGAN-shaped (4x4 kernels, stride 2, LeakyReLU, no normalisation so that a frame's encoding
+never depends on the rest of the batch) and narrow: on this project's 2-core machine the convolutions are
+nearly all of a training step's time, and the width is the knob (`conv_width`).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+IMAGE_SHAPE = (3, 64, 64)
+IMAGE_SIZE = IMAGE_SHAPE[0] * IMAGE_SHAPE[1] * IMAGE_SHAPE[2]
+_DOWN = 4          # stride-2 stages from 64x64 to 4x4
+
+
+def _widths(width: int) -> list[int]:
+    return [IMAGE_SHAPE[0]] + [width * 2 ** i for i in range(_DOWN)]
+
+
+class ConvFrameEncoder(nn.Module):
+    """(B, T, 12288) flattened CHW frames -> (B, T, out_dim) encodings, each frame on its own."""
+
+    def __init__(self, out_dim: int, width: int = 16):
+        super().__init__()
+        self.out_dim = out_dim
+        chans = _widths(width)
+        layers = []
+        for c_in, c_out in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        self.conv = nn.Sequential(*layers)
+        side = IMAGE_SHAPE[1] >> _DOWN
+        self.out = nn.Sequential(nn.Linear(chans[-1] * side * side, out_dim), nn.LeakyReLU(0.2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        h = self.conv(x.reshape(-1, *IMAGE_SHAPE))
+        return self.out(h.flatten(1)).reshape(*lead, self.out_dim)
+
+
+class ConvFrameDecoder(nn.Module):
+    """(B, T, in_dim) codes [z_t, f] -> (B, T, 12288) pixel means in [0, 1], flattened CHW."""
+
+    def __init__(self, in_dim: int, width: int = 16):
+        super().__init__()
+        chans = _widths(width)[::-1]
+        self.side = IMAGE_SHAPE[1] >> _DOWN
+        self.first_channels = chans[0]
+        self.inp = nn.Sequential(nn.Linear(in_dim, chans[0] * self.side * self.side), nn.LeakyReLU(0.2))
+        layers = []
+        for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
+            layers.append(nn.LeakyReLU(0.2) if i < len(chans) - 2 else nn.Sigmoid())
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        lead = h.shape[:-1]
+        g = self.inp(h).reshape(-1, self.first_channels, self.side, self.side)
+        return self.deconv(g).reshape(*lead, IMAGE_SIZE)
+
+
+def frames_to_features(frames) -> "torch.Tensor | object":
+    """(..., 64, 64, 3) uint8 HWC frames -> (..., 12288) float32 CHW / 256 (NumPy in, NumPy out)."""
+    import numpy as np
+
+    frames = np.asarray(frames)
+    chw = np.moveaxis(frames, -1, -3).astype(np.float32) / 256.0
+    return chw.reshape(*frames.shape[:-3], IMAGE_SIZE)
+
+
+def features_to_frames(x) -> "object":
+    """(..., 12288) CHW pixel means -> (..., 64, 64, 3) uint8 HWC images."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32).reshape(*np.shape(x)[:-1], *IMAGE_SHAPE)
+    return np.clip(np.round(np.moveaxis(x, -3, -1) * 256.0), 0, 255).astype(np.uint8)
