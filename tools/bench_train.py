@@ -1,9 +1,12 @@
 """Benchmark the DSAE's training throughput and its exported inference against eager PyTorch.
 
-    python tools/bench_train.py [--json] [--seconds S] [--threads N]
+    python tools/bench_train.py [--json] [--seconds S] [--threads N] [--sprites]
 
 train_segments_per_s: optimiser steps (forward, backward, Adam) of the default model and options (full
     variant, f-swap partner, speaker adversary) on CPU, batch 64 of 200 ms segments, `--threads` threads.
+sprites_train_sequences_per_s (--sprites, instead of the two above): optimiser steps of the Sprites video model
+    (training.sprites_data.SPRITES_MODEL: conv frame coders, full q, same-character f swap) on CPU, batch 32
+    of 8-frame 64x64 RGB sequences, `--threads` threads.
 infer_ort_vs_torch: (eager PyTorch time) / (ONNX Runtime time) for encoder + decoder on one 200 ms
     segment (batch 1, T 20), same thread count for both; the floor is 2.
 """
@@ -58,6 +61,30 @@ def bench_training(threads: int, seconds: float, batch: int = 64, n_speakers: in
     per_step = _median_time(step, seconds)
     return {"train_segments_per_s": round(batch / per_step, 1), "train_step_ms": round(1e3 * per_step, 2),
             "train_batch": batch}
+
+
+def bench_sprites_training(threads: int, seconds: float, batch: int = 32) -> dict:
+    import torch
+    from training.dsae import DSAE, DSAEConfig
+    from training.sprites_data import SPRITES_MODEL
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    model = DSAE(DSAEConfig.from_dict(SPRITES_MODEL))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, partner = torch.rand(batch, 8, 12288), torch.rand(batch, 8, 12288)
+
+    def step():
+        loss, _ = model(x, partner, step=10_000)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+
+    step()
+    per_step = _median_time(step, seconds, min_runs=3)
+    return {"sprites_train_sequences_per_s": round(batch / per_step, 1),
+            "sprites_train_step_ms": round(1e3 * per_step, 1), "sprites_train_batch": batch}
 
 
 def bench_inference(threads: int, seconds: float) -> dict:
@@ -116,10 +143,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per benchmark")
+    p.add_argument("--sprites", action="store_true", help="the Sprites video model's training throughput instead")
     args = p.parse_args(argv)
     result = {"threads": args.threads}
-    result.update(bench_training(args.threads, args.seconds))
-    result.update(bench_inference(args.threads, args.seconds))
+    if args.sprites:
+        result.update(bench_sprites_training(args.threads, args.seconds))
+    else:
+        result.update(bench_training(args.threads, args.seconds))
+        result.update(bench_inference(args.threads, args.seconds))
     if args.json:
         print(json.dumps(result))
     else:
