@@ -37,7 +37,9 @@ class ConvFrameEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
         self.conv = nn.Sequential(*layers)
         side = IMAGE_SHAPE[1] >> _DOWN
-        self.out = nn.Sequential(nn.Linear(chans[-1] * side * side, out_dim), nn.LeakyReLU(0.2))
+        # LayerNorm keeps the encodings at unit scale: unbounded conv features grew to |h| ~ 200 within
+        # 200 steps in a first run and saturated the LSTMs of q(f) (f then the same for every sequence).
+        self.out = nn.Sequential(nn.Linear(chans[-1] * side * side, out_dim), nn.LayerNorm(out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
