@@ -89,11 +89,14 @@ def export_video(model: DSAE, features: str, out_dir: Path, model_id: str, toler
     out_dir.mkdir(parents=True, exist_ok=True)
     enc_meta = video_metadata("encoder", model, model_id)
     T = 8
-    _export_onnx(VideoEncoder(model), (torch.zeros(2, T, *IMAGE_SHAPE),), out_dir / "encoder.onnx",
+    # Wrappers in eval mode: the exporter restores the wrapper's mode recursively afterwards, and a wrapper in
+    # training mode would leave the batch normalisation of the frame coders in training mode.
+    model.eval()
+    _export_onnx(VideoEncoder(model).eval(), (torch.zeros(2, T, *IMAGE_SHAPE),), out_dir / "encoder.onnx",
                  ["x"], ["f_mean", "f_logvar", "z_mean", "z_logvar"],
                  {"x": {0: "batch", 1: "T"}, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"},
                   "z_mean": {0: "batch", 1: "T"}, "z_logvar": {0: "batch", 1: "T"}}, enc_meta)
-    _export_onnx(VideoDecoder(model), (torch.zeros(2, c.f_dim), torch.zeros(2, T, c.z_dim)),
+    _export_onnx(VideoDecoder(model).eval(), (torch.zeros(2, c.f_dim), torch.zeros(2, T, c.z_dim)),
                  out_dir / "decoder.onnx", ["f", "z"], ["x_mean"],
                  {"f": {0: "batch"}, "z": {0: "batch", 1: "T"}, "x_mean": {0: "batch", 1: "T"}},
                  {**enc_meta, "role": "decoder"})
@@ -102,7 +105,7 @@ def export_video(model: DSAE, features: str, out_dir: Path, model_id: str, toler
     real = _real_sequences(features)
     if real is not None:
         inputs.append(real)
-    worst = video_parity(model, out_dir, inputs)
+    worst = video_parity(model.eval(), out_dir, inputs)
     if worst > tolerance:
         raise ExportError(f"{out_dir}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tolerance})")
     (out_dir / "export.json").write_text(json.dumps({**enc_meta, "role": "both", "parity_max_abs": worst}, indent=1))

@@ -313,6 +313,8 @@ def evaluate(model: DSAE, data: SegmentDataset, device, *, max_segments: int, se
     if len(indices) > max_segments:
         indices = np.sort(rng.choice(indices, max_segments, replace=False))
     sums, n = {}, 0
+    was_training = model.training
+    model.eval()        # batch normalisation (video frame coders) uses its running statistics here
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         torch.manual_seed(seed + 777)
         for i in range(0, len(indices), batch_size):
@@ -320,6 +322,7 @@ def evaluate(model: DSAE, data: SegmentDataset, device, *, max_segments: int, se
             for k, v in model.elbo_terms(x).items():
                 sums[k] = sums.get(k, 0.0) + float(v.sum())
             n += x.shape[0]
+    model.train(was_training)
     return {k: v / n for k, v in sums.items()}
 
 

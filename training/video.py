@@ -7,9 +7,12 @@ convolutions, `ConvFrameDecoder` mirrors it with transposed convolutions and a s
 [0, 1], the published RGB / 256 scale). The DSAE's Gaussian likelihood with a fixed variance
 (`x_logvar` in the config) is the pixel model.
 
-The pair is DCGAN-shaped (4x4 kernels, stride 2, LeakyReLU, no normalisation so that a frame's encoding
-never depends on the rest of the batch) and narrow: on this project's 2-core machine the convolutions are
-nearly all of a training step's time, and the width is the knob (`conv_width`).
+The pair is DCGAN-shaped (4x4 kernels, stride 2, batch normalisation and LeakyReLU between them) and narrow:
+on this project's 2-core machine the convolutions are nearly all of a training step's time, and the width is
+the knob (`conv_width`). Without normalisation two first runs failed within 200 steps: plain convolutions let
+the encodings grow to |h| ~ 200, saturating the LSTM of q(f) (f the same for every sequence); a LayerNorm
+on the encodings alone left them nearly independent of the input. In eval mode (export, evaluation) batch
+normalisation uses its running statistics, so an exported frame's code does not depend on its batch.
 """
 from __future__ import annotations
 
@@ -33,13 +36,15 @@ class ConvFrameEncoder(nn.Module):
         self.out_dim = out_dim
         chans = _widths(width)
         layers = []
-        for c_in, c_out in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+        for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
+            layers.append(nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=i == 0))
+            if i > 0:
+                layers.append(nn.BatchNorm2d(c_out))
+            layers.append(nn.LeakyReLU(0.2))
         self.conv = nn.Sequential(*layers)
         side = IMAGE_SHAPE[1] >> _DOWN
-        # LayerNorm keeps the encodings at unit scale: unbounded conv features grew to |h| ~ 200 within
-        # 200 steps in a first run and saturated the LSTMs of q(f) (f then the same for every sequence).
-        self.out = nn.Sequential(nn.Linear(chans[-1] * side * side, out_dim), nn.LayerNorm(out_dim))
+        # tanh bounds what the LSTMs of q(f) and q(z) see
+        self.out = nn.Sequential(nn.Linear(chans[-1] * side * side, out_dim), nn.Tanh())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -55,11 +60,12 @@ class ConvFrameDecoder(nn.Module):
         chans = _widths(width)[::-1]
         self.side = IMAGE_SHAPE[1] >> _DOWN
         self.first_channels = chans[0]
-        self.inp = nn.Sequential(nn.Linear(in_dim, chans[0] * self.side * self.side), nn.LeakyReLU(0.2))
-        layers = []
+        self.inp = nn.Linear(in_dim, chans[0] * self.side * self.side)
+        layers = [nn.BatchNorm2d(chans[0]), nn.LeakyReLU(0.2)]
         for i, (c_in, c_out) in enumerate(zip(chans[:-1], chans[1:])):
-            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))
-            layers.append(nn.LeakyReLU(0.2) if i < len(chans) - 2 else nn.Sigmoid())
+            last = i == len(chans) - 2
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1, bias=last))
+            layers += [nn.Sigmoid()] if last else [nn.BatchNorm2d(c_out), nn.LeakyReLU(0.2)]
         self.deconv = nn.Sequential(*layers)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
