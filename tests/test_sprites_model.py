@@ -48,7 +48,7 @@ def _write_cache(root, split, characters):
 def cache(tmp_path_factory):
     root = tmp_path_factory.mktemp("sprites") / "cache"
     _write_cache(root, "train", [0, 259, 518, 777, 1036, 1295])
-    _write_cache(root, "test", [43, 1252])
+    _write_cache(root, "test", [43, 1252, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])   # figures need 12
     return root
 
 
@@ -174,4 +174,33 @@ def test_measures_have_the_issue_keys_and_are_rates(run, cache):
             "h_y", "swap_acc_attributes", "swap_acc_motion", "judge_acc_min"}
     assert keys <= set(result)
     assert all(0 <= result[k] <= 1 for k in keys - {"inception_score", "h_y_given_x", "h_y"})
-    assert 1 <= result["inception_score"] <= 9 and result["n_test_sequences"] == 18
+    assert 1 <= result["inception_score"] <= 9 and result["n_test_sequences"] == 108
+
+
+def _tool(name):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_and_figure_tools_on_a_tiny_run(run, cache, tmp_path, capsys):
+    train_judge(str(cache), str(tmp_path / "judge"), epochs=1, batch_size=16, log=lambda m: None)
+    eval_tool = _tool("eval_sprites")
+    args = ["--model", str(run), "--judge", str(tmp_path / "judge"), "--cache", str(cache)]
+    assert eval_tool.main(args + ["--json", "--out", str(tmp_path / "eval.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "eval.json").read_text())
+    assert set(printed["floors"]) <= set(printed) and printed["floors"]["acc_motion"] == 0.85
+    assert eval_tool.main(["--model", str(tmp_path / "nothing"), "--judge", str(tmp_path / "judge"),
+                           "--cache", str(cache)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nothing" in err[0]
+    figures = _tool("sprites_figures")
+    assert figures.main(["--model", str(run), "--cache", str(cache), "--out", str(tmp_path / "fig")]) == 0
+    from PIL import Image
+    with Image.open(tmp_path / "fig" / "swap_grid.gif") as gif:
+        assert gif.n_frames == 8 and gif.size == (7 * 68 + 4, 7 * 68 + 4)

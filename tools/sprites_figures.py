@@ -52,6 +52,8 @@ def make_figures(model, test, out: Path, *, seed: int = 0) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     model.eval()
     chars = np.unique(test.characters)
+    if len(chars) < 12:
+        raise ValueError(f"the figures need at least 12 characters, the split has {len(chars)}")
     pick = rng.choice(chars, 6, replace=False)
     # f sources: 6 characters in one motion; z sources: 6 other characters in 6 different motions
     f_idx = np.array([np.flatnonzero(test.characters == c)[0] for c in pick])
@@ -118,10 +120,11 @@ def main(argv=None) -> int:
     try:
         model = load_sprites_model(args.model)
         test = SpritesDataset(args.cache, "test")
+        written = make_figures(model, test, Path(args.out), seed=args.seed)
     except ValueError as exc:
         print(f"sprites_figures: {exc}", file=sys.stderr)
         return 1
-    for path in make_figures(model, test, Path(args.out), seed=args.seed):
+    for path in written:
         print(path)
     return 0
 
