@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 
 def load_resemblyzer():
@@ -55,6 +56,10 @@ def main(argv=None) -> int:
                         help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
     parser.add_argument("--details", type=Path, default=None, metavar="CSV",
                         help="also write one row per conversion (speakers, utterance, cosines) to this CSV")
+    parser.add_argument("--embedding-cache", type=Path, default=REPO / "data" / "cache" / "resemblyzer",
+                        metavar="DIR", help="where embeddings of corpus files are kept between runs")
+    parser.add_argument("--no-embedding-cache", action="store_true",
+                        help="embed every corpus file afresh (each still once per run)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     args = parser.parse_args(argv)
@@ -81,13 +86,15 @@ def main(argv=None) -> int:
     def embed(audio: np.ndarray) -> np.ndarray:
         return encoder.embed_utterance(preprocess_wav(audio, source_sr=sr))
 
+    from embedding_cache import EmbeddingCache
+    files = EmbeddingCache(embed, None if args.no_embedding_cache else args.embedding_cache, sr=sr,
+                           read_audio=lambda path: read_audio(path, sr=sr)[0])
     code, reference, held_out = {}, {}, {}
     for s in speakers:
         utts = by_speaker[s]
         half = len(utts) // 2
-        enrol_audio = [read_audio(u.path, sr=sr)[0] for u in utts[:half]]
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
-        reference[s] = unit(np.mean([embed(a) for a in enrol_audio], axis=0))
+        reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 
     rows = []
@@ -101,7 +108,7 @@ def main(argv=None) -> int:
                 converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
                                              harmonics=args.harmonics, strength=strength)
                 n_audio += audio.size / sr
-                e_conv, e_orig = embed(converted), embed(audio)
+                e_conv, e_orig = embed(converted), files.file(utt.path)
                 rows.append({
                     "source": source, "target": target, "utterance": utt.utterance,
                     "cos_target": float(e_conv @ reference[target]),
@@ -131,6 +138,7 @@ def main(argv=None) -> int:
         "corpus": str(args.corpus),
         "split": args.split,
         "floor": {"target_closer_rate": 0.9},
+        "embedded_files": {"computed": files.misses, "cached": files.hits},
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     if args.json:

@@ -91,3 +91,11 @@ class VoicePerturbation:
         position = torch.linspace(-0.5, 0.5, D, device=device, dtype=x.dtype).view(1, 1, D)
         changed = changed + uniform(self.max_tilt) * position + uniform(self.max_gain)
         return (changed - mean) / std
+
+
+def change_level(x: torch.Tensor, std: torch.Tensor, max_gain: float) -> torch.Tensor:
+    """The same normalised segments played louder or quieter: one gain per segment, uniform in
+    [-max_gain, max_gain] nats of magnitude (20 dB is 2.3 nats). Fed to q(f) for the partner segments,
+    it teaches f that level is not who speaks (a quiet microphone must not change the speaker)."""
+    gain = (torch.rand(x.shape[0], 1, 1, device=x.device, dtype=x.dtype) * 2.0 - 1.0) * max_gain
+    return x + gain / std.to(x.device, x.dtype)

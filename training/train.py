@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
-from training.augment import VoicePerturbation
+from training.augment import VoicePerturbation, change_level
 from training.dataset import CacheError, SegmentDataset, read_manifest
 from training.dsae import DSAE, DSAEConfig, reject_unknown_options
 from vc.files import atomic_write, save_figure
@@ -85,6 +85,9 @@ class TrainConfig:
     init_from: str = ""
     # Random voice changes for the z invariance term (training.augment.VoicePerturbation arguments).
     voice_change: dict = field(default_factory=lambda: dict(VOICE_CHANGE))
+    # Random level change (nats, uniform +-) of the partner segments that q(f) sees: f learns that
+    # loudness and microphone gain do not say who speaks.
+    partner_max_gain: float = 0.0
     model: dict = field(default_factory=lambda: dict(DEFAULT_MODEL))
 
     def __post_init__(self):
@@ -432,6 +435,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     if model_config.z_invariance_weight > 0:
         first_bin = int(bool(manifest.get("feature_config", {}).get("drop_dc", False)))
         change_voice = VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
+    level_std = torch.as_tensor(train_set.std, dtype=torch.float32)
     started = time.perf_counter() - state["elapsed_s"]
     steps_done_here = 0
     last_plot = time.perf_counter()
@@ -464,6 +468,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
 
             torch.manual_seed(int(np.random.SeedSequence([config.seed, procs.rank, state["global_step"]]).generate_state(1)[0]))
             x_changed = change_voice(x) if change_voice is not None else None
+            if partner is not None and config.partner_max_gain > 0:
+                partner = change_level(partner, level_std, config.partner_max_gain)
             loss, terms = net(x, partner, speaker, step=state["global_step"], x_changed=x_changed)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,6 +1,6 @@
 """vc-features: extract log-magnitude features of a corpus into a feature cache.
 
-    vc-features CORPUS OUT [--kind auto|timit|vctk|librispeech|folder|open] [--split NAME ...]
+    vc-features CORPUS OUT [--kind auto|KIND] [--split NAME ...]
                 [--segment-hop 10] [--segment-length 20] [--jobs J] [--force] [--no-progress]
                 [--include-sa] [--mic mic1|mic2] [--dev-fraction 0.1] [--test-fraction 0.1]
 
@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from training.data.corpora import KINDS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vc-features",
         description="Extract log-magnitude features of a corpus into a feature cache (see README).")
-    p.add_argument("corpus", help="corpus directory (TIMIT, VCTK, LibriSpeech, open corpus or "
-                                  "one folder per speaker)")
+    p.add_argument("corpus", help="corpus directory (TIMIT, VCTK, LibriSpeech, speechocean762, "
+                                  "open or assembled corpus, or one folder per speaker)")
     p.add_argument("out", help="feature cache directory to write")
     p.add_argument("--kind", default="auto",
-                   choices=["auto", "timit", "vctk", "librispeech", "folder", "open"],
+                   choices=["auto", *KINDS],
                    help="corpus layout (default: detected)")
     p.add_argument("--split", action="append", metavar="NAME",
                    help="split to build; repeat or separate by commas (default: train,dev,test; "
