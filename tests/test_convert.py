@@ -294,9 +294,35 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     ex = tmp_path / "examples"
     from vc.speakers import load_speaker
 
+    alsa = tmp_path / "alsa"   # the alsa-utils channel-test voice: 48 kHz WAVs, some missing is fine
+    alsa.mkdir()
+    for name in ("Front_Left.wav", "Rear_Right.wav"):
+        sf.write(alsa / name, voiced(2.7, f0=47), 48000)   # 0.9 s at 48 kHz, F0 141 Hz
+    human = tmp_path / "human"   # an assembled corpus (vc-corpus assemble's columns)
+    rows_h = []
+    for k, (spk, gender, age, source) in enumerate([("speechocean762-0001", "f", "9", "speechocean762"),
+                                                    ("speechocean762-0002", "m", "35", "speechocean762"),
+                                                    ("librispeech-1688", "m", "", "librispeech")]):
+        for u in range(2):
+            rel = f"audio/{spk}/u{u}.wav"
+            (human / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(human / rel, voiced(1.5, f0=110 + 40 * k, seed=100 + k), 16000)
+            rows_h.append({"speaker": spk, "utterance": f"u{u}", "path": rel, "text": "", "source": source,
+                           "gender": gender, "split": "test", "age": age})
+    with open(human / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows_h[0]))
+        writer.writeheader()
+        writer.writerows(rows_h)
     assert make_examples.main(["--corpus", str(corpus), "--model", str(tiny.model_dir), "--out", str(ex),
-                               "--sources", "2", "--targets", "2"]) == 0
+                               "--sources", "2", "--targets", "2", "--human-corpus", str(human),
+                               "--human-targets", "2", "--human-clip-dir", str(alsa)]) == 0
     manifest = json.loads((ex / "manifest.json").read_text())
+    humans = [t for t in manifest["targets"] if t.get("human")]
+    # two different people (sex first), their codes only, with the corpus licence for attribution
+    assert len(humans) == 2 and {t["gender"] for t in humans} == {"f", "m"}
+    assert all(t["reference"] is None and t["licence"] in ("Apache-2.0", "CC-BY-4.0") for t in humans)
+    assert all(t["licence"] in (ex / "README.md").read_text() for t in humans)
+    manifest["targets"] = [t for t in manifest["targets"] if not t.get("human")]
     speakers_used = {c["speaker"] for c in manifest["clips"]} | {t["speaker_id"] for t in manifest["targets"]}
     assert len(manifest["clips"]) == 2 and len(manifest["targets"]) == 2 and "tr" not in speakers_used
     assert {t["gender"] for t in manifest["targets"]} == {"f", "m"}  # diverse targets
@@ -307,9 +333,14 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     for c in manifest["clips"]:
         assert sf.info(str(ex / c["path"])).samplerate == 16000 and 2.0 <= c["seconds"] <= 3.6
     assert sorted(p.name for p in ex.iterdir()) == ["README.md", "audio", "manifest.json", "speakers"]
+    assert not any(p.suffix != ".npy" for p in (ex / "speakers").iterdir() if "-" in p.stem)   # no human audio
 
     result = run_demo_quiet(tmp_path / "out", tiny, ex)
-    assert len(result["converted"]) == 2 and result["target"] == manifest["default_target"]
+    # 2 clips to the default target, then the human voice (the two alsa files joined) to all 4 targets
+    human_out = [p for p in result["converted"] if "alsa-channel-test__to__" in p]
+    assert len(result["converted"]) == 2 + 4 and len(human_out) == 4
+    assert sf.info(human_out[0]).duration == pytest.approx(0.9 + 0.25 + 0.9, abs=0.01)
+    assert result["target"] == manifest["default_target"]
     assert (tmp_path / "out" / "spectrograms.png").is_file()
 
 
