@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc-train", description="Train a Disentangled Sequential Autoencoder.")
     p.add_argument("--features", help="feature cache directory (written by vc-features)")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
-    p.add_argument("--config", help="JSON or TOML file with training options (model options under 'model')")
+    p.add_argument("--config", help="JSON or TOML file with training options (architecture under 'model', loss weights "
+                   "and schedule under 'objective'; older files with both under 'model' still load)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--variant", choices=["full", "factorised"])
     p.add_argument("--epochs", type=int)
