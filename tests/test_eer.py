@@ -331,11 +331,11 @@ def test_evaluate_end_to_end(tiny_model, synthetic_corpus, tmp_path):
 
 
 def test_chunked_encoding_matches_one_pass(tiny_model, synthetic_corpus, monkeypatch):
-    import training.eer
+    import training.eval.driver
 
     model_dir, _, _ = tiny_model
     whole = evaluate(synthetic_corpus, model_dir=model_dir, embeddings=["f", "z"], device="cpu", mc=2, seed=3)
-    monkeypatch.setattr(training.eer, "_ENCODE_CHUNK", 5)  # 16 utterances: chunks of 5, 5, 5, 1
+    monkeypatch.setattr(training.eval.driver, "_ENCODE_CHUNK", 5)  # 16 utterances: chunks of 5, 5, 5, 1
     chunked = evaluate(synthetic_corpus, model_dir=model_dir, embeddings=["f", "z"], device="cpu", mc=2, seed=3)
     assert chunked["eer_z"] == pytest.approx(whole["eer_z"], abs=1e-9)
     assert chunked["utterances"] == whole["utterances"]
