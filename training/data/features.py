@@ -105,16 +105,31 @@ class CacheSplit:
         if self.segments.ndim != 2 or self.segments.shape[1] != 2 or self.segments.dtype != np.int64:
             raise FeatureCacheError(f"{directory / 'segments.npy'}: expected int64 (n, 2), "
                                     f"got {self.segments.dtype} {self.segments.shape}")
-        if len(self.segments) and (self.segments[:, 0].min() < 0
-                                   or self.segments[:, 0].max() >= len(self.utterances)
-                                   or self.segments[:, 1].min() < 0
-                                   or self.segments[:, 1].max() + segment_length > len(self.frames)):
-            raise FeatureCacheError(f"{directory / 'segments.npy'}: segments point outside the split")
+        self._check_rows(directory, segment_length)
         self.speakers = sorted({u.speaker for u in self.utterances})
         index = {s: i for i, s in enumerate(self.speakers)}
         self.utterance_speakers = np.array([index[u.speaker] for u in self.utterances], dtype=np.int64)
         self.segment_speakers = (self.utterance_speakers[self.segments[:, 0]] if len(self.segments)
                                  else np.zeros(0, dtype=np.int64))
+
+    def _check_rows(self, directory: Path, segment_length: int):
+        """Utterances numbered in order inside frames.npy; every segment inside its own utterance."""
+        starts = np.array([u.frame_start for u in self.utterances], dtype=np.int64)
+        lengths = np.array([u.n_frames for u in self.utterances], dtype=np.int64)
+        for row, u in enumerate(self.utterances):
+            if u.index != row:
+                raise FeatureCacheError(f"{directory / 'utterances.csv'}: row {row + 2} has index {u.index}, "
+                                        f"expected {row}")
+        if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(self.frames)):
+            raise FeatureCacheError(f"{directory / 'utterances.csv'}: an utterance runs past the end of frames.npy")
+        if not len(self.segments):
+            return
+        owner, first = self.segments[:, 0], self.segments[:, 1]
+        if owner.min() < 0 or owner.max() >= len(self.utterances) or first.min() < 0 \
+                or first.max() + segment_length > len(self.frames):
+            raise FeatureCacheError(f"{directory / 'segments.npy'}: segments point outside the split")
+        if np.any(first < starts[owner]) or np.any(first + segment_length > starts[owner] + lengths[owner]):
+            raise FeatureCacheError(f"{directory / 'segments.npy'}: a segment runs outside its utterance")
 
     def __len__(self) -> int:
         return len(self.segments)
