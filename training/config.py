@@ -22,8 +22,9 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
-from training.dsae import DSAEConfig, reject_unknown_options
+from training.dsae import DSAEConfig, Options, reject_unknown_options
 
 
 class TrainingError(RuntimeError):
@@ -31,7 +32,7 @@ class TrainingError(RuntimeError):
 
 
 @dataclass
-class Objective:
+class Objective(Options):
     """The loss the trainer minimises: the paper's negative ELBO plus named, separately logged options.
 
     kl_f_weight, kl_z_weight: beta weights of the two KL terms; kl_warmup_steps: both ramp linearly from 0
@@ -42,6 +43,8 @@ class Objective:
     builds batches of such groups); z_invariance_weight: weight of the symmetric KL between q(z | x, f) and
     q(z | voice-changed x, f). Why each exists and what it measured: the docstring of training.dsae.
     """
+
+    option_kind: ClassVar[str] = "objective"
 
     kl_f_weight: float = 1.0
     kl_z_weight: float = 1.0
@@ -65,13 +68,6 @@ class Objective:
         """The warm-up factor of both KL terms at an optimiser step."""
         return min(1.0, step / self.kl_warmup_steps) if self.kl_warmup_steps > 0 else 1.0
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Objective":
-        reject_unknown_options(d, OBJECTIVE_OPTIONS, "objective")
-        return cls(**d)
 
 
 OBJECTIVE_OPTIONS = tuple(f.name for f in dataclasses.fields(Objective))
@@ -109,7 +105,9 @@ def model_config_from_dict(d: dict) -> DSAEConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Options):
+    option_kind: ClassVar[str] = "training"
+
     features: str = ""
     out: str = ""
     epochs: int = 10
@@ -153,13 +151,6 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, not {self.lr}")
         DSAEConfig.from_dict(self.model)   # validates the model options early
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "training")
-        return cls(**d)
 
 
 def load_config_file(path: str | os.PathLike) -> dict:

@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
@@ -68,8 +68,21 @@ VARIANTS = ("full", "factorised")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+class Options:
+    """Dict round trip of a config dataclass; an unknown key is an error naming the option kind."""
+    option_kind: ClassVar[str] = "model"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, cls.option_kind)
+        return cls(**d)
+
+
 @dataclass
-class DSAEConfig:
+class DSAEConfig(Options):
     """The architecture only: what shapes the network and names its parameters. The loss weights and
     their schedule are the trainer's (training.config.Objective), as nanoGPT keeps them out of GPTConfig."""
     feature_dim: int = 200
@@ -94,13 +107,6 @@ class DSAEConfig:
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DSAEConfig":
-        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "model")
-        return cls(**d)
 
 
 def reject_unknown_options(given, known, kind: str) -> None:

@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from training.cli import run_command
 from training.data.synth import DEFAULT_THRESHOLD, ENGINES, BuildConfig, CorpusError, build_corpus
 from vc.cli.args import positive_int
 
@@ -53,14 +54,12 @@ def main(argv=None) -> int:
     config = BuildConfig(speakers=args.speakers, utterances=args.utterances, seed=args.seed,
                          engines=args.engines, generated=max(0, args.candidates),
                          stock=not args.no_stock, threshold=args.threshold)
-    try:
-        summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
-    except CorpusError as error:
-        print(f"vc-corpus: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vc-corpus: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_command("vc-corpus", lambda: _build(args, config), {CorpusError: 2},
+                       interrupted="interrupted; rerun the same command to resume")
+
+
+def _build(args, config: BuildConfig) -> int:
+    summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
     d = summary["distinctness"]
     print(f"{args.out}: {summary['speakers']} speakers x {summary['utterances_per_speaker']} "
           f"utterances ({summary['hours']:.2f} h), splits {summary['split_sizes']}, "
