@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.data.features import FORMAT, UTTERANCE_COLUMNS, FeatureCache
-from training.data.features import FeatureCacheError as CacheError
+from training.data.cache import FORMAT, UTTERANCE_COLUMNS, FeatureCache
+from training.data.cache import FeatureCacheError as CacheError
 
 __all__ = ["CacheError", "SegmentDataset", "write_synthetic_cache"]
 

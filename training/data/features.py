@@ -12,7 +12,8 @@ Layout (README, "Feature cache"; binding for vc-train and vc-eer)::
 
 :func:`build_feature_cache` writes it (processes over utterances, the whole cache built in a
 temporary directory and renamed into place) or reuses an existing one whose inputs (paths, sizes,
-modification times), feature config and segmenting are unchanged. :class:`FeatureCache` reads it::
+modification times), feature config and segmenting are unchanged. :class:`FeatureCache`
+(training.data.cache, the one reader; its names are importable from here too) reads it::
 
     cache = FeatureCache("cache/open")
     train = cache.split("train")
@@ -40,6 +41,8 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from training.data.audio import AudioError, load_audio
+from training.data.cache import (FORMAT, SEGMENT_LENGTH, UTTERANCE_COLUMNS, CachedUtterance, CacheSplit,
+                                 FeatureCache, FeatureCacheError)
 from training.data.corpora import SPLITS, Corpus, Utterance
 from vc.dsp import FeatureConfig, log_magnitude
 
@@ -47,157 +50,9 @@ __all__ = ["FeatureCache", "CacheSplit", "CachedUtterance", "FeatureCacheError",
            "FeatureExtractor", "extract_features", "build_feature_cache", "FORMAT",
            "SEGMENT_LENGTH", "STD_FLOOR"]
 
-FORMAT = "dsae-vc-features/1"
-SEGMENT_LENGTH = 20  # frames: 200 ms at a 10 ms hop, the DSAE's sequence length
 # Bins that never rise above the log floor have zero variance; dividing by this instead keeps
 # normalised features finite without amplifying numerical noise.
 STD_FLOOR = 1e-3
-UTTERANCE_COLUMNS = ("index", "speaker", "utterance", "path", "frame_start", "n_frames")
-
-
-class FeatureCacheError(ValueError):
-    """A cache that cannot be built or read; ``str()`` is one line naming the path."""
-
-
-# ------------------------------------------------------------------------------------- reading
-
-@dataclasses.dataclass(frozen=True)
-class CachedUtterance:
-    index: int
-    speaker: str
-    utterance: str
-    path: str
-    frame_start: int
-    n_frames: int
-
-
-class CacheSplit:
-    """One split of a cache.
-
-    ``frames``: read-only memmap (n_frames, n_features) of raw features; ``segments``: int64
-    (n_segments, 2) of (utterance index, first frame row); ``utterances``: list of
-    :class:`CachedUtterance`; ``speakers``: sorted speaker names; ``segment_speakers`` and
-    ``utterance_speakers``: int64 indices into ``speakers``. ``segment(i)`` is the raw
-    (segment_length, n_features) block of segment ``i``.
-    """
-
-    def __init__(self, directory: Path, segment_length: int, n_features: int):
-        self.name = directory.name
-        self.segment_length = segment_length
-        try:
-            self.frames = np.load(directory / "frames.npy", mmap_mode="r", allow_pickle=False)
-            self.segments = np.load(directory / "segments.npy", allow_pickle=False)
-            with open(directory / "utterances.csv", newline="", encoding="utf-8") as f:
-                reader = csv.DictReader(f)
-                if tuple(reader.fieldnames or ()) != UTTERANCE_COLUMNS:
-                    raise FeatureCacheError(f"{directory / 'utterances.csv'}: columns must be "
-                                            f"{','.join(UTTERANCE_COLUMNS)}")
-                self.utterances = [
-                    CachedUtterance(int(r["index"]), r["speaker"], r["utterance"], r["path"],
-                                    int(r["frame_start"]), int(r["n_frames"])) for r in reader]
-        except FeatureCacheError:
-            raise
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise FeatureCacheError(f"{directory}: unreadable cache split ({exc})") from None
-        if self.frames.ndim != 2 or self.frames.shape[1] != n_features or self.frames.dtype != np.float32:
-            raise FeatureCacheError(f"{directory / 'frames.npy'}: expected float32 (n, {n_features}), "
-                                    f"got {self.frames.dtype} {self.frames.shape}")
-        if self.segments.ndim != 2 or self.segments.shape[1] != 2 or self.segments.dtype != np.int64:
-            raise FeatureCacheError(f"{directory / 'segments.npy'}: expected int64 (n, 2), "
-                                    f"got {self.segments.dtype} {self.segments.shape}")
-        self._check_rows(directory, segment_length)
-        self.speakers = sorted({u.speaker for u in self.utterances})
-        index = {s: i for i, s in enumerate(self.speakers)}
-        self.utterance_speakers = np.array([index[u.speaker] for u in self.utterances], dtype=np.int64)
-        self.segment_speakers = (self.utterance_speakers[self.segments[:, 0]] if len(self.segments)
-                                 else np.zeros(0, dtype=np.int64))
-
-    def _check_rows(self, directory: Path, segment_length: int):
-        """Utterances numbered in order inside frames.npy; every segment inside its own utterance."""
-        starts = np.array([u.frame_start for u in self.utterances], dtype=np.int64)
-        lengths = np.array([u.n_frames for u in self.utterances], dtype=np.int64)
-        for row, u in enumerate(self.utterances):
-            if u.index != row:
-                raise FeatureCacheError(f"{directory / 'utterances.csv'}: row {row + 2} has index {u.index}, "
-                                        f"expected {row}")
-        if len(starts) and (starts.min() < 0 or (starts + lengths).max() > len(self.frames)):
-            raise FeatureCacheError(f"{directory / 'utterances.csv'}: an utterance runs past the end of frames.npy")
-        if not len(self.segments):
-            return
-        owner, first = self.segments[:, 0], self.segments[:, 1]
-        if owner.min() < 0 or owner.max() >= len(self.utterances) or first.min() < 0 \
-                or first.max() + segment_length > len(self.frames):
-            raise FeatureCacheError(f"{directory / 'segments.npy'}: segments point outside the split")
-        if np.any(first < starts[owner]) or np.any(first + segment_length > starts[owner] + lengths[owner]):
-            raise FeatureCacheError(f"{directory / 'segments.npy'}: a segment runs outside its utterance")
-
-    def __len__(self) -> int:
-        return len(self.segments)
-
-    def segment(self, i: int) -> np.ndarray:
-        start = int(self.segments[i, 1])
-        return self.frames[start:start + self.segment_length]
-
-    def utterance_frames(self, i: int) -> np.ndarray:
-        u = self.utterances[i]
-        return self.frames[u.frame_start:u.frame_start + u.n_frames]
-
-
-class FeatureCache:
-    """Open a cache written by :func:`build_feature_cache`.
-
-    ``config`` (:class:`vc.dsp.FeatureConfig`), ``mean``/``std`` (float32, train split),
-    ``segment_length``, ``segment_hop``, ``manifest`` (the parsed JSON), ``splits`` (the names of
-    the non-empty splits; an empty split has counts in the manifest but no directory) and
-    ``split(name)`` (a :class:`CacheSplit`, opened once). ``normalise(x)`` applies mean/std.
-    """
-
-    def __init__(self, path: os.PathLike | str):
-        self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
-        try:
-            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FeatureCacheError(f"{self.path}: not a feature cache (no manifest.json)") from None
-        except (OSError, ValueError) as exc:
-            raise FeatureCacheError(f"{manifest_path}: unreadable manifest ({exc})") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
-            found = self.manifest.get("format") if isinstance(self.manifest, dict) else None
-            raise FeatureCacheError(f"{manifest_path}: format {found!r} is not {FORMAT!r}")
-        try:
-            self.config = FeatureConfig.from_dict(self.manifest["feature_config"])
-            self.segment_length = int(self.manifest["segment_length"])
-            self.segment_hop = int(self.manifest["segment_hop"])
-            self.splits = [name for name, c in self.manifest["counts"].items() if c["utterances"] > 0]
-            self.mean = np.load(self.path / "mean.npy", allow_pickle=False)
-            self.std = np.load(self.path / "std.npy", allow_pickle=False)
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise FeatureCacheError(f"{self.path}: incomplete feature cache ({exc})") from None
-        if self.config.hash() != self.manifest.get("config_hash"):
-            raise FeatureCacheError(f"{manifest_path}: config_hash does not match feature_config")
-        n = self.config.n_features
-        for name, a in (("mean", self.mean), ("std", self.std)):
-            if a.shape != (n,) or a.dtype != np.float32 or not np.isfinite(a).all():
-                raise FeatureCacheError(f"{self.path / (name + '.npy')}: expected finite float32 ({n},)")
-        if (self.std <= 0).any():
-            raise FeatureCacheError(f"{self.path / 'std.npy'}: non-positive standard deviation")
-        self.corpus = self.manifest.get("corpus", "")
-        self._splits: dict[str, CacheSplit] = {}
-
-    def split(self, name: str) -> CacheSplit:
-        if name not in self.splits:
-            raise FeatureCacheError(f"{self.path}: no split {name!r} in this cache "
-                                    f"(has: {', '.join(self.splits) or 'none'})")
-        if name not in self._splits:
-            self._splits[name] = CacheSplit(self.path / name, self.segment_length,
-                                            self.config.n_features)
-        return self._splits[name]
-
-    def normalise(self, x: np.ndarray) -> np.ndarray:
-        return (np.asarray(x, dtype=np.float32) - self.mean) / self.std
-
-    def __repr__(self) -> str:
-        return f"FeatureCache({str(self.path)!r})"
 
 
 # -------------------------------------------------------------------------------------- building
@@ -521,13 +376,7 @@ def build_feature_cache(corpus: Corpus, out: os.PathLike | str, *,
     if log is None:
         def log(message: str) -> None:
             print(message, file=sys.stderr, flush=True)
-    if isinstance(segment_length, bool) or not isinstance(segment_length, int) or segment_length < 1:
-        raise FeatureCacheError(f"{out}: segment_length must be a positive integer, got {segment_length!r}")
-    if isinstance(segment_hop, bool) or not isinstance(segment_hop, int) or segment_hop < 1:
-        raise FeatureCacheError(f"{out}: segment_hop must be a positive integer, got {segment_hop!r}")
-    jobs = _default_jobs() if jobs is None else int(jobs)
-    if jobs < 1:
-        raise FeatureCacheError(f"{out}: jobs must be at least 1, got {jobs}")
+    jobs = _checked_options(out, segment_length, segment_hop, jobs)
     wanted = list(dict.fromkeys(["train", *splits]))
     if "train" not in splits:
         log("including the train split: the normalisation statistics come from it")
@@ -561,42 +410,59 @@ def build_feature_cache(corpus: Corpus, out: os.PathLike | str, *,
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    extractor = None
     try:
-        extractor = FeatureExtractor(config, jobs=jobs, min_frames=segment_length,
-                                     scratch=_scratch_dir(tmp) if jobs > 1 else None)
+        manifest = _write_cache(tmp, corpus, by_split, key, config, jobs, progress, log)
+        manifest["build_seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return BuildReport(out, False, manifest, time.perf_counter() - started)
+
+
+def _checked_options(out: Path, segment_length, segment_hop, jobs) -> int:
+    """The number of worker processes, after checking the segmenting options."""
+    if isinstance(segment_length, bool) or not isinstance(segment_length, int) or segment_length < 1:
+        raise FeatureCacheError(f"{out}: segment_length must be a positive integer, got {segment_length!r}")
+    if isinstance(segment_hop, bool) or not isinstance(segment_hop, int) or segment_hop < 1:
+        raise FeatureCacheError(f"{out}: segment_hop must be a positive integer, got {segment_hop!r}")
+    jobs = _default_jobs() if jobs is None else int(jobs)
+    if jobs < 1:
+        raise FeatureCacheError(f"{out}: jobs must be at least 1, got {jobs}")
+    return jobs
+
+
+def _write_cache(tmp: Path, corpus: Corpus, by_split: dict, key: dict, config: FeatureConfig, jobs: int,
+                 progress: bool, log) -> dict:
+    """Every split and the train statistics into the build directory; the manifest (not yet written)."""
+    segment_length, segment_hop = key["segment_length"], key["segment_hop"]
+    extractor = FeatureExtractor(config, jobs=jobs, min_frames=segment_length,
+                                 scratch=_scratch_dir(tmp) if jobs > 1 else None)
+    try:
         moments = _RunningMoments(config.n_features)
         counts: dict[str, dict] = {}
         skipped: list[dict] = []
-        for split in wanted:
-            counts[split] = _build_split(tmp / split, split, by_split[split], extractor, config,
+        for split, utts in by_split.items():
+            counts[split] = _build_split(tmp / split, split, utts, extractor, config,
                                          segment_length, segment_hop, progress, log, skipped,
                                          moments if split == "train" else None)
-        extractor.close()
-        if moments.n == 0:
-            raise FeatureCacheError(f"{corpus.root}: no usable audio in the train split "
-                                    f"({counts['train']['skipped']} file(s) skipped)")
-        mean = moments.mean.astype(np.float32)
-        std = np.maximum(moments.std(), STD_FLOOR).astype(np.float32)
-        np.save(tmp / "mean.npy", mean, allow_pickle=False)
-        np.save(tmp / "std.npy", std, allow_pickle=False)
-        manifest = {
-            **key,
-            "counts": counts,
-            "skipped": skipped,
-            "stats": {"split": "train", "frames": int(moments.n), "std_floor": STD_FLOOR},
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "build_seconds": round(time.perf_counter() - started, 3),
-            "jobs": jobs,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        shutil.rmtree(tmp / ".scratch", ignore_errors=True)
-        _swap_into_place(tmp, out)
     finally:
-        if extractor is not None:
-            extractor.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-    return BuildReport(out, False, manifest, time.perf_counter() - started)
+        extractor.close()
+    if moments.n == 0:
+        raise FeatureCacheError(f"{corpus.root}: no usable audio in the train split "
+                                f"({counts['train']['skipped']} file(s) skipped)")
+    np.save(tmp / "mean.npy", moments.mean.astype(np.float32), allow_pickle=False)
+    np.save(tmp / "std.npy", np.maximum(moments.std(), STD_FLOOR).astype(np.float32), allow_pickle=False)
+    shutil.rmtree(tmp / ".scratch", ignore_errors=True)
+    return {
+        **key,
+        "counts": counts,
+        "skipped": skipped,
+        "stats": {"split": "train", "frames": int(moments.n), "std_floor": STD_FLOOR},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "build_seconds": None,
+        "jobs": jobs,
+    }
 
 
 def _scratch_dir(tmp: Path) -> Path:

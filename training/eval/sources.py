@@ -46,7 +46,7 @@ class _CacheFrames:
     """Utterances of one split of a feature cache written by ``vc-features`` (README contract)."""
 
     def __init__(self, cache, split: str):
-        from training.data.features import FeatureCacheError
+        from training.data.cache import FeatureCacheError
 
         try:
             self.split = cache.split(split)
@@ -63,7 +63,7 @@ class _CacheFrames:
 def open_data(data: Path, split: str | None, feature_config):
     """(opener of a split's frames, description, split actually used) for a corpus or a feature cache."""
     if (data / "manifest.json").is_file():
-        from training.data.features import FeatureCache, FeatureCacheError
+        from training.data.cache import FeatureCache, FeatureCacheError
 
         try:
             cache = FeatureCache(data)
