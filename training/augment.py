@@ -5,8 +5,9 @@ spectral envelope sit higher or lower), in spectral tilt (breathy or pressed voi
 level. A log-magnitude frame is the sum of an envelope and a fine structure (source-filter model), so each
 can be moved on its own: the envelope is the frame smoothed across frequency, the fine structure the rest.
 Changing a segment this way keeps what is said and changes the apparent speaker, so the dynamic codes of
-the two versions should agree (`DSAEConfig.z_invariance_weight`). An adversary can only hide the training
-speakers it has seen; an invariance to a continuous family of voice changes carries over to new speakers.
+the two versions should agree (training.config.Objective's `z_invariance_weight`). An adversary can only
+hide the training speakers it has seen; an invariance to a continuous family of voice changes carries over
+to new speakers.
 """
 from __future__ import annotations
 

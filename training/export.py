@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from training.dsae import DSAE, ExportDecoder, ExportEncoder
-from training.train import (WEIGHTS_NAME, TrainingError, latest_checkpoint, load_model,
-                            load_run_config)
+from training.checkpoints import WEIGHTS_NAME, latest_checkpoint, load_model, load_run_config
+from training.config import TrainingError
 from vc.files import atomic_write
 
 FORMAT_VERSION = 1
@@ -182,6 +182,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
             f"({run_dir.name}, checkpoint {ckpt.name})",
             f"- last dev ELBO: {last.get('val_elbo', 'n/a')} nats per segment",
             f"- options: {json.dumps({k: v for k, v in c.to_dict().items() if k not in ('feature_dim',)})}",
+            f"- objective: {json.dumps(config.objective)}",
             f"- ONNX Runtime vs PyTorch max abs difference: {worst:.2e}", ""]
     with atomic_write(out_dir / "README.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(card))

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from training.cli import run_command
 from training.data.assemble import AssembleConfig, assemble_corpus, parse_source
 from training.data.corpora import CorpusError as ReaderError
 from training.data.synth import DEFAULT_THRESHOLD, ENGINES, BuildConfig, CorpusError, build_corpus
@@ -72,11 +73,7 @@ def _assemble(args) -> int:
     config = AssembleConfig(test_speakers=args.test_speakers, dev_speakers=args.dev_speakers,
                             min_utterances=args.min_utterances, copy=args.copy,
                             keep_splits=tuple(args.keep_splits))
-    try:
-        summary = assemble_corpus(args.out, [parse_source(s) for s in args.sources], config)
-    except (CorpusError, ReaderError, OSError) as error:
-        print(f"vc-corpus: error: {error}", file=sys.stderr)
-        return 2
+    summary = assemble_corpus(args.out, [parse_source(s) for s in args.sources], config)
     sizes = ", ".join(f"{k} {v['speakers']} speakers / {v['utterances']} files"
                       for k, v in summary["splits"].items())
     print(f"{args.out}: {summary['speakers']} speakers, {summary['utterances']} files from "
@@ -91,18 +88,17 @@ def _assemble(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "assemble":
-        return _assemble(args)
+        return run_command("vc-corpus", lambda: _assemble(args), {(CorpusError, ReaderError, OSError): 2},
+                           interrupted="interrupted; rerun the same command")
     config = BuildConfig(speakers=args.speakers, utterances=args.utterances, seed=args.seed,
                          engines=args.engines, generated=max(0, args.candidates),
                          stock=not args.no_stock, threshold=args.threshold)
-    try:
-        summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
-    except CorpusError as error:
-        print(f"vc-corpus: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vc-corpus: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_command("vc-corpus", lambda: _build(args, config), {CorpusError: 2},
+                       interrupted="interrupted; rerun the same command to resume")
+
+
+def _build(args, config: BuildConfig) -> int:
+    summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
     d = summary["distinctness"]
     print(f"{args.out}: {summary['speakers']} speakers x {summary['utterances_per_speaker']} "
           f"utterances ({summary['hours']:.2f} h), splits {summary['split_sizes']}, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from training.cli import run_command
 from training.data.corpora import KINDS
 
 
@@ -44,8 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from training.data.audio import AudioError
-    from training.data.corpora import CorpusError, open_corpus
-    from training.data.features import FeatureCacheError, build_feature_cache
+    from training.data.corpora import CorpusError
+    from training.data.features import FeatureCacheError
+
+    return run_command("vc-features", lambda: _build(args),
+                       {(CorpusError, FeatureCacheError, AudioError): 2, OSError: 1},
+                       interrupted="interrupted; nothing was written")
+
+
+def _build(args) -> int:
+    from training.data.corpora import open_corpus
+    from training.data.features import build_feature_cache
 
     options = {k: v for k, v in (("include_sa", args.include_sa), ("mic", args.mic),
                                  ("dev_fraction", args.dev_fraction),
@@ -53,21 +63,11 @@ def main(argv=None) -> int:
     splits = None
     if args.split:
         splits = [s.strip() for item in args.split for s in item.split(",") if s.strip()]
-    try:
-        corpus = open_corpus(args.corpus, kind=args.kind, **options)
-        kwargs = {} if splits is None else {"splits": splits}
-        report = build_feature_cache(corpus, args.out, segment_hop=args.segment_hop,
-                                     segment_length=args.segment_length, jobs=args.jobs,
-                                     progress=not args.no_progress, force=args.force, **kwargs)
-    except (CorpusError, FeatureCacheError, AudioError) as exc:
-        print(f"vc-features: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"vc-features: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vc-features: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    corpus = open_corpus(args.corpus, kind=args.kind, **options)
+    kwargs = {} if splits is None else {"splits": splits}
+    report = build_feature_cache(corpus, args.out, segment_hop=args.segment_hop,
+                                 segment_length=args.segment_length, jobs=args.jobs,
+                                 progress=not args.no_progress, force=args.force, **kwargs)
     print(report.summary())
     return 0
 
