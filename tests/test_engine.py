@@ -158,12 +158,13 @@ def test_output_does_not_depend_on_block_size(random_model, mode):
         np.testing.assert_allclose(got, reference, atol=2e-5, err_msg=f"block sizes {sizes}")
 
 
-@pytest.mark.parametrize("hop_ms,lookahead_ms", [(200, 30), (40, 30), (20, 20), (60, 0)])
-def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms):
+@pytest.mark.parametrize("hop_ms,lookahead_ms,harmonics", [(200, 30, True), (40, 30, True), (20, 20, False),
+                                                          (60, 0, True), (200, 30, False)])
+def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms, harmonics):
     from vc.engine import StreamingConverter
 
     engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=hop_ms,
-                                lookahead_ms=lookahead_ms, n_iter=16, gate_db=None)
+                                lookahead_ms=lookahead_ms, n_iter=16, gate_db=None, harmonics=harmonics)
     positions = [4000, 7123, 10311, 13999]  # different phases against the frame and hop grid
     x = np.zeros(SR + engine.latency_samples, np.float32)
     x[positions] = 0.5
@@ -181,7 +182,9 @@ def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop
     assert abs(measured_ms - engine.algorithmic_latency_ms) < 2.0, (measured_ms, engine.algorithmic_latency_ms)
     # Nothing comes out before the latency has passed.
     assert np.max(np.abs(y[:positions[0] + engine.latency_samples - 480])) < 1e-3
-    expected = hop_ms + lookahead_ms + (400 - 160 - 1) / 16
+    # The README's formula: hop + look-ahead + 14.9 ms, plus the pitch tracker's 12.6 ms with harmonics
+    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200).
+    expected = hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + (201 / 16 if harmonics else 0.0)
     assert engine.algorithmic_latency_ms == pytest.approx(expected)
 
 
@@ -189,7 +192,8 @@ def test_identity_model_resynthesises_speech(identity_model):
     from vc.engine import StreamingConverter
 
     audio = speech_like(1.5)
-    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=40, n_iter=32, gate_db=None)
+    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=40, n_iter=32, gate_db=None,
+                                harmonics=False, strength=1.0)
     out = engine.convert(audio)
     assert out.shape == audio.shape
     # Same spectral envelope frame by frame (phases are rebuilt, so compare magnitudes).

@@ -113,18 +113,39 @@ def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, mod
     """Converted frames (T, n_features) -> the same envelope carrying harmonics at the source's F0 contour
     in the target's register (the source's own register when the target has none). Unvoiced sources
     (whisper) come back unchanged."""
-    from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose, yin
+    from vc.pitch import Register, yin
 
     cfg = model.feature_config
     f0, voiced = yin(audio, cfg.sr, cfg.hop_length)
     T = envelope.shape[0]
     f0, voiced = f0[:T], voiced[:T]
-    source = Register.of(f0, voiced)
+    return rebuild_harmonics(envelope, f0, voiced, Register.of(f0, voiced), target.register, cfg)[0]
+
+
+# --- the conversion itself: the file path above and the streaming engine (vc.engine) both use these two --
+
+def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, source, target, cfg,
+                      phase: float = 0.0) -> tuple[np.ndarray, float]:
+    """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
+    harmonics of that contour moved from the `source` register to the `target` register (the source's own
+    when target is None), the pulse train's phase after the last frame). A source register of None (no
+    voiced speech yet) leaves the envelope as it is. `phase` continues a stream."""
+    from vc.pitch import harmonic_fine_structure, smooth_across_frequency, transpose
+
     if source is None:
-        return envelope
-    f0 = transpose(f0, voiced, source, target.register or source)
-    fine = harmonic_fine_structure(f0, voiced, cfg, audio.shape[0])
-    return smooth_across_frequency(envelope) + fine
+        return envelope, phase
+    moved = transpose(f0, voiced, source, target or source)
+    fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
+    return smooth_across_frequency(envelope) + fine, phase
+
+
+def mixed_code(source_f, target_f: np.ndarray, strength: float) -> np.ndarray:
+    """The f the decoder gets: f_source + strength * (target_f - f_source); the target alone when the
+    source's code is unknown (None: no speech yet) or strength is 1."""
+    if source_f is None or strength == 1.0:
+        return target_f
+    source_f = np.asarray(source_f, np.float64)
+    return (source_f + strength * (target_f - source_f)).astype(np.float32)
 
 
 def check_strength(strength) -> float:
@@ -135,16 +156,12 @@ def check_strength(strength) -> float:
 
 def conversion_code(windows: EncodedWindows, speech: np.ndarray, target_f: np.ndarray, model: Model,
                     strength: float) -> np.ndarray:
-    """The f the decoder gets: f_source + strength * (target_f - f_source). f_source is measured as vc-enroll
-    measures a target: the mean f of the whole segments flagged as speech (`vc.speakers.speech_flags`),
-    which are the windows starting at multiples of the segment length. The target alone without speech."""
-    if strength == 1.0:
-        return target_f
+    """`mixed_code` with f_source measured as vc-enroll measures a target: the mean f of the whole segments
+    flagged as speech (`vc.speakers.speech_flags`), which are the windows starting at multiples of the
+    segment length."""
     on_speech = np.isin(windows.starts, np.flatnonzero(speech) * model.segment_length)
-    if not on_speech.any():
-        return target_f
-    source_f = windows.f_mean[on_speech].astype(np.float64).mean(axis=0)
-    return (source_f + strength * (target_f - source_f)).astype(np.float32)
+    source_f = windows.f_mean[on_speech].astype(np.float64).mean(axis=0) if on_speech.any() else None
+    return mixed_code(source_f, target_f, strength)
 
 
 def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,

@@ -58,6 +58,9 @@ import time
 import numpy as np
 
 from vc import dsp
+from vc.conversion import DEFAULT_STRENGTH, check_strength, mixed_code, rebuild_harmonics
+from vc.speakers import RELATIVE_GATE_DB, SILENCE_DBFS
+from vc.streaming_pitch import RunningRegister, StreamingPitch
 
 MODES = {
     # The model's segment per hop: every frame is decoded with a full window of its own.
@@ -143,9 +146,11 @@ def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
 class StreamingConverter:
     """Block in, block out voice conversion; see the module docstring for the timing.
 
-    model: a `vc.model.Model`; target: a `vc.speakers.Speaker` or its float32 (f_dim,) code. The engine
-    uses the code only: harmonics at the target's pitch are rebuilt on the file path (`vc.conversion`),
-    which sees whole utterances; here the output is the DSAE's own envelope.
+    model: a `vc.model.Model`; target: a `vc.speakers.Speaker` (code and pitch register) or a bare float32
+    (f_dim,) code (no register: the source's pitch is kept).
+    strength: f = f_source + strength * (f_target - f_source), f_source averaged over the speech so far.
+    harmonics: rebuild the harmonics at the source's F0 moved to the target's register (False: the DSAE's
+    envelope alone, and no pitch tracker in the latency).
     hop_ms: how much audio each model call adds (a multiple of the frame hop, at most the model's segment).
     lookahead_ms: frames Griffin-Lim keeps open for the next hop (rounded to whole frames).
     gate_db: frames below this level fade to silence; None disables the gate.
@@ -154,7 +159,8 @@ class StreamingConverter:
     def __init__(self, model, target, hop_ms: float = MODES["default"]["hop_ms"],
                  lookahead_ms: float = MODES["default"]["lookahead_ms"], n_iter: int = DEFAULT_N_ITER,
                  momentum: float = DEFAULT_MOMENTUM, gate_db: float | None = DEFAULT_GATE_DB,
-                 gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False):
+                 gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False,
+                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True):
         cfg = model.feature_config
         self.model = model
         self.cfg = cfg
@@ -181,6 +187,12 @@ class StreamingConverter:
         self.momentum = float(momentum)
         self.gate_db = gate_db
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
+        try:
+            self.strength = check_strength(strength)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        self.harmonics = bool(harmonics)
+        self.target_register = getattr(target, "register", None)
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -191,10 +203,14 @@ class StreamingConverter:
         self.hop_samples = self.hop_frames * cfg.hop_length
         self._silence = np.float32(np.log(cfg.log_floor))
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
+        # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
+        self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples)
+                                      if self.harmonics else 0)
         # Worst case just before a hop completes: the hop's first frame waits H - hop_length samples
         # for the rest of the hop and hop_length - 1 for its own last sample beyond the STFT's latency.
         self.latency_samples = (self.hop_samples - 1 + self._features.latency_samples
-                                + self._griffinlim.latency_samples - cfg.hop_length)
+                                + self.pitch_latency_samples + self._griffinlim.latency_samples
+                                - cfg.hop_length)
         self._crossfade = max(1, int(round(CROSSFADE_MS * self.sr / 1000)))
         self._passthrough_wanted = bool(passthrough)
         self.reset()
@@ -220,10 +236,28 @@ class StreamingConverter:
     def passthrough(self, value: bool) -> None:
         self._passthrough_wanted = bool(value)
 
+    @property
+    def pitch_latency_ms(self) -> float:
+        """What the pitch tracker adds to the latency (0 without harmonics)."""
+        return 1000.0 * self.pitch_latency_samples / self.sr
+
+    @property
+    def source_register(self):
+        """The source speaker's running pitch register (None until enough voiced speech)."""
+        return self._register.current()
+
+    @property
+    def current_f0(self) -> float:
+        """F0 (Hz) of the newest frame converted, 0 when unvoiced or without harmonics."""
+        return self._pitch.last_f0 if self.harmonics else 0.0
+
     def describe(self) -> str:
+        pitch = (f"harmonics on (pitch tracker +{self.pitch_latency_ms:.1f} ms)" if self.harmonics
+                 else "harmonics off")
         return (f"hop {self.hop_ms:g} ms, look-ahead {self.lookahead_ms:g} ms, window "
                 f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms, {self.n_iter} Griffin-Lim "
-                f"iterations, algorithmic latency {self.algorithmic_latency_ms:.1f} ms")
+                f"iterations, strength {self.strength:g}, {pitch}, algorithmic latency "
+                f"{self.algorithmic_latency_ms:.1f} ms")
 
     def _make_streams(self) -> None:
         cfg = self.cfg
@@ -231,6 +265,8 @@ class StreamingConverter:
         self._griffinlim = dsp.StreamingGriffinLim(
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, n_iter=self.n_iter,
             momentum=self.momentum, lookahead=self.lookahead_frames, window=cfg.window, center=cfg.center)
+        self._pitch = StreamingPitch(cfg.sr, cfg.hop_length)
+        self._register = RunningRegister()
 
     def reset(self) -> None:
         """Forget all audio: the next push starts like a fresh engine (same settings)."""
@@ -240,6 +276,11 @@ class StreamingConverter:
         self._context = np.full((self.window_frames, cfg.n_features), self._silence, np.float32)
         self._pending_frames: list[np.ndarray] = []
         self._n_pending = 0
+        # The source speaker so far: f summed over speech windows (for strength), the pulse train's phase.
+        self._source_f_sum = np.zeros(self.model.f_dim, np.float64)
+        self._source_windows = 0
+        self._loudest_window_db = -math.inf
+        self._harmonic_phase = 0.0
         # Output = D zeros, then the Griffin-Lim signal: one constant delay whatever the block size.
         self._converted = _SampleQueue()
         self._converted.put(np.zeros(self.latency_samples, np.float32))
@@ -274,8 +315,10 @@ class StreamingConverter:
         if frames.shape[0]:
             self._pending_frames.append(frames)
             self._n_pending += frames.shape[0]
-        while self._n_pending >= self.hop_frames:
+        pitch_ready = self._pitch.push(x) if self.harmonics else self._n_pending
+        while self._n_pending >= self.hop_frames and pitch_ready >= self.hop_frames:
             self._process_hop(self._take_pending(self.hop_frames))
+            pitch_ready -= self.hop_frames
         out = self._mix(x.size)
         self.last_compute_s = time.perf_counter() - started
         self.compute_s_total += self.last_compute_s
@@ -306,14 +349,34 @@ class StreamingConverter:
         model = self.model
         h = new_frames.shape[0]
         self._context = np.concatenate([self._context[h:], new_frames], axis=0)
-        _, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
-        decoded = model.denormalise(model.decode(self.target, z_mean)[0, -h:])
+        f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
+        code = mixed_code(self._source_code(f_mean[0]), self.target[0], self.strength)
+        decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
+        if self.harmonics:
+            f0, voiced = self._pitch.take(h)
+            self._register.update(f0, voiced)
+            decoded, self._harmonic_phase = rebuild_harmonics(
+                decoded, f0, voiced, self._register.current(), self.target_register, self.cfg,
+                self._harmonic_phase)
         magnitude = dsp.magnitude_from_features(decoded, self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(new_frames)
         if samples.shape[0]:
             self._converted.put(self._apply_gate(np.asarray(samples, np.float32)))
         self.hops += 1
+
+    def _source_code(self, window_f: np.ndarray):
+        """The running mean of f over the encoder windows that hold speech, this one included; None before
+        the first. Speech as `vc.speakers.speech_flags` decides it for a file, the loudest window so far
+        standing in for the file's loudest segment."""
+        if self.strength != 1.0:
+            power = np.mean(np.power(10.0, frame_level_db(self._context, self.cfg) / 10.0))
+            level = 10.0 * math.log10(max(float(power), 1e-20))
+            self._loudest_window_db = max(self._loudest_window_db, level)
+            if level > SILENCE_DBFS and level > self._loudest_window_db - RELATIVE_GATE_DB:
+                self._source_f_sum += window_f
+                self._source_windows += 1
+        return self._source_f_sum / self._source_windows if self._source_windows else None
 
     def _update_gate(self, frames: np.ndarray) -> None:
         levels = frame_level_db(frames, self.cfg)

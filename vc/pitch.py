@@ -25,6 +25,17 @@ THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
 SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) are never voiced
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
+RELATIVE_DB = 40.0     # ... or this far under the loudest frame (of the file; of the recent past, streaming)
+
+
+def _geometry(sr: int, fmin: float, fmax: float, frame_length: int | None) -> tuple[int, int, int, int]:
+    """(min_lag, max_lag, width, span): lags searched, the integration window, samples one frame reads."""
+    if not 0 < fmin < fmax < sr / 2:
+        raise ValueError(f"yin: need 0 < fmin < fmax < sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
+    min_lag = max(2, int(np.floor(sr / fmax)))
+    max_lag = int(np.ceil(sr / fmin))
+    width = frame_length or 2 * max_lag        # integration window: two periods of the lowest voice
+    return min_lag, max_lag, width, width + max_lag + 1
 
 
 def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
@@ -34,12 +45,7 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
-    if not 0 < fmin < fmax < sr / 2:
-        raise ValueError(f"yin: need 0 < fmin < fmax < sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
-    min_lag = max(2, int(np.floor(sr / fmax)))
-    max_lag = int(np.ceil(sr / fmin))
-    width = frame_length or 2 * max_lag        # integration window: two periods of the lowest voice
-    span = width + max_lag + 1
+    min_lag, max_lag, width, span = _geometry(sr, fmin, fmax, frame_length)
     n_frames = 1 + y.shape[0] // hop_length
     padded = np.pad(y, (span // 2, span))
     period = np.empty(n_frames)
@@ -52,7 +58,7 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
         period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
 
     level = 10.0 * np.log10(np.maximum(energy / width, 1e-20))
-    loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
+    loud = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_DB)
     voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
     f0 = np.where(voiced, sr / period, 0.0)
     return _median_within_runs(f0, voiced), voiced
@@ -105,11 +111,13 @@ def _median_within_runs(f0: np.ndarray, voiced: np.ndarray, width: int = 5) -> n
     return out
 
 
-def _drop_short_runs(flags: np.ndarray, min_run: int) -> np.ndarray:
+def _drop_short_runs(flags: np.ndarray, min_run: int, open_end: bool = False) -> np.ndarray:
+    """Clear voiced runs shorter than min_run. open_end: the signal goes on after the last flag, so a run
+    that reaches it may still grow and is kept."""
     flags = flags.copy()
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     for start, stop in zip(edges[::2], edges[1::2]):
-        if stop - start < min_run:
+        if stop - start < min_run and not (open_end and stop == flags.shape[0]):
             flags[start:stop] = False
     return flags
 
@@ -151,19 +159,29 @@ def smooth_across_frequency(frames: np.ndarray, bins: int = 9) -> np.ndarray:
     return out
 
 
-def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, n_samples: int) -> np.ndarray:
+def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, phase: float = 0.0) -> tuple[np.ndarray, float]:
     """(T, cfg.n_features) log-magnitude fine structure of a pulse train that follows `f0`: the harmonic
-    peaks and valleys around a zero envelope, measured with the model's own STFT so the peak shapes match
-    its window. Zero in unvoiced frames."""
-    from vc.dsp import log_magnitude
+    peaks and valleys around a zero envelope, zero in unvoiced frames; and the pulse train's phase (in
+    cycles) at the frame after the last, to continue it.
+
+    Each frame is the model's window over pulses at that frame's own F0, placed from the phase at its
+    centre: frame t needs nothing after F0[t], so a stream can build frames as soon as their F0 is known
+    and gets the same frames, cut anywhere, as one call over the whole signal."""
+    from vc.dsp import _padded_window
 
     T = f0.shape[0]
-    centres = np.arange(T) * cfg.hop_length
-    hz = np.interp(np.arange(n_samples), centres, np.where(voiced, f0, 0.0))
-    cycles = np.cumsum(hz / cfg.sr)
-    pulses = np.zeros(max(n_samples, cfg.n_fft), np.float32)
-    pulses[1 + np.flatnonzero(np.diff(np.floor(cycles)) > 0)] = 1.0
-    spectrum = log_magnitude(pulses, cfg)[:T]
+    hz = np.where(voiced, f0, 0.0).astype(np.float64)
+    step = hz * (cfg.hop_length / cfg.sr)                    # cycles from one frame centre to the next
+    centre_phase = phase + np.concatenate([[0.0], np.cumsum(step)[:-1]])
+    offsets = np.arange(cfg.n_fft) - cfg.n_fft // 2           # window samples around the centre
+    cycles = centre_phase[:, None] + offsets[None, :] * (hz[:, None] / cfg.sr)
+    whole = np.floor(cycles)
+    pulses = np.zeros((T, cfg.n_fft), np.float32)
+    pulses[:, 1:] = whole[:, 1:] > whole[:, :-1]              # a pulse where a new cycle starts
+    window = _padded_window(cfg.window, cfg.n_fft, cfg.win_length).astype(np.float32)
+    magnitude = np.abs(np.fft.rfft(pulses * window, axis=1))
+    spectrum = np.log(np.maximum(magnitude, cfg.log_floor)).astype(np.float32)[:, int(cfg.drop_dc):]
     fine = spectrum - smooth_across_frequency(spectrum)
-    fine[~voiced[: fine.shape[0]]] = 0.0
-    return fine
+    fine[~voiced] = 0.0
+    next_phase = float(phase + step.sum()) % 1.0 if T else float(phase)
+    return fine, next_phase
