@@ -280,3 +280,57 @@ def test_bad_settings_are_refused(random_model):
     engine = StreamingConverter(random_model, target)
     with pytest.raises(EngineError, match="NaN"):
         engine.push(np.array([0.0, np.nan], np.float32))
+
+
+def test_harmonics_put_the_output_at_the_target_pitch(identity_model):
+    """The engine rebuilds the harmonics at the source's contour moved to the target's register, as the
+    file path does: the converted voice has a voiced F0 track, centred on the target's pitch."""
+    from vc.engine import StreamingConverter
+    from vc.pitch import Register, yin
+    from vc.speakers import Speaker
+
+    audio = speech_like(3.0, f0=140.0)
+    target = Speaker(target_code(identity_model), Register(np.log(230.0), 0.05))
+    engine = StreamingConverter(identity_model, target, n_iter=16, gate_db=None, strength=1.0)
+    out = engine.convert(audio, block=3200)
+    f0_in, voiced_in = yin(audio, SR, 160)
+    f0_out, voiced_out = yin(out, SR, 160)
+    late = np.arange(f0_in.size) > 100                     # after the first second: the register has settled
+    assert voiced_in[late].mean() > 0.5
+    assert (voiced_out[late] & voiced_in[late]).sum() > 0.8 * voiced_in[late].sum()
+    assert np.median(f0_out[late & voiced_out]) == pytest.approx(230.0, rel=0.05)
+    assert engine.source_register is not None
+    assert np.exp(engine.source_register.log_mean) == pytest.approx(140.0, rel=0.05)
+    assert engine.current_f0 == 0.0 or 150.0 < engine.current_f0 < 350.0
+    # Without a register the source's own pitch is kept; without harmonics the pitch is gone.
+    kept = StreamingConverter(identity_model, target.f, n_iter=16, gate_db=None).convert(audio, block=3200)
+    f0_kept, voiced_kept = yin(kept, SR, 160)
+    assert np.median(f0_kept[late & voiced_kept]) == pytest.approx(140.0, rel=0.05)
+    plain = StreamingConverter(identity_model, target, n_iter=16, gate_db=None, harmonics=False)
+    assert plain.pitch_latency_samples == 0 and plain.current_f0 == 0.0
+
+
+def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_model):
+    """strength uses f averaged over the speech so far; with the default hop (one window per hop) the
+    windows are the file path's segments, so at the end it is the code vc.convert uses, and reset()
+    forgets it."""
+    from vc.conversion import conversion_code, encode_windows, mixed_code
+    from vc.dsp import log_magnitude
+    from vc.engine import StreamingConverter
+    from vc.speakers import speech_flags
+
+    audio = speech_like(2.0)
+    target = target_code(random_model)
+    engine = StreamingConverter(random_model, target, n_iter=2, strength=2.0)
+    engine.push(audio)
+    windows = encode_windows(log_magnitude(audio, random_model.feature_config), random_model)
+    speech = speech_flags(audio, random_model)
+    assert speech.sum() >= 8
+    n = engine.hops                                         # windows the engine has encoded so far
+    file_code = conversion_code(windows, speech[:n], target, random_model, 2.0)
+    source = engine._source_f_sum / engine._source_windows
+    np.testing.assert_allclose(mixed_code(source, target, 2.0), file_code, atol=1e-4)
+    engine.reset()
+    assert engine._source_windows == 0 and engine.source_register is None
+    with pytest.raises(Exception, match="strength"):
+        StreamingConverter(random_model, target, strength=5.0)

@@ -52,6 +52,7 @@ crossfades over 10 ms. Conversion keeps running underneath, so switching back is
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -120,6 +121,7 @@ class _SampleQueue:
         return self._buf[self._start:self._end]
 
 
+@functools.lru_cache(maxsize=8)
 def _window_energy(window: str, win_length: int) -> float:
     """Sum of the squared analysis window (periodic, as vc.dsp builds it)."""
     phase = 2.0 * np.pi * np.arange(win_length) / win_length
@@ -274,6 +276,7 @@ class StreamingConverter:
         self._make_streams()
         # Encoder context: the newest window_frames raw frames, silence before the first.
         self._context = np.full((self.window_frames, cfg.n_features), self._silence, np.float32)
+        self._context_power = np.zeros(self.window_frames)     # mean square of each context frame
         self._pending_frames: list[np.ndarray] = []
         self._n_pending = 0
         # The source speaker so far: f summed over speech windows (for strength), the pulse train's phase.
@@ -349,6 +352,8 @@ class StreamingConverter:
         model = self.model
         h = new_frames.shape[0]
         self._context = np.concatenate([self._context[h:], new_frames], axis=0)
+        levels = frame_level_db(new_frames, self.cfg)
+        self._context_power = np.concatenate([self._context_power[h:], np.power(10.0, levels / 10.0)])
         f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
         code = mixed_code(self._source_code(f_mean[0]), self.target[0], self.strength)
         decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
@@ -360,7 +365,7 @@ class StreamingConverter:
                 self._harmonic_phase)
         magnitude = dsp.magnitude_from_features(decoded, self.cfg)
         samples = self._griffinlim.push(magnitude)
-        self._update_gate(new_frames)
+        self._update_gate(levels)
         if samples.shape[0]:
             self._converted.put(self._apply_gate(np.asarray(samples, np.float32)))
         self.hops += 1
@@ -370,20 +375,18 @@ class StreamingConverter:
         the first. Speech as `vc.speakers.speech_flags` decides it for a file, the loudest window so far
         standing in for the file's loudest segment."""
         if self.strength != 1.0:
-            power = np.mean(np.power(10.0, frame_level_db(self._context, self.cfg) / 10.0))
-            level = 10.0 * math.log10(max(float(power), 1e-20))
+            level = 10.0 * math.log10(max(float(np.mean(self._context_power)), 1e-20))
             self._loudest_window_db = max(self._loudest_window_db, level)
             if level > SILENCE_DBFS and level > self._loudest_window_db - RELATIVE_GATE_DB:
                 self._source_f_sum += window_f
                 self._source_windows += 1
         return self._source_f_sum / self._source_windows if self._source_windows else None
 
-    def _update_gate(self, frames: np.ndarray) -> None:
-        levels = frame_level_db(frames, self.cfg)
+    def _update_gate(self, levels: np.ndarray) -> None:
         self.input_level_db = float(np.max(levels))
         if self.gate_db is None:
             return
-        gains = np.empty(frames.shape[0], np.float32)
+        gains = np.empty(levels.shape[0], np.float32)
         g = self._gain_state
         for i, level in enumerate(levels):
             if level >= self.gate_db:

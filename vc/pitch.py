@@ -16,6 +16,7 @@ to feature frame t.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,10 +105,15 @@ def _median_within_runs(f0: np.ndarray, voiced: np.ndarray, width: int = 5) -> n
     logs = np.where(voiced, np.log(np.where(voiced, f0, 1.0)), np.nan)
     half = width // 2
     padded = np.pad(logs, half, constant_values=np.nan)
-    windows = padded[np.arange(f0.shape[0])[:, None] + np.arange(width)[None, :]]
+    rows = np.flatnonzero(voiced)
     out = np.zeros_like(f0)
-    if voiced.any():
-        out[voiced] = np.exp(np.nanmedian(windows[voiced], axis=1))
+    if rows.size:
+        # np.nanmedian, written out: a sort puts the NaNs last, the median of the n valid values follows.
+        windows = np.sort(padded[rows[:, None] + np.arange(width)[None, :]], axis=1)
+        n = np.sum(~np.isnan(windows), axis=1)
+        lower = windows[np.arange(rows.size), (n - 1) // 2]
+        upper = windows[np.arange(rows.size), n // 2]
+        out[rows] = np.exp(0.5 * (lower + upper))
     return out
 
 
@@ -149,14 +155,28 @@ def transpose(f0: np.ndarray, voiced: np.ndarray, source: Register, target: Regi
 def smooth_across_frequency(frames: np.ndarray, bins: int = 9) -> np.ndarray:
     """(T, D) log-magnitude -> its envelope: a Hann-weighted moving average across `bins` frequency bins,
     wider than the harmonic spacing of low voices (the same split as training.augment)."""
+    return (np.asarray(frames, np.float32) @ _smoothing_matrix(frames.shape[1], bins)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _analysis_window(window: str, n_fft: int, win_length: int) -> np.ndarray:
+    from vc.dsp import _padded_window
+
+    return _padded_window(window, n_fft, win_length).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _smoothing_matrix(n_bins: int, bins: int) -> np.ndarray:
+    """The moving average as one (n_bins, n_bins) matrix: a stream smooths a few frames at a time, where a
+    loop over the kernel's taps would cost more than the arithmetic. Edge bins repeat past the ends."""
     kernel = np.hanning(bins + 2)[1:-1]
     kernel /= kernel.sum()
     half = bins // 2
-    padded = np.pad(frames, ((0, 0), (half, half)), mode="edge")
-    out = np.zeros_like(frames, dtype=np.float32)
+    matrix = np.zeros((n_bins, n_bins), np.float64)
+    columns = np.arange(n_bins)
     for k, weight in enumerate(kernel):
-        out += weight * padded[:, k:k + frames.shape[1]]
-    return out
+        np.add.at(matrix, (np.clip(columns + k - half, 0, n_bins - 1), columns), weight)
+    return matrix.astype(np.float32)
 
 
 def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, phase: float = 0.0) -> tuple[np.ndarray, float]:
@@ -167,8 +187,6 @@ def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, phase: floa
     Each frame is the model's window over pulses at that frame's own F0, placed from the phase at its
     centre: frame t needs nothing after F0[t], so a stream can build frames as soon as their F0 is known
     and gets the same frames, cut anywhere, as one call over the whole signal."""
-    from vc.dsp import _padded_window
-
     T = f0.shape[0]
     hz = np.where(voiced, f0, 0.0).astype(np.float64)
     step = hz * (cfg.hop_length / cfg.sr)                    # cycles from one frame centre to the next
@@ -178,7 +196,7 @@ def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, phase: floa
     whole = np.floor(cycles)
     pulses = np.zeros((T, cfg.n_fft), np.float32)
     pulses[:, 1:] = whole[:, 1:] > whole[:, :-1]              # a pulse where a new cycle starts
-    window = _padded_window(cfg.window, cfg.n_fft, cfg.win_length).astype(np.float32)
+    window = _analysis_window(cfg.window, cfg.n_fft, cfg.win_length)
     magnitude = np.abs(np.fft.rfft(pulses * window, axis=1))
     spectrum = np.log(np.maximum(magnitude, cfg.log_floor)).astype(np.float32)[:, int(cfg.drop_dc):]
     fine = spectrum - smooth_across_frequency(spectrum)

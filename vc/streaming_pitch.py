@@ -45,12 +45,18 @@ class StreamingPitch:
     @property
     def ready(self) -> int:
         """Frames `take` can hand out now."""
-        return max(0, self._n_analysed - self.lookahead_frames - self._n_taken)
+        return max(0, self._n_complete - self.lookahead_frames - self._n_taken)
+
+    @property
+    def _n_complete(self) -> int:
+        """Frames whose samples have all arrived (analysed lazily, a take's worth at once)."""
+        return max(0, (self._n_pushed - (self.span - self.span // 2)) // self.hop_length + 1)
 
     def reset(self) -> None:
         self._buffer = np.zeros(self.span // 2, np.float64)   # the whole-file tracker's left padding
         self._buffer_first = -(self.span // 2)                 # sample index of _buffer[0]
         self._n_pushed = 0
+        self._pieces: list[np.ndarray] = []                    # pushed, not yet in _buffer
         self._n_analysed = 0
         self._n_taken = 0
         self._peak_db = -math.inf
@@ -60,25 +66,26 @@ class StreamingPitch:
         self.last_f0 = 0.0                                     # F0 of the newest frame taken (0: unvoiced)
 
     def push(self, samples) -> int:
-        """Append samples; analyse every frame now complete. Returns `ready`."""
+        """Append samples. Returns `ready`."""
         x = np.asarray(samples, np.float64).reshape(-1)
-        self._buffer = np.concatenate([self._buffer, x])
+        self._pieces.append(x)
         self._n_pushed += x.shape[0]
-        complete = (self._n_pushed - (self.span - self.span // 2)) // self.hop_length + 1
-        if complete > self._n_analysed:
-            self._analyse(self._n_analysed, complete)
         return self.ready
 
     def _analyse(self, first: int, stop: int) -> None:
         hop, span = self.hop_length, self.span
+        self._buffer = np.concatenate([self._buffer] + self._pieces)
+        self._pieces = []
         starts = np.arange(first, stop) * hop - self.span // 2 - self._buffer_first
         frames = self._buffer[starts[:, None] + np.arange(span)[None, :]]
         period, dip, energy = _yin_frames(frames, self.width, self.min_lag, self.max_lag, self.threshold)
         level = 10.0 * np.log10(np.maximum(energy / self.width, 1e-20))
-        loud = np.empty(level.shape[0], bool)
-        for i, value in enumerate(level):
-            self._peak_db = max(self._peak_db - self._decay_per_frame, value)
-            loud[i] = value > SILENCE_DBFS and value > self._peak_db - RELATIVE_DB
+        # peak[i] = max(peak before - d*(i+1), max over j <= i of level[j] - d*(i-j)): a decaying maximum
+        decay = self._decay_per_frame * np.arange(level.shape[0])
+        peak = np.maximum(self._peak_db - decay - self._decay_per_frame,
+                          np.maximum.accumulate(level + decay) - decay)
+        self._peak_db = float(peak[-1])
+        loud = (level > SILENCE_DBFS) & (level > peak - RELATIVE_DB)
         voiced = (dip < self.threshold) & loud
         self._raw_f0 = np.concatenate([self._raw_f0, np.where(voiced, self.sr / period, 0.0)])
         self._raw_voiced = np.concatenate([self._raw_voiced, voiced])
@@ -91,6 +98,8 @@ class StreamingPitch:
         """F0 (Hz, 0 unvoiced) and voiced flags of the next n frames, final from now on."""
         if not 0 <= n <= self.ready:
             raise ValueError(f"take({n}): only {self.ready} frames are ready")
+        if self._n_complete > self._n_analysed:
+            self._analyse(self._n_analysed, self._n_complete)
         visible = self._n_taken + n + self.lookahead_frames - self._history_first
         voiced = _drop_short_runs(self._raw_voiced[:visible], MIN_VOICED_RUN, open_end=True)
         raw = np.where(voiced, self._raw_f0[:visible], 0.0)
