@@ -21,39 +21,36 @@ class RingBuffer:
     def space(self) -> int:
         return self.capacity - self.available()
 
+    def _spans(self, position: int, n: int) -> tuple[slice, slice]:
+        """The ring's slots for n samples from the running count `position`: up to the end, then from 0."""
+        start = position % self.capacity
+        first = min(n, self.capacity - start)
+        return slice(start, start + first), slice(0, n - first)
+
     def write(self, samples: np.ndarray) -> int:
         """Copy as many samples as fit; returns how many were written (the rest is dropped)."""
-        n = min(samples.shape[0], self.space())
-        if n <= 0:
-            return 0
-        start = self._written % self.capacity
-        first = min(n, self.capacity - start)
-        self._buf[start:start + first] = samples[:first]
-        if n > first:
-            self._buf[:n - first] = samples[first:n]
+        n = max(0, min(samples.shape[0], self.space()))
+        tail, head = self._spans(self._written, n)
+        split = tail.stop - tail.start
+        self._buf[tail] = samples[:split]
+        self._buf[head] = samples[split:n]
         self._written += n
         return n
 
     def write_zeros(self, n: int) -> int:
-        n = min(n, self.space())
-        start = self._written % self.capacity
-        first = min(n, self.capacity - start)
-        self._buf[start:start + first] = 0.0
-        if n > first:
-            self._buf[:n - first] = 0.0
+        n = max(0, min(n, self.space()))
+        for span in self._spans(self._written, n):
+            self._buf[span] = 0.0
         self._written += n
         return n
 
     def read_into(self, out: np.ndarray) -> int:
         """Fill `out` (1-D) from the ring as far as possible; returns how many samples were copied."""
-        n = min(out.shape[0], self.available())
-        if n <= 0:
-            return 0
-        start = self._read % self.capacity
-        first = min(n, self.capacity - start)
-        out[:first] = self._buf[start:start + first]
-        if n > first:
-            out[first:n] = self._buf[:n - first]
+        n = max(0, min(out.shape[0], self.available()))
+        tail, head = self._spans(self._read, n)
+        split = tail.stop - tail.start
+        out[:split] = self._buf[tail]
+        out[split:n] = self._buf[head]
         self._read += n
         return n
 
