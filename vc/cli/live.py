@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
+from vc.cli.args import non_negative_float, non_negative_int, one_line_warnings, positive_float, positive_int
 
 
 def _gate(text: str):
@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    one_line_warnings("vc-live")
     from vc.live import (DeviceSettings, EngineSettings, LiveError, LiveSettings, SessionSettings,
                          format_device_list, format_summary, import_sounddevice, run_live)
 
