@@ -118,7 +118,7 @@ def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
 
 def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
     import vc.files
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
@@ -158,7 +158,7 @@ def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, mon
 
 
 def test_jobs_use_processes_and_agree(tmp_path, setup):
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
@@ -177,6 +177,25 @@ def test_jobs_use_processes_and_agree(tmp_path, setup):
         b, _ = sf.read(tmp_path / "o2" / p.relative_to(tmp_path / "o1"))
         np.testing.assert_allclose(a, b, atol=2e-3)
     assert two.audio_seconds == pytest.approx(one.audio_seconds)
+    assert one.worker_pids == {os.getpid()}  # --jobs 1 converts in this process
+    assert len(two.worker_pids) == 2 and os.getpid() not in two.worker_pids  # two worker processes
+
+
+def test_truncated_input_is_converted_and_reported(tmp_path, setup):
+    from vc.batch import batch_convert
+
+    model_dir, target = setup
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "cut.wav", voiced(2.0), 16000, subtype="PCM_16")
+    (src / "cut.wav").write_bytes((src / "cut.wav").read_bytes()[:44 + 2 * 8000])
+    lines = []
+    summary = batch_convert(src, tmp_path / "out", target, model_dir=model_dir, n_iter=2, device="cpu",
+                            progress=False, log=lines.append)
+    assert summary.converted == 1 and not summary.failed
+    assert sf.info(str(tmp_path / "out" / "cut.wav")).frames == 8000
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "promises 32000 samples" in lines[0] \
+        and "holds 8000" in lines[0], lines
 
 
 def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
@@ -214,7 +233,7 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     for p in done:  # every output present is whole
         assert sf.info(str(p)).frames == 16000
 
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=2, device="cpu", progress=False, jobs=2)
     assert summary.skipped == len(done) and summary.converted == 24 - len(done) and not summary.failed

@@ -100,36 +100,138 @@ def test_ring_buffer_between_threads_keeps_every_sample_in_order():
     np.testing.assert_array_equal(np.concatenate(received), data)
 
 
+# --- playout (margin, priming, drift) on a fake clock ----------------------------------------------------
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _playout(margin_s=0.05, rate=1000):
+    from vc.live import LiveStats, Playout
+
+    clock = FakeClock()
+    return Playout(rate, margin_s, LiveStats(), clock=clock), clock
+
+
+def test_playout_primes_with_the_margin_before_the_first_output():
+    playout, _ = _playout(margin_s=0.05)
+    playout.deliver(np.ones(20, np.float32))
+    assert playout.ring.available() == 50 + 20
+    out = playout.fill(60)
+    assert out[:50].tolist() == [0.0] * 50 and out[50:].tolist() == [1.0] * 10
+    assert playout.stats.underflows == 0 and playout.stats.startup_underflows == 0
+
+
+def test_playout_dropouts_while_settling_grow_the_margin_slowly_and_are_counted_apart():
+    from vc.live.playout import SETTLE_S
+
+    playout, clock = _playout(margin_s=0.05)
+    playout.deliver(np.ones(10, np.float32))
+    playout.fill(100)                          # ran dry while settling
+    assert playout.stats.startup_underflows == 1 and playout.stats.underflows == 0
+    clock.now += 0.5
+    playout.deliver(np.ones(10, np.float32))   # re-primed with 10 ms more
+    assert playout.margin_s == pytest.approx(0.06)
+    assert playout.ring.available() == 60 + 10
+    clock.now += SETTLE_S
+    playout.fill(200)                          # settled: a real underflow, and the margin grows by half
+    assert playout.stats.underflows == 1
+    clock.now += 0.5
+    playout.deliver(np.ones(10, np.float32))
+    assert playout.margin_s == pytest.approx(0.09)
+    assert playout.ring.available() == 90 + 10
+
+
+def test_playout_counts_device_underflows_and_not_the_end_of_the_input():
+    from vc.live.playout import SETTLE_S
+
+    playout, clock = _playout()
+    playout.fill(10, device_underflow=True)    # before the first output: nothing to count
+    assert playout.stats.device_underflows == 0
+    playout.deliver(np.ones(100, np.float32))
+    clock.now += SETTLE_S + 0.1
+    playout.fill(10, device_underflow=True)
+    assert playout.stats.device_underflows == 1 and playout.stats.underflows == 1
+    playout.fill(1000, input_finished=True)    # the input has ended: a dry queue is the end, not a dropout
+    assert playout.stats.underflows == 1
+
+
+def test_playout_trims_a_queue_that_drift_keeps_above_the_margin():
+    from vc.live.playout import DRIFT_CHECK_S, DRIFT_TOLERANCE_S, SETTLE_S
+
+    rate = 1000
+    playout, clock = _playout(margin_s=0.05, rate=rate)
+    playout.deliver(np.ones(200, np.float32))  # margin 50 + 200: the input clock ran ahead
+    clock.now += SETTLE_S + DRIFT_CHECK_S
+    playout.fill(10)                           # lowest level seen: 240
+    playout.deliver(np.ones(30, np.float32))   # the check: 240 - (50 + 40) = 150 samples too many
+    excess = 240 - int((0.05 + DRIFT_TOLERANCE_S) * rate)
+    assert playout.stats.trims == 1
+    assert playout.ring.available() == 240      # all 30 new samples left out; 120 more still to drop
+    playout.deliver(np.ones(200, np.float32))
+    assert playout.ring.available() == 240 + 200 - (excess - 30)
+    clock.now += DRIFT_CHECK_S
+    playout.fill(250)                           # now at the margin's level: nothing more is trimmed
+    playout.deliver(np.ones(10, np.float32))
+    assert playout.stats.trims == 1
+
+
 # --- devices --------------------------------------------------------------------------------------------
 class FakeSoundDevice:
+    """The device list of a laptop with a USB headset; choosing among it is sounddevice's own matcher
+    (`sounddevice._get_device_id`), pointed at this list by the `fake_sd` fixture."""
+
     class default:
         device = [1, 2]
 
     def __init__(self, devices):
-        self.devices = devices
+        self.devices = [dict(name=n, index=k, max_input_channels=i, max_output_channels=o,
+                             default_samplerate=48000.0, hostapi=0) for k, (n, i, o) in enumerate(devices)]
 
-    def query_devices(self, index=None):
-        full = [dict(name=n, max_input_channels=i, max_output_channels=o, default_samplerate=48000.0, hostapi=0)
-                for n, i, o in self.devices]
-        return full if index is None else full[index]
+    def query_devices(self, device=None, kind=None):
+        import sounddevice
 
-    def query_hostapis(self):
-        return [{"name": "ALSA"}]
+        if device is None and kind is None:
+            return self.devices
+        info = self.devices[sounddevice._get_device_id(device, kind, raise_on_error=True)]
+        if kind and info[f"max_{kind}_channels"] < 1:
+            raise ValueError(f"Not an {kind} device: {info['name']!r}")
+        return info
+
+    def query_hostapis(self, index=None):
+        apis = [{"name": "ALSA"}]
+        return apis if index is None else apis[index]
 
 
 DEVICES = [("HDA Intel PCH: ALC3246 Analog (hw:0,0)", 2, 2), ("USB Headset Mic (hw:1,0)", 1, 0),
            ("USB Headset Speaker (hw:1,0)", 0, 2), ("pulse", 32, 32), ("default", 32, 32)]
 
 
-def test_devices_are_chosen_by_index_or_name_part():
+@pytest.fixture
+def fake_sd(monkeypatch):
+    import sounddevice
+
+    def make(devices):
+        fake = FakeSoundDevice(devices)
+        monkeypatch.setattr(sounddevice, "query_devices", fake.query_devices)
+        monkeypatch.setattr(sounddevice, "query_hostapis", fake.query_hostapis)
+        return fake
+    return make
+
+
+def test_devices_are_chosen_by_index_or_name_part(fake_sd):
     from vc.live import LiveError, resolve_device
 
-    sd = FakeSoundDevice(DEVICES)
+    sd = fake_sd(DEVICES)
     assert resolve_device(sd, None, "input") == 1 and resolve_device(sd, None, "output") == 2
     assert resolve_device(sd, "3", "input") == 3
     assert resolve_device(sd, "headset", "input") == 1
     assert resolve_device(sd, "HEADSET", "output") == 2
     assert resolve_device(sd, "pulse", "output") == 3
+    assert resolve_device(sd, "usb speaker", "output") == 2  # sounddevice's space-separated parts
     with pytest.raises(LiveError, match="several output devices"):
         resolve_device(sd, "hw:", "output")
     with pytest.raises(LiveError, match="No input device matches 'bluetooth'"):
@@ -139,9 +241,19 @@ def test_devices_are_chosen_by_index_or_name_part():
     with pytest.raises(LiveError, match="no audio device 9"):
         resolve_device(sd, "9", "output")
     with pytest.raises(LiveError, match="No audio input device found"):
-        resolve_device(FakeSoundDevice([("speaker", 0, 2)]), None, "input")
-    listing = __import__("vc.live", fromlist=["x"]).format_device_list(sd)
-    assert "USB Headset Mic" in listing and "<" in listing and ">" in listing
+        resolve_device(fake_sd([("speaker", 0, 2)]), None, "input")
+
+
+def test_device_list_marks_the_defaults_on_their_own_lines(fake_sd):
+    from vc.live import format_device_list
+
+    lines = format_device_list(fake_sd(DEVICES)).splitlines()
+    rows = {int(line[2:5]): line for line in lines[1:-1]}
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    assert rows[1].startswith("< ") and "USB Headset Mic" in rows[1]        # default input
+    assert rows[2].startswith(" >") and "USB Headset Speaker" in rows[2]    # default output
+    assert all(rows[i].startswith("  ") for i in (0, 3, 4))
+    assert rows[1].split()[2:4] == ["1", "0"] and "ALSA" in rows[1]      # in/out channel counts, host API
 
 
 def test_missing_portaudio_is_one_sentence_with_the_fix(monkeypatch):
@@ -215,6 +327,17 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     assert not list(tmp_path.glob(".out.wav.*")), "no temporary file is left behind"
 
 
+def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model):
+    from vc.live import EngineSettings, build_engine
+
+    model_dir, target = live_model
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=None,
+                                            low_latency=True, n_iter=5))
+    assert engine.gate_db is None and engine.hop_ms == 40 and engine.n_iter == 5
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0))
+    assert engine.gate_db == -40.0 and engine.hop_ms == 200
+
+
 class SlowEngine:
     """Stands in for StreamingConverter on a machine that is too slow: each hop costs 1.5x its duration."""
     sr = 16000
@@ -244,14 +367,14 @@ class SlowEngine:
 
 
 def test_a_too_slow_machine_is_told_which_settings_to_lower(tmp_path):
-    from vc.live import LiveOptions, LiveSession, format_summary
+    from vc.live import DeviceSettings, EngineSettings, LiveSession, LiveSettings, SessionSettings, format_summary
 
     wav = tmp_path / "in.wav"
     sf.write(wav, speech_like(2.5), 16000)
     lines = []
-    options = LiveOptions(target="unused.npy", input_file=str(wav), output_device="none", duration=4.0,
-                          status=False)
-    summary = LiveSession(options, SlowEngine(), sd=None, log=lines.append).run()
+    settings = LiveSettings(EngineSettings(target="unused.npy"), DeviceSettings(output_device="none"),
+                            SessionSettings(input_file=str(wav), duration=4.0, status=False))
+    summary = LiveSession(settings, SlowEngine(), sd=None, log=lines.append).run()
     assert summary["compute_fraction"] > 1.2
     text = format_summary(summary)
     assert "too slow for these settings" in text and "--n-iter (now 32)" in text and "--hop-ms" in text

@@ -59,6 +59,7 @@ import time
 import numpy as np
 
 from vc import dsp
+from vc.audio import AudioError, check_audio
 from vc.conversion import DEFAULT_STRENGTH, check_strength, mixed_code, rebuild_harmonics
 from vc.speakers import RELATIVE_GATE_DB, SILENCE_DBFS
 from vc.streaming_pitch import RunningRegister, StreamingPitch
@@ -305,12 +306,14 @@ class StreamingConverter:
 
     # --- processing -------------------------------------------------------------------------------------
     def push(self, samples) -> np.ndarray:
-        """Input samples at the model's rate (any count) -> the same number of output samples."""
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        """Input samples at the model's rate (any count; (n,) or (n, channels), float or integer PCM: see
+        `vc.audio.check_audio`) -> the same number of output samples, mono."""
+        try:
+            x = check_audio(samples, name="input block")
+        except AudioError as exc:
+            raise EngineError(str(exc)) from None
         if x.size == 0:
             return np.zeros(0, np.float32)
-        if not np.all(np.isfinite(x)):
-            raise EngineError("input block contains NaN or infinity")
         started = time.perf_counter()
         self.samples_in += x.size
         self._dry.put(x)
@@ -333,7 +336,10 @@ class StreamingConverter:
 
     def convert(self, audio, block: int | None = None) -> np.ndarray:
         """A whole signal through `push` (in blocks of `block` samples, default one hop), delay removed."""
-        audio = np.asarray(audio, np.float32).reshape(-1)
+        try:
+            audio = check_audio(audio)
+        except AudioError as exc:
+            raise EngineError(str(exc)) from None
         block = block or self.hop_samples
         pieces = [self.push(audio[i:i + block]) for i in range(0, audio.size, block)]
         pieces.append(self.flush())

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Mapping
 
+from vc.audio import AUDIO_EXTENSIONS as SOUNDFILE_EXTENSIONS
+
 __all__ = [
     "Utterance", "Corpus", "CorpusError", "TimitCorpus", "VctkCorpus", "LibriSpeechCorpus",
     "FolderCorpus", "OpenCorpus", "open_corpus", "detect_layout", "speaker_split",
@@ -33,9 +35,8 @@ __all__ = [
 
 SPLITS = ("train", "dev", "test")
 
-# Extensions libsndfile reads (plus SPHERE, which training.data.audio reads itself).
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au",
-                              ".snd", ".sph", ".nist", ".mp3", ".caf", ".w64", ".rf64"})
+# The runtime's list of what libsndfile reads, plus SPHERE, which training.data.audio reads itself.
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | {".sph", ".nist"}
 
 # The standard TIMIT core test set: 2 men and 1 woman from each of the 8 dialect regions.
 TIMIT_CORE_TEST_SPEAKERS = frozenset("""

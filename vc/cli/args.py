@@ -31,3 +31,15 @@ def non_negative_float(text: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
     return value
+
+
+def one_line_warnings(prog: str) -> None:
+    """Show Python warnings (a truncated input file) as `prog: warning: message`, one line each, instead of
+    Python's two-line form with a source line."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import non_negative_int, positive_int
+from vc.cli.args import non_negative_int, one_line_warnings, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,9 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    one_line_warnings("vc-batch")
     from tqdm import tqdm
 
-    from vc.conversion import BatchError, batch_convert
+    from vc.batch import BatchError, batch_convert
     from vc.model import ModelError
     from vc.speakers import SpeakerError
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vc.cli.args import one_line_warnings
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -25,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    one_line_warnings("vc-enroll")
     from vc.audio import AudioError
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, audio_files, enroll, save_speaker

@@ -6,7 +6,7 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
+from vc.cli.args import non_negative_float, non_negative_int, one_line_warnings, positive_float, positive_int
 
 
 def _gate(text: str):
@@ -79,7 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from vc.live import LiveError, LiveOptions, format_device_list, format_summary, import_sounddevice, run_live
+    one_line_warnings("vc-live")
+    from vc.live import (DeviceSettings, EngineSettings, LiveError, LiveSettings, SessionSettings,
+                         format_device_list, format_summary, import_sounddevice, run_live)
 
     try:
         if args.list_devices:
@@ -87,14 +89,15 @@ def main(argv=None) -> int:
             return 0
         if not args.target:
             parser.error("--target SPEAKER.npy is required (make one with vc-enroll)")
-        options = LiveOptions(
-            target=args.target, model=args.model, input_device=args.input_device,
-            output_device=args.output_device, samplerate=args.samplerate, hop_ms=args.hop_ms,
-            lookahead_ms=args.lookahead_ms, n_iter=args.n_iter, gate_db=args.gate_db,
-            gate=args.gate_db is not None, low_latency=args.low_latency, passthrough=args.passthrough,
-            record=args.record, duration=args.duration, device=args.device, threads=args.threads,
-            input_file=args.input_file, latency=args.latency, status=args.status)
-        summary = run_live(options)
+        settings = LiveSettings(
+            engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
+                                  low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
+                                  n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough),
+            devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
+                                   samplerate=args.samplerate, latency=args.latency),
+            session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,
+                                    status=args.status))
+        summary = run_live(settings)
     except LiveError as exc:
         print(f"vc-live: {exc}", file=sys.stderr)
         return 1
