@@ -499,8 +499,20 @@ def test_live_through_pulseaudio(pulse_server, tmp_path):
     after = output[end + int(0.3 * rate):end + int(0.8 * rate)]
     assert after.size == int(0.5 * rate), "the recording stopped too early"
     assert np.sqrt(np.mean(after ** 2)) < 0.02 * rms_out
-    status = [part for part in err.split("\r") if "dBFS | compute" in part]
+    # ... and it has a pitch: harmonics rebuilt at the target's register give a voiced F0 track where the
+    # input had one (the DSAE's envelope alone is breathy and mostly unvoiced).
+    from vc.audio import resample
+    from vc.pitch import yin
+    f0_in, voiced_in = yin(resample(heard, rate, 16000), 16000, 160)
+    f0_out, voiced_out = yin(resample(converted, rate, 16000), 16000, 160)
+    k = min(voiced_in.size, voiced_out.size)
+    assert voiced_in[:k].sum() > 50, "the stimulus has too little voiced speech to judge"
+    assert (voiced_out[:k] & voiced_in[:k]).sum() > 0.6 * voiced_in[:k].sum(), \
+        (voiced_in[:k].sum(), (voiced_out[:k] & voiced_in[:k]).sum())
+    assert summary["harmonics"] is True and summary["source_f0_hz"] is not None
+    status = [part for part in err.split("\r") if "dBFS | F0" in part and "| compute" in part]
     assert status and "latency ~" in status[-1] and "underflows 0" in status[-1], err[-500:]
+    assert "source ~" in status[-1], status[-1]
     recorded, recorded_rate = sf.read(tmp_path / "live.wav", dtype="float32")
     assert recorded_rate > 0 and np.sqrt(np.mean(recorded ** 2)) > 0.003
 

@@ -103,7 +103,11 @@ def pitch_agreement(paths, model) -> dict:
             diffs.append(np.abs(sf0[both] / f0[both] - 1.0))
             agree += int(np.sum(voiced == svoiced))
             frames += voiced.size
-        out[f"{prefix}_median_abs_diff_pct"] = round(100.0 * float(np.median(np.concatenate(diffs))), 3)
+        diffs = np.concatenate(diffs)
+        out[f"{prefix}_median_abs_diff_pct"] = round(100.0 * float(np.median(diffs)), 3)
+        # for scale: most frames are identical, so the median alone says little about the rest
+        out[f"{prefix}_p95_abs_diff_pct"] = round(100.0 * float(np.percentile(diffs, 95)), 3)
+        out[f"{prefix}_identical_fraction"] = round(float(np.mean(diffs < 1e-9)), 4)
         out[f"{prefix}_voicing_agreement"] = round(agree / frames, 4)
     return out
 

@@ -18,6 +18,15 @@ def _gate(text: str):
     return value
 
 
+def _strength(text: str) -> float:
+    from vc.conversion import MAX_STRENGTH
+
+    value = float(text)
+    if not 0.0 <= value <= MAX_STRENGTH:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_STRENGTH:g}, not {text}")
+    return value
+
+
 def _latency(text: str):
     if text in ("low", "high"):
         return text
@@ -25,6 +34,7 @@ def _latency(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vc.conversion import DEFAULT_STRENGTH
     from vc.engine import DEFAULT_GATE_DB, DEFAULT_N_ITER, MODES
 
     default, lowlat = MODES["default"], MODES["lowlat"]
@@ -45,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "from the model's 16 kHz")
     parser.add_argument("--low-latency", action="store_true",
                         help=f"preset: {lowlat['hop_ms']:g} ms hop, {lowlat['lookahead_ms']:g} ms look-ahead "
-                             "(about 85 ms instead of 245 ms; five times as many model calls)")
+                             "(about 98 ms instead of 258 ms; five times as many model calls)")
     parser.add_argument("--hop-ms", type=positive_float, default=None,
                         help=f"audio per model call, a multiple of 10 ms up to 200 (default {default['hop_ms']:g})")
     parser.add_argument("--lookahead-ms", type=non_negative_float, default=None,
@@ -55,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate-db", type=_gate, default=DEFAULT_GATE_DB, metavar="DB",
                         help=f"noise gate: input below this level (dBFS) fades to silence; 'off' disables "
                              f"(default {DEFAULT_GATE_DB:g})")
+    parser.add_argument("--strength", type=_strength, default=None, metavar="S",
+                        help=f"how far the voice moves: f = f_source + S (f_target - f_source), f_source averaged "
+                             f"over your speech so far (default {DEFAULT_STRENGTH:g}; 1: the plain code swap)")
+    parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
+                        help="output the model's envelope alone (breathy, no pitch; saves the pitch tracker's "
+                             "12.6 ms of latency)")
     parser.add_argument("--passthrough", action="store_true",
                         help="play the input unconverted, with the same delay (for A/B comparison)")
     parser.add_argument("--record", metavar="OUT.wav", default=None, help="also write the output to a WAV file")
@@ -92,7 +108,8 @@ def main(argv=None) -> int:
         settings = LiveSettings(
             engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
                                   low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
-                                  n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough),
+                                  n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
+                                  strength=args.strength, harmonics=args.harmonics),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

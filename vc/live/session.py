@@ -23,6 +23,19 @@ from vc.live.settings import (BLOCK_MS, RING_SECONDS, STALL_SECONDS, STATUS_PERI
 from vc.live.worker import Worker, feed_file, resampler_delay_ms
 
 
+def pitch_status(engine) -> str:
+    """'F0 182 Hz, source ~175 Hz +-2.1 st': the newest frame's F0 and the speaker's running register
+    (median, spread in semitones); dashes while unvoiced or not yet known."""
+    if not getattr(engine, "harmonics", False):
+        return "F0 off"
+    f0 = f"{engine.current_f0:3.0f} Hz" if engine.current_f0 > 0 else "  - Hz"
+    register = engine.source_register
+    if register is None:
+        return f"F0 {f0}, source   - Hz"
+    return (f"F0 {f0}, source ~{math.exp(register.log_mean):3.0f} Hz "
+            f"+-{12.0 * register.log_std / math.log(2.0):.1f} st")
+
+
 def slow_advice(settings: EngineSettings, engine) -> str:
     tips = [f"lower --n-iter (now {engine.n_iter})"]
     if engine.hop_ms < 200:
@@ -301,7 +314,8 @@ class LiveSession:
         s = self.stats
         level = "  -inf" if not math.isfinite(s.level_db) or s.level_db < -99 else f"{s.level_db:6.1f}"
         mode = " [pass-through]" if self.engine.passthrough else ""
-        line = (f"in {level} dBFS | compute {s.recent_fraction():4.2f}x (peak {s.max_fraction:4.2f}x) | "
+        line = (f"in {level} dBFS | {pitch_status(self.engine)} | "
+                f"compute {s.recent_fraction():4.2f}x (peak {s.max_fraction:4.2f}x) | "
                 f"latency ~{self.latency_estimate_ms():.0f} ms | overflows {s.overflows} | "
                 f"underflows {s.underflows}{mode}")
         # One terminal line, or \r cannot redraw it; trailing blanks wipe a longer previous line.
@@ -318,6 +332,10 @@ class LiveSession:
             "hop_peak_fraction": round(s.max_fraction, 4),
             "latency_ms": round(self.latency_estimate_ms(), 1),
             "algorithmic_latency_ms": round(self.engine.algorithmic_latency_ms, 1),
+            "harmonics": self.engine.harmonics,
+            "strength": self.engine.strength,
+            "source_f0_hz": (round(math.exp(self.engine.source_register.log_mean), 1)
+                             if self.engine.source_register is not None else None),
             "overflows": s.overflows,
             "underflows": s.underflows,
             "device_underflows": s.device_underflows,
@@ -371,11 +389,12 @@ def build_engine(settings: EngineSettings):
     except (SpeakerError, OSError, ValueError) as exc:
         raise LiveError(str(exc)) from None
     mode = dict(MODES["lowlat" if settings.low_latency else "default"])
-    chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms, "n_iter": settings.n_iter}
+    chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms, "n_iter": settings.n_iter,
+              "strength": settings.strength}
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
         engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,
-                                    **mode)
+                                    harmonics=settings.harmonics, **mode)
     except EngineError as exc:
         raise LiveError(str(exc)) from None
     return model, engine

@@ -32,6 +32,8 @@ class EngineSettings:
     n_iter: int | None = None
     gate_db: float | None = DEFAULT_GATE_DB   # None: no noise gate
     passthrough: bool = False
+    strength: float | None = None       # None: the engine's default (vc.conversion.DEFAULT_STRENGTH)
+    harmonics: bool = True              # rebuild the harmonics at the target's pitch register
 
 
 @dataclass
