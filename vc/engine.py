@@ -4,13 +4,20 @@ of any size and returns converted audio; it knows nothing about devices (see `vc
 Signal path per hop
 -------------------
 Samples go into a streaming log-magnitude STFT (`vc.dsp`) whose state carries across blocks, so frames
-come out exactly as the whole-file STFT would compute them. Each time `hop` new frames are complete:
+come out exactly as the whole-file STFT would compute them, and into a streaming YIN tracker
+(`vc.streaming_pitch`), which analyses the frames the whole-file tracker analyses. Each time `hop` new
+frames are complete, and their F0 known:
 
 1. the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the
    start), normalised as the model was trained;
-2. its `f` is replaced by the target speaker's code, the decoder reconstructs the window, and only the
-   newest `hop` frames are used (each frame is decoded once, with the most context it will ever get);
-3. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
+2. the decoder gets f = f_source + strength * (f_target - f_source), f_source the mean of the encoder's f
+   over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function);
+   it reconstructs the window, and only the newest `hop` frames are used (each frame is decoded once,
+   with the most context it will ever get);
+3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
+   (median and spread of log F0 over the last 4 s of voicing) to the target's
+   (`vc.conversion.rebuild_harmonics`, the file path's function; the pulse train's phase carries over);
+4. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
    committed frames fixed and iterates the `lookahead` newest frames together with the new ones, then
    commits all but `lookahead` frames and returns the samples no uncommitted frame can change any more.
 
@@ -23,6 +30,8 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
 `center=True`, and Griffin-Lim's output keeps that time line). What delays it:
 
 - the STFT: frame t is complete once sample t*hop_length + n_fft/2 - 1 has arrived (n_fft/2 = 12.5 ms);
+- the pitch tracker (with harmonics): YIN's frame for frame t reads 401 samples past its centre (two
+  periods of 60 Hz plus one lag range: 802 samples), P = 201 samples (12.6 ms) beyond the STFT's;
 - the hop: frames are only processed in groups of H/hop_length, so a frame waits up to H - hop_length for
   the rest of its hop (and the sample that completes it up to hop_length - 1 for its frame);
 - Griffin-Lim: after F frames, samples before (F - L)*hop_length - n_fft/2 are final, i.e. L look-ahead
@@ -31,11 +40,16 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
 Just before a hop completes these add up to the worst case, and the engine makes that its constant delay:
 every `push` returns exactly as many samples as it was given, the conversion delayed by
 
-    latency = H + L*hop_length + n_fft - hop_length - 1 samples
+    latency = H + L*hop_length + n_fft - hop_length - 1 + P samples
             = hop + look-ahead + 14.9 ms (half a window twice, less one frame hop, less one sample)
+              + 12.6 ms for the pitch tracker (0 with harmonics=False)
 
 so nothing ever waits for output that is not final yet, whatever the block size. At 16 kHz, H = 200 ms and
-L = 3 give 244.9 ms; H = 40 ms and L = 3 give 84.9 ms. `algorithmic_latency_ms` reports this number, and
+L = 3 give 257.5 ms (244.9 ms without harmonics); H = 40 ms and L = 3 give 97.5 ms (84.9 ms).
+The tracker takes no frames of look-ahead beyond the hop: the newest frames of a hop have their voicing
+and median smoothing decided without the 2-4 frames the whole-file tracker would also see (on the open
+corpus's test speakers the tracks still agree on 99.9 % of frames; tools/eval_conversion.py --path stream).
+`algorithmic_latency_ms` reports this number, and
 a test measures it with clicks through an identity model. A live set-up adds the device buffers, the
 resamplers and a safety margin for the compute time of a hop, which comes in one burst when the hop
 completes (`vc.live` adds them to its estimate).
