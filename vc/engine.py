@@ -314,7 +314,7 @@ class StreamingConverter:
         self._context = np.concatenate([self._context[h:], new_frames], axis=0)
         _, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
         decoded = model.denormalise(model.decode(self.target, z_mean)[0, -h:])
-        magnitude = dsp.magnitude_from_features(decoded, self.cfg)
+        magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(new_frames)
         if samples.shape[0]:

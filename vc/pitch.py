@@ -163,7 +163,7 @@ def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, n_samples: 
     cycles = np.cumsum(hz / cfg.sr)
     pulses = np.zeros(max(n_samples, cfg.n_fft), np.float32)
     pulses[1 + np.flatnonzero(np.diff(np.floor(cycles)) > 0)] = 1.0
-    spectrum = log_magnitude(pulses, cfg)[:T]
+    spectrum = log_magnitude(pulses, cfg=cfg)[:T]
     fine = spectrum - smooth_across_frequency(spectrum)
     fine[~voiced[: fine.shape[0]]] = 0.0
     return fine
