@@ -3,7 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
+
+#include "checks.hpp"
 
 namespace vcdsp {
 
@@ -19,8 +23,19 @@ double pghi_gamma(const char* window, int win_length) {
     return 0.0;
 }
 
+void check_pghi(int bins, int n_fft, int hop, double gamma, float tolerance) {
+    check_n_fft(n_fft);
+    if (bins != n_fft / 2 + 1)
+        throw std::invalid_argument("pghi: " + std::to_string(bins) + " bins, but n_fft=" + std::to_string(n_fft) +
+                                    " gives " + std::to_string(n_fft / 2 + 1));
+    check_hop_length(hop);
+    check_gamma(gamma);
+    check_tolerance(tolerance);
+}
+
 void pghi(const float* logmag, std::int64_t frames, int bins, int n_fft, int hop, double gamma, float* phase,
           const std::uint8_t* known, float tolerance, PghiWorkspace* workspace) {
+    check_pghi(bins, n_fft, hop, gamma, tolerance);
     PghiWorkspace local;
     PghiWorkspace& ws = workspace ? *workspace : local;
     const std::int64_t n = frames * bins;

@@ -102,7 +102,7 @@ def test_log_magnitude_matches_librosa():
 def test_features_round_trip_to_magnitude():
     cfg = FeatureConfig()
     y = speechlike(0.5)
-    mag = dsp.magnitude_from_features(dsp.log_magnitude(y, cfg), cfg)
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(y, cfg=cfg), cfg=cfg)
     S = np.abs(librosa.stft(y, n_fft=400, hop_length=160))
     assert mag.shape == S.shape and mag.dtype == np.float32
     assert np.allclose(mag[0], cfg.log_floor)
@@ -224,7 +224,7 @@ def test_griffinlim_converges_on_speech_and_pghi_needs_fewer_iterations(espeak_s
 
 def test_griffinlim_from_features_resynthesises_speech(espeak_speech):
     cfg = FeatureConfig()
-    mag = dsp.magnitude_from_features(dsp.log_magnitude(espeak_speech, cfg), cfg)
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(espeak_speech, cfg=cfg), cfg=cfg)
     y = dsp.griffinlim(mag, init="pghi", length=espeak_speech.size)
     assert y.shape == espeak_speech.shape and y.dtype == np.float32
     assert dsp.spectral_convergence_db(mag, y) < -20
@@ -271,7 +271,7 @@ def test_streaming_log_magnitude_equals_whole_signal():
     # Frame t needs samples up to t*hop + n_fft//2 - 1; flush() adds the end padding for the rest.
     assert first_frames == (y.size - cfg.n_fft // 2) // cfg.hop_length + 1
     blocks.append(stream.flush())
-    assert np.array_equal(np.concatenate(blocks), dsp.log_magnitude(y, cfg))
+    assert np.array_equal(np.concatenate(blocks), dsp.log_magnitude(y, cfg=cfg))
     assert stream.samples_pushed == 0  # flush starts a new stream
     assert stream.latency_samples == 200
 
@@ -315,7 +315,7 @@ def test_streaming_rejects_bad_input():
         stream.push(np.ones(201))
     with pytest.raises(ValueError, match="NaN or infinity"):
         stream.push(np.full((201, 2), np.inf))
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="negative value"):
         stream.push(-np.ones((201, 2)))
     with pytest.raises(ValueError, match="PGHI needs"):
         dsp.StreamingGriffinLim(window="boxcar")
@@ -330,8 +330,8 @@ def test_griffinlim_rejects_bad_input():
     cases = [
         (dict(mag=mag[:, 0]), "2-D"),
         (dict(mag=mag[:, :0]), "empty"),
-        (dict(mag=np.where(np.arange(mag.shape[1]) == 2, np.nan, mag)), "finite"),
-        (dict(mag=-mag), "non-negative"),
+        (dict(mag=np.where(np.arange(mag.shape[1]) == 2, np.nan, mag)), "NaN or infinity"),
+        (dict(mag=-mag), "negative value"),
         (dict(mag=mag, init="zeros"), "init must be"),
         (dict(mag=mag, init=np.zeros((201, 3))), "initial phase has shape"),
         (dict(mag=mag, length=100), "frames"),
@@ -362,3 +362,99 @@ def test_threads_with_their_own_streams_give_identical_results():
     expected_frames, expected_audio = work()
     for frames, audio in run_in_threads(work):
         assert np.array_equal(frames, expected_frames) and np.array_equal(audio, expected_audio)
+
+
+# --- one rule per parameter, in the kernel; no NaN out of finite input -------------------------------------
+
+def test_kernel_refuses_parameters_that_would_give_nan_audio():
+    from vc import _dsp
+
+    y = speechlike(0.3)
+    S = dsp.stft(y)
+    logmag = np.log(np.maximum(np.abs(S.T), 1e-30)).astype(np.float32)
+    window = np.hanning(402)[1:-1].astype(np.float32)
+    gamma = _dsp.pghi_gamma("hann", 400)
+    with pytest.raises(ValueError, match="gamma must be a positive finite number"):
+        _dsp.StreamingGriffinLim(window, 160, True, 8, 0.99, 3, float("inf"))
+    with pytest.raises(ValueError, match="gamma must be a positive finite number"):
+        _dsp.pghi(logmag, 400, 160, float("inf"))
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        _dsp.pghi(logmag[:, :1], 0, 160, gamma)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        _dsp.StreamingGriffinLim(window, 160, True, 8, float("nan"), 3, gamma)
+    kernel = _dsp.StftKernel(window, 160, True)
+    init = np.exp(1j * np.zeros(S.T.shape)).astype(np.complex64)
+    init[3, 7] = np.nan
+    with pytest.raises(ValueError, match="initial phase contains NaN"):
+        kernel.griffinlim(np.abs(S.T), init, 4, 0.99)
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        _dsp.StftKernel(np.zeros(0, np.float32), 160, True)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        dsp.griffinlim(np.abs(S), momentum=1.5)
+    with pytest.raises(ValueError, match="integer"):
+        dsp.stft(y, n_fft=400.0)
+
+
+@pytest.mark.parametrize("floor", [0.0, -1.0, float("nan"), float("inf"), 1e-40, 1e31])
+def test_log_floor_is_refused_alike_on_every_path(floor):
+    from vc import _dsp
+
+    window = np.hanning(402)[1:-1].astype(np.float32)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        FeatureConfig(log_floor=floor)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        _dsp.StftKernel(window, 160, True).log_magnitude(speechlike(0.1), floor, 1)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        _dsp.StreamingLogMagnitude(window, 160, True, floor, 1)
+
+
+@pytest.mark.parametrize("floor", [1e-30, 1e-5, 1e25])
+@pytest.mark.parametrize("scale", [1e-20, 1.0, 1e25])
+def test_extreme_floors_and_levels_agree_whole_streaming_and_float64(floor, scale):
+    cfg = FeatureConfig(log_floor=floor)
+    y = speechlike(0.3) * np.float32(scale)
+    whole = dsp.log_magnitude(y, cfg=cfg)
+    stream = dsp.StreamingLogMagnitude(cfg)
+    streamed = np.concatenate([stream.push(y[:1234]), stream.push(y[1234:]), stream.flush()])
+    np.testing.assert_array_equal(streamed, whole)
+    exact = np.log(np.maximum(np.abs(dsp.stft(y).astype(np.complex128)), floor))[1:].T
+    np.testing.assert_allclose(whole, exact, atol=2e-4, rtol=1e-6)
+
+
+def test_large_finite_spectrograms_are_transformed_and_beyond_1e30_refused():
+    y = speechlike(0.3)
+    S = dsp.stft(y)
+    big = 1e25
+    np.testing.assert_allclose(dsp.istft(S * big) / big, dsp.istft(S), atol=1e-6)
+    mag = np.abs(S)
+    out = dsp.griffinlim(mag * big, n_iter=4, init="pghi")
+    np.testing.assert_allclose(out / big, dsp.griffinlim(mag, n_iter=4, init="pghi"), rtol=1e-3, atol=1e-5)
+    stream = dsp.StreamingGriffinLim(n_iter=4)
+    assert np.all(np.isfinite(np.concatenate([stream.push(mag * big), stream.flush()])))
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.istft(S * 1e32)
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.griffinlim(mag * 1e32)
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.stft(y * np.float32(1e31))
+    with pytest.raises(ValueError, match="above log"):
+        dsp.magnitude_from_features(np.full((4, 200), 80.0))
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-38, 1e-12, 1.0, 1e28])
+def test_no_public_function_returns_nan_on_finite_input(level):
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    y = (level * rng.standard_normal(4000)).astype(np.float32)
+    S = dsp.stft(y)
+    mag = np.abs(S)
+    outputs = [S, dsp.istft(S), dsp.log_magnitude(y, cfg=cfg), dsp.pghi(mag),
+               dsp.griffinlim(mag, n_iter=3, seed=0), dsp.griffinlim(mag, n_iter=3, init="pghi"),
+               dsp.griffinlim(mag, n_iter=3, init=S), dsp.griffinlim(mag, n_iter=3, init=None),
+               dsp.magnitude_from_features(dsp.log_magnitude(y, cfg=cfg), cfg=cfg)]
+    stream = dsp.StreamingGriffinLim(n_iter=3)
+    outputs += [stream.push(mag), stream.flush()]
+    features = dsp.StreamingLogMagnitude(cfg)
+    outputs += [features.push(y), features.flush()]
+    for out in outputs:
+        assert np.all(np.isfinite(out))

@@ -323,7 +323,7 @@ def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_
     target = target_code(random_model)
     engine = StreamingConverter(random_model, target, n_iter=2, strength=2.0)
     engine.push(audio)
-    windows = encode_windows(log_magnitude(audio, random_model.feature_config), random_model)
+    windows = encode_windows(log_magnitude(audio, cfg=random_model.feature_config), random_model)
     speech = speech_flags(audio, random_model)
     assert speech.sum() >= 8
     n = engine.hops                                         # windows the engine has encoded so far

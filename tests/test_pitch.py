@@ -199,10 +199,10 @@ def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
     source = harmonic_tone(2.0, vibrato)
     f = np.linspace(-1, 1, 6).astype(np.float32)
     # A speech-like envelope (the source's own, smoothed) stands in for the decoder's output.
-    envelope = smooth_across_frequency(log_magnitude(source, cfg))
+    envelope = smooth_across_frequency(log_magnitude(source, cfg=cfg))
 
     def median_f0(frames):
-        audio = griffinlim(magnitude_from_features(frames, cfg), n_iter=16, init="pghi", length=source.size)
+        audio = griffinlim(magnitude_from_features(frames, cfg=cfg), n_iter=16, init="pghi", length=source.size)
         est, voiced = yin(audio, SR, HOP)
         assert voiced.mean() > 0.8
         return float(np.median(est[voiced]))

@@ -173,13 +173,13 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     n = audio.shape[0]
     if n < cfg.n_fft:  # the STFT needs one full frame; pad with silence and cut back afterwards
         audio = np.pad(audio, (0, cfg.n_fft - n))
-    frames = log_magnitude(audio, cfg)
+    frames = log_magnitude(audio, cfg=cfg)
     windows = encode_windows(frames, model)
     code = conversion_code(windows, speech_flags(audio[:n], model), target.f, model, strength)
     converted = decode_windows(windows, code, model)
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
-    mag = magnitude_from_features(converted, cfg)
+    mag = magnitude_from_features(converted, cfg=cfg)
     y = griffinlim(mag, n_iter=n_iter, momentum=0.99, init="pghi", hop_length=cfg.hop_length,
                    win_length=cfg.win_length, n_fft=cfg.n_fft, window=cfg.window, center=cfg.center,
                    length=audio.shape[0])

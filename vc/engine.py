@@ -383,7 +383,7 @@ class StreamingConverter:
             decoded, self._harmonic_phase = rebuild_harmonics(
                 decoded, f0, voiced, self._register.current(), self.target_register, self.cfg,
                 self._harmonic_phase)
-        magnitude = dsp.magnitude_from_features(decoded, self.cfg)
+        magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(levels)
         if samples.shape[0]:
