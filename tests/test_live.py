@@ -315,7 +315,7 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["overflows"] == 0 and summary["underflows"] == 0
-    assert summary["algorithmic_latency_ms"] == pytest.approx(84.9, abs=0.1)
+    assert summary["algorithmic_latency_ms"] == pytest.approx(84.9 + 12.6, abs=0.1)   # + the pitch tracker
     assert summary["seconds"] >= 1.5, "the file is fed in real time, not as fast as possible"
     assert wall < 30
     recorded, rate = sf.read(out, dtype="float32")
@@ -579,8 +579,34 @@ def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
     assert recorded.size > 1.0 * 16000
     # After the switch the output is the input itself, delayed by the engine's latency (file at 16 kHz:
     # no resampling), while before it it was converted.
-    delay = 3200 + 3 * 160 + 400 - 160 - 1
+    delay = 3200 + 3 * 160 + 400 - 160 - 1 + 201      # + the pitch tracker's 201 samples
     audio, _ = sf.read(wav, dtype="float32")
     same = np.abs(recorded[delay:] - audio[:recorded.size - delay]) < 1e-6
     assert same[-int(0.5 * 16000):].all(), "the end of the recording is not the input passed through"
     assert not same[:int(0.5 * 16000)].all(), "the start was passed through too"
+
+
+def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model, tmp_path):
+    from vc.engine import StreamingConverter
+    from vc.live import EngineSettings, build_engine
+    from vc.live.session import pitch_status
+    from vc.pitch import Register
+    from vc.speakers import Speaker, save_speaker
+
+    model_dir, plain_target = live_model
+    target = tmp_path / "with_register.npy"
+    save_speaker(target, Speaker(np.load(plain_target), Register(np.log(200.0), 0.1)))
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", strength=2.0))
+    assert engine.strength == 2.0 and engine.harmonics
+    assert engine.target_register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
+    assert pitch_status(engine) == "F0   - Hz, source   - Hz"
+    engine.push(speech_like(2.0, f0=150.0))                       # a voice: the register is measured
+    status = pitch_status(engine)
+    assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
+    _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))
+    assert not plain.harmonics and pitch_status(plain) == "F0 off"
+    assert isinstance(plain, StreamingConverter) and plain.strength == 1.5
+    # The command line refuses a strength out of range in one line.
+    done = vc_live("--target", target, "--model", model_dir, "--strength", "4", "-o", "none")
+    assert done.returncode == 2 and "--strength" in done.stderr and "from 0 to 3" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -36,6 +36,12 @@ def pitch_status(engine) -> str:
             f"+-{12.0 * register.log_std / math.log(2.0):.1f} st")
 
 
+def pitch_summary(engine) -> dict:
+    register = getattr(engine, "source_register", None)
+    return {"harmonics": getattr(engine, "harmonics", False), "strength": getattr(engine, "strength", None),
+            "source_f0_hz": round(math.exp(register.log_mean), 1) if register is not None else None}
+
+
 def slow_advice(settings: EngineSettings, engine) -> str:
     tips = [f"lower --n-iter (now {engine.n_iter})"]
     if engine.hop_ms < 200:
@@ -319,7 +325,8 @@ class LiveSession:
                 f"latency ~{self.latency_estimate_ms():.0f} ms | overflows {s.overflows} | "
                 f"underflows {s.underflows}{mode}")
         # One terminal line, or \r cannot redraw it; trailing blanks wipe a longer previous line.
-        width = shutil.get_terminal_size((100, 24)).columns - 1
+        # Not a terminal (a pipe, a log): nothing to redraw, so room for the whole line.
+        width = shutil.get_terminal_size((160, 24)).columns - 1
         return line[:width].ljust(width)
 
     def _summary(self, wall_s: float, interrupted: bool) -> dict:
@@ -332,10 +339,7 @@ class LiveSession:
             "hop_peak_fraction": round(s.max_fraction, 4),
             "latency_ms": round(self.latency_estimate_ms(), 1),
             "algorithmic_latency_ms": round(self.engine.algorithmic_latency_ms, 1),
-            "harmonics": self.engine.harmonics,
-            "strength": self.engine.strength,
-            "source_f0_hz": (round(math.exp(self.engine.source_register.log_mean), 1)
-                             if self.engine.source_register is not None else None),
+            **pitch_summary(self.engine),
             "overflows": s.overflows,
             "underflows": s.underflows,
             "device_underflows": s.device_underflows,
