@@ -11,19 +11,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_enroll import voiced
-from test_model import make_tiny_model_dir
+from conftest import speech
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from vc.model import load_model
-
-    model_dir, _ = make_tiny_model_dir(tmp_path_factory.mktemp("audio_model") / "model", f_dim=6, seed=5)
-    return load_model(model_dir, device="cpu", threads=1)
+def tiny(tiny6):
+    return tiny6
 
 
 # --- check_audio itself -----------------------------------------------------------------------------------
@@ -71,7 +67,7 @@ def test_convert_refuses_channels_first_and_scales_int16(tiny):
     from vc.audio import AudioError
 
     target = np.ones(6, np.float32)
-    a = voiced(0.6)
+    a = speech(0.6)
     with pytest.raises(AudioError, match="audio.T"):
         vc.convert(np.stack([a, a]), SR, target, tiny, n_iter=2)
     pcm = np.round(a * 32767).astype(np.int16)
@@ -89,7 +85,7 @@ def test_convert_refuses_channels_first_and_scales_int16(tiny):
 def test_streaming_push_averages_channels_instead_of_flattening_them(tiny):
     from vc.engine import EngineError, StreamingConverter
 
-    a = voiced(0.5)
+    a = speech(0.5)
     mono = StreamingConverter(tiny, np.ones(6, np.float32), hop_ms=40, n_iter=2)
     stereo = StreamingConverter(tiny, np.ones(6, np.float32), hop_ms=40, n_iter=2)
     out = stereo.push(np.stack([a, a], axis=1))
@@ -117,13 +113,13 @@ def test_truncated_file_is_read_as_far_as_it_goes_with_a_warning(tmp_path):
         audio, sr = read_audio(wav)
     assert sr == SR and audio.shape == (4000,)
     flac = tmp_path / "cut.flac"
-    sf.write(flac, voiced(3.0), SR)
+    sf.write(flac, speech(3.0), SR)
     flac.write_bytes(flac.read_bytes()[:flac.stat().st_size // 2])
     with pytest.warns(TruncatedAudioWarning, match="cut.flac: truncated: the header promises 48000 samples"):
         audio, _ = read_audio(flac)
     assert 0 < audio.size < 48000
     whole = tmp_path / "whole.wav"
-    sf.write(whole, voiced(0.5), SR)
+    sf.write(whole, speech(0.5), SR)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_audio(whole)[0].shape == (SR // 2,)
@@ -142,7 +138,7 @@ def test_truncated_input_converts_what_is_there_and_says_so(tmp_path, tiny):
 
 def test_vc_enroll_says_a_file_is_truncated_in_one_line(tmp_path, tiny):
     wav = tmp_path / "voice.wav"
-    sf.write(wav, voiced(3.0), SR, subtype="PCM_16")
+    sf.write(wav, speech(3.0), SR, subtype="PCM_16")
     wav.write_bytes(wav.read_bytes()[:44 + 2 * SR])  # 1 s of the promised 3
     done = subprocess.run([sys.executable, "-m", "vc.cli.enroll", str(wav), "-o", str(tmp_path / "s.npy"),
                            "--model", str(tiny.model_dir), "--device", "cpu"], cwd=REPO, capture_output=True,

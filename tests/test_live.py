@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import pulse
-from test_engine import build_model_dir, speech_like
+from conftest import speech, tiny_model_dir
 from vc.live import SETTLE_S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def live_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
-    model_dir = build_model_dir(root / "model", "random", seed=2)
+    model_dir = tiny_model_dir(root / "model", f_dim=8, seed=2)[0]
     target = root / "speaker.npy"
     np.save(target, np.random.default_rng(7).standard_normal(8).astype(np.float32))
     return model_dir, target
@@ -48,7 +48,7 @@ def spoken_sentence(path: Path, rate: int) -> np.ndarray:
         audio, _ = read_audio(wav, sr=rate)
         return (0.5 * audio / np.max(np.abs(audio))).astype(np.float32)
     from vc.audio import resample
-    return resample(speech_like(3.0) * 4, 16000, rate)
+    return resample(speech(3.0) * 4, 16000, rate)
 
 
 # --- ring buffer ----------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_bad_target_and_missing_input_file_are_one_line_errors(live_model, tmp_p
     done = vc_live("--target", bad, "--model", model_dir, "--input-file", tmp_path / "x.wav", "-o", "none")
     assert done.returncode == 1 and "x.wav: no such file" in done.stderr and "Traceback" not in done.stderr
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(0.5), 16000)
+    sf.write(wav, speech(0.5), 16000)
     done = vc_live("--target", bad, "--model", model_dir, "--input-file", wav, "-o", "none")
     assert done.returncode == 1 and "bad.npy" in done.stderr and "Traceback" not in done.stderr
     done = vc_live("--target", bad, "--hop-ms", "0")
@@ -298,13 +298,14 @@ def test_bad_target_and_missing_input_file_are_one_line_errors(live_model, tmp_p
 
 
 # --- file-driven run (no audio device needed) ----------------------------------------------------------
+@pytest.mark.realtime
 def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_model, tmp_path):
     from vc.engine import StreamingConverter
     from vc.model import load_model
     from vc.speakers import load_speaker
 
     model_dir, target = live_model
-    audio = speech_like(1.5, seed=4)
+    audio = speech(1.5, seed=4)
     wav = tmp_path / "in.wav"
     sf.write(wav, audio, 16000, subtype="FLOAT")
     out = tmp_path / "out.wav"
@@ -366,11 +367,12 @@ class SlowEngine:
         return np.zeros(x.size, np.float32)
 
 
+@pytest.mark.realtime
 def test_a_too_slow_machine_is_told_which_settings_to_lower(tmp_path):
     from vc.live import DeviceSettings, EngineSettings, LiveSession, LiveSettings, SessionSettings, format_summary
 
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(2.5), 16000)
+    sf.write(wav, speech(2.5), 16000)
     lines = []
     settings = LiveSettings(EngineSettings(target="unused.npy"), DeviceSettings(output_device="none"),
                             SessionSettings(input_file=str(wav), duration=4.0, status=False))
@@ -430,6 +432,8 @@ def _stop_with_ctrl_c(live: subprocess.Popen, after_s: float) -> tuple[str, str]
     return live.communicate(timeout=30)
 
 
+@pytest.mark.realtime
+@pytest.mark.slow
 def test_live_through_pulseaudio(pulse_server, tmp_path):
     # The shipped default model and a bundled target: what users run. (A random tiny model's output
     # follows the input's loudness only loosely, which made the loudness check below a coin toss.)
@@ -517,6 +521,7 @@ def test_live_through_pulseaudio(pulse_server, tmp_path):
     assert recorded_rate > 0 and np.sqrt(np.mean(recorded ** 2)) > 0.003
 
 
+@pytest.mark.realtime
 def test_unsupported_sample_rate_is_one_sentence_with_a_fix(pulse_server, live_model):
     model_dir, target = live_model
     done = vc_live("--target", target, "--model", model_dir, "--samplerate", "1234567", "--duration", "1",
@@ -525,6 +530,7 @@ def test_unsupported_sample_rate_is_one_sentence_with_a_fix(pulse_server, live_m
     assert "does not support 1234567 Hz" in done.stderr and "--samplerate" in done.stderr, done.stderr
 
 
+@pytest.mark.realtime
 def test_audio_server_vanishing_mid_stream_stops_with_a_sentence(live_model):
     model_dir, target = live_model
     server = pulse.PulseServer().start()
@@ -554,10 +560,11 @@ def _clients(server) -> str:
     return server.pactl("list", "clients", check=False).stdout
 
 
+@pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
     model_dir, target = live_model
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(8.0), 16000)
+    sf.write(wav, speech(8.0), 16000)
     out_wav = tmp_path / "out.wav"
     live = subprocess.Popen([sys.executable, "-m", "vc.cli.live", "--target", str(target), "--model",
                              str(model_dir), "--input-file", str(wav), "-o", "none", "--record", str(out_wav),
@@ -600,7 +607,7 @@ def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model,
     assert engine.strength == 2.0 and engine.harmonics
     assert engine.target_register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
     assert pitch_status(engine) == "F0   - Hz, source   - Hz"
-    engine.push(speech_like(2.0, f0=150.0))                       # a voice: the register is measured
+    engine.push(speech(2.0, f0=150.0))                       # a voice: the register is measured
     status = pitch_status(engine)
     assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
     _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))

@@ -186,14 +186,14 @@ def test_running_register_settles_and_follows_a_new_speaker():
 
 
 def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
-    from test_model import make_tiny_model_dir
+    from conftest import tiny_model_dir
     from vc.conversion import convert_audio16k, with_harmonics
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
     from vc.model import load_model
     from vc.pitch import Register, smooth_across_frequency, yin
     from vc.speakers import Speaker
 
-    model = load_model(make_tiny_model_dir(tmp_path / "model", f_dim=6, seed=5)[0], device="cpu", threads=1)
+    model = load_model(tiny_model_dir(tmp_path / "model", f_dim=6, seed=5)[0], device="cpu", threads=1)
     cfg = model.feature_config
     vibrato = 140.0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * np.arange(2 * SR) / SR))
     source = harmonic_tone(2.0, vibrato)

@@ -167,6 +167,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     code towards the target's and beyond (0: the source's own voice, 1: the target's code, default 1.5)."""
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
 
+    audio = check_audio(audio)
     target = target if isinstance(target, Speaker) else check_speaker(target, model.f_dim)
     strength = check_strength(strength)
     cfg = model.feature_config

@@ -39,13 +39,17 @@ def _geometry(sr: int, fmin: float, fmax: float, frame_length: int | None) -> tu
     return min_lag, max_lag, width, width + max_lag + 1
 
 
-def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
-        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
-    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+def yin_periodicity(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+                    frame_length: int | None = None, threshold: float = THRESHOLD):
+    """YIN per frame, before any voicing decision: (F0 in Hz, aperiodicity (the normalised difference at the
+    chosen period: near 0 for periodic frames), level in dBFS of the integration window). Frames are
+    centred at t * hop_length like a centred STFT (1 + len(y) // hop_length frames). This is the project's
+    one YIN: `yin` decides voicing from it, the corpus synthesiser describes its voices with it."""
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("yin: the signal contains NaN or infinity")
     min_lag, max_lag, width, span = _geometry(sr, fmin, fmax, frame_length)
     n_frames = 1 + y.shape[0] // hop_length
     padded = np.pad(y, (span // 2, span))
@@ -57,12 +61,17 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
         frames = padded[starts[:, None] + np.arange(span)[None, :]]
         block = slice(first, first + starts.shape[0])
         period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
+    return sr / period, dip, 10.0 * np.log10(np.maximum(energy / width, 1e-20))
 
-    level = 10.0 * np.log10(np.maximum(energy / width, 1e-20))
+
+def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
+    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+    f0, dip, level = yin_periodicity(y, sr, hop_length, fmin, fmax, frame_length, threshold)
     loud = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_DB)
     voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
-    f0 = np.where(voiced, sr / period, 0.0)
-    return _median_within_runs(f0, voiced), voiced
+    return _median_within_runs(np.where(voiced, f0, 0.0), voiced), voiced
 
 
 def _yin_frames(frames: np.ndarray, width: int, min_lag: int, max_lag: int, threshold: float):

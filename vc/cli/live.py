@@ -6,7 +6,8 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import non_negative_float, non_negative_int, one_line_warnings, positive_float, positive_int
+from vc.cli.args import (add_model_arguments, non_negative_float, non_negative_int, one_line_warnings,
+                         positive_float, positive_int)
 
 
 def _gate(text: str):
@@ -43,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live voice conversion: microphone in, the target speaker's voice out. Ctrl-C stops and "
                     "prints a summary.")
     parser.add_argument("--target", metavar="SPEAKER.npy", help="target speaker (made by vc-enroll)")
-    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
-                        help="model directory (default: $VC_MODEL, else models/default)")
+    add_model_arguments(parser)
     parser.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     parser.add_argument("-i", "--input-device", metavar="DEV", default=None,
                         help="capture device: index or part of its name (default: the system's default)")
@@ -76,9 +76,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", metavar="OUT.wav", default=None, help="also write the output to a WAV file")
     parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="stop after this many seconds")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs (default auto)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads")
     parser.add_argument("--input-file", metavar="IN.wav", default=None,
                         help="play this file into the converter in real time instead of the microphone")
     parser.add_argument("--latency", type=_latency, default="high", metavar="low|high|SECONDS",

@@ -1,0 +1,43 @@
+"""The shipped model (models/default) on the shipped examples: conversion moves a voice to its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CLIPS = sorted((REPO / "examples" / "audio").glob("*.flac"))
+TARGETS = sorted((REPO / "examples" / "speakers").glob("*.npy"))
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from vc.model import load_model
+
+    return load_model(REPO / "models" / "default", device="cpu", threads=1)
+
+
+def test_the_examples_are_there():
+    assert len(CLIPS) >= 4 and len(TARGETS) >= 2
+
+
+@pytest.mark.parametrize("clip", CLIPS, ids=lambda p: p.stem)
+def test_converted_clip_enrols_closer_to_each_target_than_to_its_source(clip, shipped, tmp_path):
+    """Enrol the output as vc-enroll would: its code f must lie nearer the target's than the source's."""
+    import vc
+    from vc.audio import read_audio, write_wav
+    from vc.speakers import enroll, load_speaker
+
+    source_f = enroll([clip], shipped).embedding
+    audio, _ = read_audio(clip, sr=16000)
+    for path in TARGETS:
+        target = load_speaker(path, shipped)
+        out = vc.convert(audio, 16000, target, shipped, n_iter=16)
+        write_wav(tmp_path / "out.wav", out, 16000, subtype="FLOAT")
+        converted_f = enroll([tmp_path / "out.wav"], shipped).embedding
+        to_target = float(np.linalg.norm(converted_f - target.f))
+        to_source = float(np.linalg.norm(converted_f - source_f))
+        assert to_target < to_source, f"{clip.name} -> {path.name}: {to_target:.2f} to the target, " \
+                                      f"{to_source:.2f} to the source"
