@@ -1,7 +1,8 @@
 """Pitch for a stream: YIN block by block (`StreamingPitch`) and the speaker's running register
 (`RunningRegister`), for the streaming engine (`vc.engine`), which cannot see the whole file.
 
-`StreamingPitch` analyses exactly the frames `vc.pitch.yin` analyses, with the same numbers, as soon as
+`StreamingPitch` analyses exactly the frames `vc.pitch.yin` analyses, with the same numbers (the same
+YIN core, `vc.pitch._yin_frames`, on the same sample spans), as soon as
 their last sample arrives: frame t reads the signal up to sample t*hop_length + span - span//2 - 1, which
 is `latency_samples` after its centre (25 ms at 16 kHz with the default 60 Hz floor, 12.5 ms more than
 the STFT's half window). Three decisions of the whole-file tracker look further:
