@@ -131,12 +131,14 @@ def main(argv=None) -> int:
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
+    parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
+                        help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
     args = parser.parse_args(argv)
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
     from vc.conversion import DEFAULT_STRENGTH, convert_audio16k
-    from vc.engine import StreamingConverter
+    from vc.engine import MODES, StreamingConverter
     from vc.model import load_model
     from vc.speakers import enroll
 
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
                     else:
                         if target not in engines:
                             engines[target] = StreamingConverter(model, code[target], n_iter=args.n_iter,
-                                                                 harmonics=args.harmonics, strength=strength)
+                                                                 harmonics=args.harmonics, strength=strength,
+                                                                 **MODES[args.stream_mode])
                         engines[target].reset()
                         converted = engines[target].convert(audio, block=STREAM_BLOCK)
                     e_conv = embed(converted)
@@ -212,6 +215,8 @@ def main(argv=None) -> int:
         "split": args.split,
     }
     reports = {name: dict(_scores(rows[name]), path=name, **common) for name in paths}
+    if "stream" in reports:
+        reports["stream"]["stream_mode"] = args.stream_mode
     if args.path == "both":
         report = {"file": reports["file"], "stream": reports["stream"],
                   "stream_minus_file": round(reports["stream"]["target_closer_rate"]
