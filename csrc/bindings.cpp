@@ -69,6 +69,7 @@ void check_spectrogram(const py::array& S, int bins, const char* who, const char
 
 }  // namespace
 
+// One long function on purpose: pybind11's module body is the table of what Python sees, read best whole.
 PYBIND11_MODULE(_dsp, m) {
     m.doc() = "C++ DSP kernel: FFTW STFT/ISTFT, log-magnitude features, Griffin-Lim, PGHI";
 

@@ -177,7 +177,8 @@ def test_jobs_use_processes_and_agree(tmp_path, setup):
         np.testing.assert_allclose(a, b, atol=2e-3)
     assert two.audio_seconds == pytest.approx(one.audio_seconds)
     assert one.worker_pids == {os.getpid()}  # --jobs 1 converts in this process
-    assert len(two.worker_pids) == 2 and os.getpid() not in two.worker_pids  # two worker processes
+    # --jobs 2 converts in worker processes (at most two; a fast one may take every file)
+    assert 1 <= len(two.worker_pids) <= 2 and os.getpid() not in two.worker_pids
 
 
 def test_truncated_input_is_converted_and_reported(tmp_path, setup):

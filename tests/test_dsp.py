@@ -451,3 +451,14 @@ def test_no_public_function_returns_nan_on_finite_input(level):
     outputs += [features.push(y), features.flush()]
     for out in outputs:
         assert np.all(np.isfinite(out))
+
+
+def test_parameters_after_the_signal_are_keyword_only():
+    y = speech(0.3)
+    S = dsp.stft(y, n_fft=512, hop_length=128)
+    assert S.shape == (257, 1 + y.size // 128)
+    for call in (lambda: dsp.stft(y, 512), lambda: dsp.istft(S, 128), lambda: dsp.griffinlim(np.abs(S), 4),
+                 lambda: dsp.pghi(np.abs(S), 128), lambda: dsp.log_magnitude(y, FeatureConfig()),
+                 lambda: dsp.magnitude_from_features(np.zeros((3, 200)), FeatureConfig())):
+        with pytest.raises(TypeError, match="positional argument"):
+            call()

@@ -178,3 +178,19 @@ def test_vc_never_imports_torch():
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_model_format_module_is_the_readme_contract():
+    """vc.model_format names what the README's "Model directory" contract promises, no more, no less."""
+    import re
+
+    from vc import model_format as fmt
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    contract = text[text.index("**Model directory**"):text.index("**Target speaker**")]
+    named = set(re.findall(r"`([a-z_]+)`", contract))
+    io = set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS + fmt.DECODER_INPUTS + fmt.DECODER_OUTPUTS)
+    assert io <= named and set(fmt.REQUIRED_KEYS) <= named and fmt.METADATA_KEY in named
+    assert f"`{fmt.ENCODER_FILE}`" in contract and f"`{fmt.DECODER_FILE}`" in contract
+    assert set(fmt.dynamic_axes("encoder")) == set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS)
+    assert fmt.dynamic_axes("decoder")["f"] == {0: "batch"} and fmt.dynamic_axes("decoder")["z"] == {0: "batch", 1: "T"}

@@ -172,9 +172,18 @@ def _run_pool(todo, jobs: int, initargs, record) -> None:
     todo = sorted(todo, key=_size_or_zero, reverse=True)
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ctx.Pool(min(jobs, len(todo)), initializer=_worker_init, initargs=initargs) as pool:
+    pool = ctx.Pool(min(jobs, len(todo)), initializer=_worker_init, initargs=initargs)
+    try:
         for result in pool.imap_unordered(_worker_convert, todo):
             record(result)
+        # Done: the workers leave on their own (close sends each a sentinel). SIGTERM is for interruptions
+        # only; sent to idle workers it has been seen to leave one waiting forever on the task queue's lock.
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT_N_ITER, jobs: int = 1,
