@@ -66,7 +66,7 @@ def test_layout_frames_segments_and_train_statistics(tmp_path):
         assert len(split.utterances) == 3 * len(split.speakers)
         for i, u in enumerate(split.utterances):
             # The stored rows are exactly the kernel's features of the 16 kHz audio.
-            expected = log_magnitude(load_audio(u.path), FeatureConfig())
+            expected = log_magnitude(load_audio(u.path), cfg=FeatureConfig())
             np.testing.assert_array_equal(split.utterance_frames(i), expected)
             starts = split.segments[split.segments[:, 0] == i, 1] - u.frame_start
             np.testing.assert_array_equal(starts, np.arange(0, u.n_frames - 19, 7))

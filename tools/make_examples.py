@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -44,17 +43,19 @@ LICENCES = {
 }
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from vc.files import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_flac(path: Path, audio: np.ndarray, sr: int) -> None:
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.part")
-    sf.write(str(tmp), np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    from vc.files import atomic_write
+
+    with atomic_write(path) as fh:
+        sf.write(fh, np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
 
 
 def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = ()) -> list[dict]:

@@ -100,7 +100,7 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
     for title, audio in panels:
         if audio.size < cfg.n_fft:
             audio = np.pad(audio, (0, cfg.n_fft - audio.size))
-        spec = log_magnitude(audio, cfg).T * db  # dB, (bins, frames)
+        spec = log_magnitude(audio, cfg=cfg).T * db  # dB, (bins, frames)
         # Relative to each panel's peak: the figure compares spectral shape, not loudness.
         specs.append((title, spec - spec.max(), audio.size / cfg.sr))
     lowest = cfg.sr / cfg.n_fft * int(cfg.drop_dc)

@@ -54,7 +54,7 @@ def extract_features(path: os.PathLike | str, config: FeatureConfig,
         raise AudioError(path, f"too short: {len(y) / config.sr * 1000:.0f} ms, less than one "
                                f"{config.n_fft}-sample analysis window")
     try:
-        features = log_magnitude(y, config)
+        features = log_magnitude(y, cfg=config)
     except ValueError as exc:
         raise AudioError(path, f"feature extraction failed ({exc})") from None
     if features.shape[0] < min_frames:

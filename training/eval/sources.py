@@ -39,7 +39,7 @@ class _CorpusFrames:
             audio = load_audio(item.path, sr=int(feature_setting(self.feature_config, "sr")))
         except AudioError as exc:
             raise EvaluationError(str(exc)) from None
-        return np.asarray(log_magnitude(audio, self.feature_config), dtype=np.float32)
+        return np.asarray(log_magnitude(audio, cfg=self.feature_config), dtype=np.float32)
 
 
 class _CacheFrames:
