@@ -372,15 +372,47 @@ def duration_ok(audio: np.ndarray) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Voice description and the distinctness check
 
-def yin_pitch(y: np.ndarray, fmin: float = 50.0, fmax: float = 500.0, hop_length: int = 160,
-              trough_threshold: float = 0.1):
-    """(f0 in Hz, aperiodicity) per frame from the project's one YIN, `vc.pitch.yin_periodicity` (no
-    librosa: its numba kernels compile for ~10 s in every fresh worker process)."""
-    from vc.pitch import yin_periodicity
+def yin_pitch(y: np.ndarray, fmin: float = 50.0, fmax: float = 500.0, frame_length: int = 1024,
+              hop_length: int = 160, trough_threshold: float = 0.1):
+    """YIN (de Cheveigne & Kawahara 2002), vectorised with numpy.
 
-    f0, aperiodicity, _ = yin_periodicity(y, SAMPLE_RATE, hop_length, fmin=fmin, fmax=fmax,
-                                          threshold=trough_threshold)
-    return f0, aperiodicity
+    Returns (f0 in Hz, aperiodicity = the normalised difference at the chosen lag) per frame.
+    librosa.yin would do, but its numba kernels compile for ~10 s in every fresh worker process
+    and it does not expose the aperiodicity that makes a cheap voicing decision.
+    """
+    tau_min = max(2, int(SAMPLE_RATE / fmax))
+    tau_max = min(frame_length // 2, int(math.ceil(SAMPLE_RATE / fmin)))
+    window = frame_length - tau_max
+    padded = np.pad(y.astype(np.float64), (frame_length // 2, frame_length // 2))
+    if len(padded) < frame_length:
+        padded = np.pad(padded, (0, frame_length - len(padded)))
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frame_length)[::hop_length]
+    n_fft = 2 * frame_length
+    spectrum = np.fft.rfft(frames, n_fft)
+    head = np.fft.rfft(frames[:, :window], n_fft)
+    cross = np.fft.irfft(spectrum * np.conj(head), n_fft)[:, :tau_max + 1]
+    energy = np.cumsum(np.pad(frames ** 2, ((0, 0), (1, 0))), axis=1)
+    lags = np.arange(tau_max + 1)
+    shifted_energy = energy[:, lags + window] - energy[:, lags]
+    difference = np.maximum(energy[:, [window]] + shifted_energy - 2.0 * cross, 0.0)
+    cumulative = np.cumsum(difference[:, 1:], axis=1)
+    normalised = np.ones_like(difference)
+    normalised[:, 1:] = difference[:, 1:] * lags[1:] / np.maximum(cumulative, 1e-12)
+    search = normalised[:, tau_min:tau_max]
+    is_trough = np.zeros_like(search, dtype=bool)
+    is_trough[:, 1:-1] = (search[:, 1:-1] <= search[:, :-2]) & (search[:, 1:-1] <= search[:, 2:])
+    below = is_trough & (search < trough_threshold)
+    first = np.where(below.any(axis=1), below.argmax(axis=1), search.argmin(axis=1))
+    rows = np.arange(len(search))
+    # Parabolic interpolation around the chosen lag for sub-sample resolution.
+    left = search[rows, np.maximum(first - 1, 0)]
+    mid = search[rows, first]
+    right = search[rows, np.minimum(first + 1, search.shape[1] - 1)]
+    curvature = left - 2.0 * mid + right
+    offset = np.where(np.abs(curvature) > 1e-12, 0.5 * (left - right) / np.where(
+        np.abs(curvature) > 1e-12, curvature, 1.0), 0.0)
+    tau = tau_min + first + np.clip(offset, -1.0, 1.0)
+    return SAMPLE_RATE / tau, mid
 
 
 def _voiced_pitch(y: np.ndarray) -> np.ndarray:
