@@ -27,13 +27,17 @@ MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
 
 
-def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
-        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
-    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+def yin_periodicity(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+                    frame_length: int | None = None, threshold: float = THRESHOLD):
+    """YIN per frame, before any voicing decision: (F0 in Hz, aperiodicity (the normalised difference at the
+    chosen period: near 0 for periodic frames), level in dBFS of the integration window). Frames are
+    centred at t * hop_length like a centred STFT (1 + len(y) // hop_length frames). This is the project's
+    one YIN: `yin` decides voicing from it, the corpus synthesiser describes its voices with it."""
     y = np.asarray(y, dtype=np.float64)
     if y.ndim != 1:
         raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("yin: the signal contains NaN or infinity")
     if not 0 < fmin < fmax < sr / 2:
         raise ValueError(f"yin: need 0 < fmin < fmax < sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
     min_lag = max(2, int(np.floor(sr / fmax)))
@@ -50,12 +54,17 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
         frames = padded[starts[:, None] + np.arange(span)[None, :]]
         block = slice(first, first + starts.shape[0])
         period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
+    return sr / period, dip, 10.0 * np.log10(np.maximum(energy / width, 1e-20))
 
-    level = 10.0 * np.log10(np.maximum(energy / width, 1e-20))
+
+def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
+    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+    f0, dip, level = yin_periodicity(y, sr, hop_length, fmin, fmax, frame_length, threshold)
     loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
     voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
-    f0 = np.where(voiced, sr / period, 0.0)
-    return _median_within_runs(f0, voiced), voiced
+    return _median_within_runs(np.where(voiced, f0, 0.0), voiced), voiced
 
 
 def _yin_frames(frames: np.ndarray, width: int, min_lag: int, max_lag: int, threshold: float):
