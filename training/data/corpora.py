@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Mapping
 
-from vc.audio import AUDIO_EXTENSIONS as SOUNDFILE_EXTENSIONS
+from vc.audio import AUDIO_EXTENSIONS as VC_AUDIO_EXTENSIONS
 
 __all__ = [
     "Utterance", "Corpus", "CorpusError", "TimitCorpus", "VctkCorpus", "LibriSpeechCorpus",
@@ -35,8 +35,9 @@ __all__ = [
 
 SPLITS = ("train", "dev", "test")
 
-# The runtime's list of what libsndfile reads, plus SPHERE, which training.data.audio reads itself.
-AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | {".sph", ".nist"}
+# The runtime's list (vc.audio) plus SPHERE, which training.data.audio reads itself, and two more
+# libsndfile formats (.snd, .rf64) that vc.audio's list does not name yet.
+AUDIO_EXTENSIONS = VC_AUDIO_EXTENSIONS | {".sph", ".nist", ".snd", ".rf64"}
 
 # The standard TIMIT core test set: 2 men and 1 woman from each of the 8 dialect regions.
 TIMIT_CORE_TEST_SPEAKERS = frozenset("""
