@@ -293,7 +293,7 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     alsa = tmp_path / "alsa"   # the alsa-utils channel-test voice: 48 kHz WAVs, some missing is fine
     alsa.mkdir()
     for name in ("Front_Left.wav", "Rear_Right.wav"):
-        sf.write(alsa / name, voiced(2.7, f0=47), 48000)   # 0.9 s at 48 kHz, F0 141 Hz
+        sf.write(alsa / name, speech(0.9, f0=140, sr=48000), 48000)
     human = tmp_path / "human"   # an assembled corpus (vc-corpus assemble's columns)
     rows_h = []
     for k, (spk, gender, age, source) in enumerate([("speechocean762-0001", "f", "9", "speechocean762"),
@@ -302,7 +302,7 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
         for u in range(2):
             rel = f"audio/{spk}/u{u}.wav"
             (human / rel).parent.mkdir(parents=True, exist_ok=True)
-            sf.write(human / rel, voiced(1.5, f0=110 + 40 * k, seed=100 + k), 16000)
+            sf.write(human / rel, speech(1.5, f0=110 + 40 * k, seed=100 + k), 16000)
             rows_h.append({"speaker": spk, "utterance": f"u{u}", "path": rel, "text": "", "source": source,
                            "gender": gender, "split": "test", "age": age})
     with open(human / "metadata.csv", "w", newline="") as fh:
