@@ -1,5 +1,6 @@
-// Python bindings of the DSP kernel (module vc._dsp). Argument names and checks that users see
-// live in vc/dsp.py; this layer converts arrays, validates shapes and releases the GIL.
+// Python bindings of the DSP kernel (module vc._dsp). Argument names users see live in vc/dsp.py; parameter
+// and value checks live in the kernel (checks.hpp, called by its constructors and entry points) and are
+// exposed here for vc/dsp.py; this layer converts arrays, validates shapes and releases the GIL.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -8,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "checks.hpp"
 #include "griffinlim.hpp"
 #include "pghi.hpp"
 #include "stft.hpp"
@@ -64,15 +66,10 @@ void check_spectrogram(const py::array& S, int bins, const char* who, const char
                                     " frequency bins, expected n_fft/2+1 = " + std::to_string(bins));
 }
 
-template <class T>
-void check_finite(const T* data, std::int64_t n, const char* who, const char* what) {
-    for (std::int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(std::abs(data[i])))
-            throw std::invalid_argument(std::string(who) + ": the " + what + " contains NaN or infinity");
-}
 
 }  // namespace
 
+// One long function on purpose: pybind11's module body is the table of what Python sees, read best whole.
 PYBIND11_MODULE(_dsp, m) {
     m.doc() = "C++ DSP kernel: FFTW STFT/ISTFT, log-magnitude features, Griffin-Lim, PGHI";
 
@@ -112,9 +109,7 @@ PYBIND11_MODULE(_dsp, m) {
             "log_magnitude",
             [](const StftKernel& k, const FloatArray& y, float floor, int first_bin) {
                 const float* data = signal_data(y, k, "log_magnitude");
-                if (!(floor > 0.0f) || !(floor < 1e18f))
-                    throw std::invalid_argument("log_magnitude: log_floor must be a positive number below 1e18");
-                if (first_bin < 0 || first_bin >= k.bins()) throw std::invalid_argument("log_magnitude: bad first_bin");
+                k.check_log_magnitude(floor, first_bin);
                 const std::int64_t n = y.shape(0), frames = k.n_frames(n);
                 py::array_t<float> out({frames, static_cast<std::int64_t>(k.bins() - first_bin)});
                 float* dst = out.mutable_data();
@@ -130,7 +125,7 @@ PYBIND11_MODULE(_dsp, m) {
             [](const StftKernel& k, const ComplexArray& S, std::int64_t length) {
                 check_spectrogram(S, k.bins(), "istft", "spectrogram");
                 const std::int64_t frames = S.shape(0);
-                check_finite(S.data(), S.size(), "istft", "spectrogram");
+                check_values(S.data(), S.size(), "istft", "spectrogram");
                 const std::int64_t n_out = k.istft_length(frames, length);
                 py::array_t<float> out(n_out);
                 float* dst = out.mutable_data();
@@ -147,16 +142,16 @@ PYBIND11_MODULE(_dsp, m) {
             [](const StftKernel& k, const FloatArray& mag, const ComplexArray& init, int n_iter, float momentum,
                std::int64_t length) {
                 check_spectrogram(mag, k.bins(), "griffinlim", "magnitude");
-                check_finite(mag.data(), mag.size(), "griffinlim", "magnitude");
+                check_griffinlim(n_iter, momentum);
+                check_values(mag.data(), mag.size(), "griffinlim", "magnitude", true);
                 if (init.ndim() != 2 || init.shape(0) != mag.shape(0) || init.shape(1) != mag.shape(1))
                     throw std::invalid_argument("griffinlim: the initial phase must have the magnitude's shape");
-                if (n_iter < 0) throw std::invalid_argument("griffinlim: n_iter must be >= 0");
-                if (!(momentum >= 0.0f) || !std::isfinite(momentum))
-                    throw std::invalid_argument("griffinlim: momentum must be a finite number >= 0");
+                check_values(init.data(), init.size(), "griffinlim", "initial phase");
                 const std::int64_t frames = mag.shape(0);
                 const std::int64_t n_out = griffinlim_length(k, frames, length);
                 py::array_t<std::complex<float>> angles({frames, static_cast<std::int64_t>(k.bins())});
                 std::copy(init.data(), init.data() + init.size(), angles.mutable_data());
+                unit_phasors(angles.mutable_data(), angles.size());
                 py::array_t<float> out(n_out);
                 float* dst = out.mutable_data();
                 cfloat* phases = angles.mutable_data();
@@ -215,7 +210,6 @@ PYBIND11_MODULE(_dsp, m) {
                 if (mag.ndim() != 2 || mag.shape(1) != s.bins())
                     throw std::invalid_argument("StreamingGriffinLim.push: expected frames of " +
                                                 std::to_string(s.bins()) + " bins, got shape " + shape_of(mag));
-                check_finite(mag.data(), mag.size(), "StreamingGriffinLim.push", "magnitude");
                 const float* src = mag.data();
                 const std::int64_t k = mag.shape(0);
                 std::vector<float> out;
@@ -237,17 +231,24 @@ PYBIND11_MODULE(_dsp, m) {
              })
         .def("reset", &StreamingGriffinLim::reset);
 
+    // The kernel's own rules, for vc.dsp and FeatureConfig to apply before any kernel object exists.
+    m.attr("MAX_VALUE") = kMaxValue;
+    m.def("check_n_fft", &check_n_fft, py::arg("n_fft"));
+    m.def("check_hop_length", &check_hop_length, py::arg("hop_length"));
+    m.def("check_log_floor", &check_log_floor, py::arg("log_floor"));
+    m.def("check_griffinlim", &check_griffinlim, py::arg("n_iter"), py::arg("momentum"));
+    m.def("check_magnitude", [](const FloatArray& mag, const std::string& who) {
+              check_values(mag.data(), mag.size(), who, "magnitude", true);
+          }, py::arg("mag"), py::arg("who"));
     m.def("pghi_gamma", [](const std::string& window, int win_length) { return pghi_gamma(window.c_str(), win_length); },
           py::arg("window"), py::arg("win_length"),
           "Gaussian-equivalent gamma (samples^2) of a window, 0 when unknown.");
     m.def(
         "pghi",
         [](const FloatArray& logmag, int n_fft, int hop_length, double gamma, float tolerance) {
+            check_pghi(static_cast<int>(logmag.ndim() == 2 ? logmag.shape(1) : 0), n_fft, hop_length, gamma, tolerance);
             check_spectrogram(logmag, n_fft / 2 + 1, "pghi", "log-magnitude");
-            check_finite(logmag.data(), logmag.size(), "pghi", "log-magnitude");
-            if (!(gamma > 0.0)) throw std::invalid_argument("pghi: gamma must be positive");
-            if (hop_length < 1) throw std::invalid_argument("pghi: hop_length must be positive");
-            if (!(tolerance > 0.0f && tolerance < 1.0f)) throw std::invalid_argument("pghi: tolerance must be in (0, 1)");
+            check_values(logmag.data(), logmag.size(), "pghi", "log-magnitude");
             const std::int64_t frames = logmag.shape(0);
             const int bins = static_cast<int>(logmag.shape(1));
             py::array_t<float> phase({frames, static_cast<std::int64_t>(bins)});

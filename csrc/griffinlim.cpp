@@ -1,9 +1,12 @@
 #include "griffinlim.hpp"
 
+#include "checks.hpp"
+
 #include "simd.hpp"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -38,7 +41,8 @@ void scale_in_place(float* __restrict x, const float* __restrict scale, std::int
     for (std::int64_t i = 0; i < n; ++i) x[i] *= scale[i];
 }
 
-// angle = unit(rebuilt - beta * previous); previous = rebuilt. A zero vector stays zero.
+// angle = unit(rebuilt - beta * previous); previous = rebuilt. A zero vector stays zero. The vector is
+// first divided by its larger part, so that its squares can neither overflow nor underflow.
 VCDSP_SIMD_CLONES
 void momentum_phase(const float* __restrict rebuilt, float beta, float* __restrict previous,
                     float* __restrict angle, int bins) {
@@ -48,9 +52,18 @@ void momentum_phase(const float* __restrict rebuilt, float beta, float* __restri
         const float im = rebuilt[2 * b + 1] - beta * previous[2 * b + 1];
         previous[2 * b] = rebuilt[2 * b];
         previous[2 * b + 1] = rebuilt[2 * b + 1];
-        const float inv = 1.0f / (std::sqrt(re * re + im * im) + tiny);
-        angle[2 * b] = re * inv;
-        angle[2 * b + 1] = im * inv;
+        // s: the power of two that brings the larger part into [1, 2) (from its exponent bits; 2^127 for
+        // zero and subnormals), so the squares below neither overflow nor underflow.
+        const float big = std::max(std::fabs(re), std::fabs(im));
+        std::uint32_t bits;
+        std::memcpy(&bits, &big, sizeof bits);
+        const std::uint32_t scale_bits = (254u - (bits >> 23)) << 23;
+        float s;
+        std::memcpy(&s, &scale_bits, sizeof s);
+        const float x = re * s, y = im * s;
+        const float inv = 1.0f / (std::sqrt(x * x + y * y) + tiny);
+        angle[2 * b] = x * inv;
+        angle[2 * b + 1] = y * inv;
     }
 }
 
@@ -80,8 +93,28 @@ std::int64_t griffinlim_length(const StftKernel& k, std::int64_t frames, std::in
     return k.istft_length(frames, length);
 }
 
+void unit_phasors(cfloat* phasors, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+        const float size = std::max(std::fabs(phasors[i].real()), std::fabs(phasors[i].imag()));
+        const cfloat lifted = phasors[i] * (size < 0x1p-60f ? 0x1p60f : 1.0f);  // out of the subnormal range
+        const float big = std::max(std::fabs(lifted.real()), std::fabs(lifted.imag()));
+        if (!(big >= std::numeric_limits<float>::min())) {
+            phasors[i] = cfloat(0.0f, 0.0f);
+            continue;
+        }
+        const cfloat scaled = lifted / big;
+        phasors[i] = scaled / std::sqrt(scaled.real() * scaled.real() + scaled.imag() * scaled.imag());
+    }
+}
+
+void check_griffinlim(int n_iter, float momentum) {
+    check_n_iter(n_iter);
+    check_momentum(momentum);
+}
+
 void griffinlim(const StftKernel& k, const float* mag, std::int64_t frames, cfloat* angles, int n_iter,
                 float momentum, std::int64_t length, float* out) {
+    check_griffinlim(n_iter, momentum);
     const int bins = k.bins(), n_fft = k.n_fft(), hop = k.hop_length(), pad = k.pad();
     const std::int64_t n_out = griffinlim_length(k, frames, length);
     const std::int64_t total = n_fft + hop * (frames - 1);  // padded signal, as istft builds it

@@ -28,6 +28,12 @@ void update_frame_phase(const StftKernel& k, const float* frame_start, float bet
 // Number of signal samples griffinlim returns; checks that `length` (when >= 0) fits `frames`.
 std::int64_t griffinlim_length(const StftKernel& k, std::int64_t frames, std::int64_t length);
 
+// Scale each phasor to length one (zeros stay zero): what griffinlim expects of its initial phases.
+void unit_phasors(cfloat* phasors, std::int64_t n);
+
+// n_iter >= 0 and momentum in [0, 1]; griffinlim calls it first.
+void check_griffinlim(int n_iter, float momentum);
+
 // mag, angles: (frames, bins); angles holds the initial phases as unit phasors and is overwritten
 // with the final ones. out: griffinlim_length(...) samples.
 void griffinlim(const StftKernel& k, const float* mag, std::int64_t frames, cfloat* angles, int n_iter,

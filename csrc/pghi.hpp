@@ -21,6 +21,9 @@ struct PghiWorkspace {
     std::vector<std::int64_t> by_loudness;
 };
 
+// n_fft even, bins = n_fft/2 + 1, hop >= 1, gamma positive and finite, tolerance in (0, 1); pghi checks first.
+void check_pghi(int bins, int n_fft, int hop, double gamma, float tolerance);
+
 // logmag: (frames, bins) natural log of the magnitude of an STFT with our framing (frame t's window
 // starts at t*hop, spectra are rfft of the window-sized frame).
 // phase: (frames, bins) radians. Bins with known[i] != 0 keep their phase and seed the integration

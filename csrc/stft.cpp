@@ -1,5 +1,6 @@
 #include "stft.hpp"
 
+#include "checks.hpp"
 #include "simd.hpp"
 
 #include <algorithm>
@@ -45,11 +46,33 @@ void multiply(const float* __restrict a, const float* __restrict b, float* __res
     for (int j = 0; j < n; ++j) out[j] = a[j] * b[j];
 }
 
-// row[k] = log(max(|spec[k]|, floor)) as log(max(|spec[k]|^2, floor^2)) / 2: no square root.
-// Two loops: the de-interleaving one and the log one each vectorise well on their own.
+// True when no value is NaN, infinite (an all-ones exponent field marks both) or beyond kMaxValue.
 VCDSP_SIMD_CLONES
-void log_magnitude_row(const float* __restrict spec, float* __restrict power, float* __restrict row,
-                       std::ptrdiff_t width, float floor_sq) {
+bool all_in_range(const float* __restrict x, std::ptrdiff_t n) {
+    std::uint32_t bad = 0;
+    for (std::ptrdiff_t i = 0; i < n; ++i) {
+        std::uint32_t bits;
+        std::memcpy(&bits, x + i, sizeof bits);
+        bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+        bad |= static_cast<std::uint32_t>(std::fabs(x[i]) > kMaxValue);
+    }
+    return bad == 0;
+}
+
+// |re + i im| without overflow or underflow: the larger part times the length of the scaled pair.
+inline float safe_abs(float re, float im) {
+    const float a = std::fabs(re), b = std::fabs(im);
+    const float big = std::max(a, b), small = std::min(a, b);
+    if (big == 0.0f) return 0.0f;
+    const float r = small / big;
+    return big * std::sqrt(1.0f + r * r);
+}
+
+// row[k] = log(max(|spec[k]|, floor)) as log(max(|spec[k]|^2, floor^2)) / 2: no square root. Two loops:
+// the de-interleaving one and the log one each vectorise well on their own.
+VCDSP_SIMD_CLONES
+void log_power_row(const float* __restrict spec, float* __restrict power, float* __restrict row,
+                   std::ptrdiff_t width, float floor_sq) {
     for (std::ptrdiff_t k = 0; k < width; ++k) {
         const float re = spec[2 * k], im = spec[2 * k + 1];
         power[k] = std::max(re * re + im * im, floor_sq);
@@ -57,16 +80,17 @@ void log_magnitude_row(const float* __restrict spec, float* __restrict power, fl
     for (std::ptrdiff_t k = 0; k < width; ++k) row[k] = 0.5f * log_positive(power[k]);
 }
 
-// True when no sample is NaN or infinite: an all-ones exponent field marks both.
-VCDSP_SIMD_CLONES
-bool all_finite(const float* __restrict x, std::ptrdiff_t n) {
-    std::uint32_t bad = 0;
-    for (std::ptrdiff_t i = 0; i < n; ++i) {
-        std::uint32_t bits;
-        std::memcpy(&bits, x + i, sizeof bits);
-        bad |= static_cast<std::uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+// The same without squaring, where squares would leave float32's range: |S| beyond 1.8e19 (a power of
+// infinity), or a floor whose square is not a normal float (below about 1.1e-19 or above 1.8e19).
+void log_magnitude_row(const float* spec, float* power, float* row, std::ptrdiff_t width, float floor) {
+    const float floor_sq = floor * floor;
+    const bool squares_fit = floor_sq >= std::numeric_limits<float>::min() && std::isfinite(floor_sq);
+    if (squares_fit) {
+        log_power_row(spec, power, row, width, floor_sq);
+        if (all_in_range(power, width)) return;
     }
-    return bad == 0;
+    for (std::ptrdiff_t k = 0; k < width; ++k)
+        row[k] = std::log(std::max(safe_abs(spec[2 * k], spec[2 * k + 1]), floor));
 }
 
 }  // namespace
@@ -74,11 +98,9 @@ bool all_finite(const float* __restrict x, std::ptrdiff_t n) {
 StftKernel::StftKernel(std::vector<float> window, int hop_length, bool center)
     : window_(std::move(window)), center_(center) {
     n_fft_ = static_cast<int>(window_.size());
-    // Even sizes only: then n_fft = 2*(bins-1) is recoverable from a spectrogram, as librosa assumes.
-    if (n_fft_ < 2 || n_fft_ % 2) throw std::invalid_argument("n_fft must be even and at least 2, got " + std::to_string(n_fft_));
-    if (hop_length < 1) throw std::invalid_argument("hop_length must be positive, got " + std::to_string(hop_length));
-    for (float w : window_)
-        if (!std::isfinite(w)) throw std::invalid_argument("the window contains NaN or infinity");
+    check_n_fft(n_fft_);
+    check_hop_length(hop_length);
+    check_values(window_.data(), n_fft_, "StftKernel", "window");
     hop_ = hop_length;
     bins_ = n_fft_ / 2 + 1;
     synthesis_.resize(n_fft_);
@@ -97,11 +119,7 @@ void StftKernel::check_signal(const float* y, std::int64_t n, const char* who) c
     if (n < n_fft_)
         throw std::invalid_argument(std::string(who) + ": the signal has " + std::to_string(n) +
                                     " samples, shorter than one frame (n_fft=" + std::to_string(n_fft_) + ")");
-    if (all_finite(y, n)) return;
-    for (std::int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(y[i]))
-            throw std::invalid_argument(std::string(who) + ": the signal contains NaN or infinity (first at sample " +
-                                        std::to_string(i) + ")");
+    if (!all_in_range(y, n)) check_values(y, n, who, "signal");  // the slow pass says what and where
 }
 
 void StftKernel::load_frame(const float* y, std::int64_t n, std::int64_t start, float* frame) const {
@@ -124,14 +142,21 @@ void StftKernel::stft(const float* y, std::int64_t n, cfloat* out) const {
     }
 }
 
+void StftKernel::check_log_magnitude(float floor, int first_bin) const {
+    check_log_floor(floor);
+    if (first_bin < 0 || first_bin >= bins_)
+        throw std::invalid_argument("first_bin must be from 0 to " + std::to_string(bins_ - 1) + ", got " +
+                                    std::to_string(first_bin));
+}
+
 void StftKernel::log_magnitude(const float* y, std::int64_t n, float floor, int first_bin, float* out) const {
+    check_log_magnitude(floor, first_bin);
     log_magnitude_frames(y, n, -pad(), n_frames(n), floor, first_bin, out);
 }
 
 void StftKernel::log_magnitude_frames(const float* y, std::int64_t n, std::int64_t first_start, std::int64_t frames,
                                       float floor, int first_bin, float* out) const {
     const int width = bins_ - first_bin;
-    const float floor_sq = std::max(floor * floor, std::numeric_limits<float>::min());
     AlignedBuffer<float> frame(n_fft_);
     AlignedBuffer<cfloat> spectrum(bins_);
     AlignedBuffer<float> power(bins_);
@@ -139,7 +164,7 @@ void StftKernel::log_magnitude_frames(const float* y, std::int64_t n, std::int64
     for (std::int64_t t = 0; t < frames; ++t) {
         load_frame(y, n, first_start + t * hop_, frame.data());
         rfft(*plans_, frame.data(), spectrum.data());
-        log_magnitude_row(spec, power.data(), out + t * width, width, floor_sq);
+        log_magnitude_row(spec, power.data(), out + t * width, width, floor);
     }
 }
 

@@ -26,8 +26,11 @@ public:
     int pad() const { return center_ ? n_fft_ / 2 : 0; }
 
     std::int64_t n_frames(std::int64_t n_samples) const;
-    // Throws std::invalid_argument (ValueError in Python) for empty, too short or non-finite input.
+    // Throws std::invalid_argument (ValueError in Python) for empty, too short, non-finite or too large
+    // (beyond kMaxValue) input.
     void check_signal(const float* y, std::int64_t n, const char* who) const;
+    // log_floor and first_bin of log_magnitude (and of the streaming extractor's constructor).
+    void check_log_magnitude(float floor, int first_bin) const;
 
     void stft(const float* y, std::int64_t n, cfloat* out) const;
     // out[frame * (bins - first_bin) + k] = log(max(|S[frame, first_bin + k]|, floor))

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "checks.hpp"
 #include "pghi.hpp"
 
 namespace vcdsp {
@@ -15,8 +16,7 @@ namespace vcdsp {
 StreamingLogMagnitude::StreamingLogMagnitude(std::vector<float> window, int hop_length, bool center, float floor,
                                              int first_bin)
     : kernel_(std::move(window), hop_length, center), floor_(floor), first_bin_(first_bin) {
-    if (!(floor > 0.0f)) throw std::invalid_argument("log_floor must be positive");
-    if (first_bin < 0 || first_bin >= kernel_.bins()) throw std::invalid_argument("bad first_bin");
+    kernel_.check_log_magnitude(floor, first_bin);
     reset_locked();
 }
 
@@ -44,10 +44,7 @@ std::int64_t StreamingLogMagnitude::frames_at_flush() const {
 
 std::vector<float> StreamingLogMagnitude::push(const float* x, std::int64_t n) {
     std::lock_guard<std::mutex> guard(mutex_);
-    for (std::int64_t i = 0; i < n; ++i)
-        if (!std::isfinite(x[i]))
-            throw std::invalid_argument("StreamingLogMagnitude.push: the block contains NaN or infinity (sample " +
-                                        std::to_string(i) + ")");
+    check_values(x, n, "StreamingLogMagnitude.push", "block");
     const std::int64_t frames = frames_after_push(n);
     pending_.insert(pending_.end(), x, x + n);
     samples_pushed_ += n;
@@ -80,10 +77,10 @@ StreamingGriffinLim::StreamingGriffinLim(std::vector<float> window, int hop_leng
       beta_(momentum / (1.0f + momentum)),
       gamma_(gamma),
       scratch_(kernel_.n_fft()) {
-    if (n_iter < 0) throw std::invalid_argument("n_iter must be >= 0");
-    if (lookahead < 0) throw std::invalid_argument("lookahead must be >= 0");
-    if (!(momentum >= 0.0f) || !std::isfinite(momentum)) throw std::invalid_argument("momentum must be >= 0");
-    if (!(gamma > 0.0)) throw std::invalid_argument("gamma must be positive");
+    check_n_iter(n_iter);
+    check_lookahead(lookahead);
+    check_momentum(momentum);
+    check_gamma(gamma);
     reset_locked();
 }
 
@@ -201,6 +198,7 @@ void StreamingGriffinLim::emit_until(std::int64_t p_end, std::vector<float>& out
 }
 
 std::vector<float> StreamingGriffinLim::push(const float* mag, std::int64_t k) {
+    check_values(mag, k * bins_, "StreamingGriffinLim.push", "magnitude", true);
     std::lock_guard<std::mutex> guard(mutex_);
     std::vector<float> out;
     out.reserve(static_cast<std::size_t>(k) * kernel_.hop_length());

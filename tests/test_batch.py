@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_enroll import voiced
-from test_model import make_tiny_model_dir
+from conftest import speech, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("batch")
-    model_dir, _ = make_tiny_model_dir(root / "model", f_dim=4, seed=7)
+    model_dir, _ = tiny_model_dir(root / "model", f_dim=4, seed=7)
     from vc.speakers import save_speaker
 
     target = root / "target.npy"
@@ -27,8 +26,8 @@ def setup(tmp_path_factory):
 
 def make_tree(base):
     (base / "a" / "b").mkdir(parents=True)
-    sf.write(base / "one.wav", voiced(0.6, seed=1), 16000)
-    y = voiced(0.5, seed=2)
+    sf.write(base / "one.wav", speech(0.6, seed=1), 16000)
+    y = speech(0.5, seed=2)
     import soxr
 
     hi = soxr.resample(y, 16000, 44100)
@@ -95,7 +94,7 @@ def test_refused_folders(tmp_path, setup, capsys):
     nested = tmp_path / "outer"
     make_tree(nested / "in" / "in")
     os.remove(nested / "in" / "in" / "a" / "broken.wav")
-    sf.write(nested / "in" / "top.wav", voiced(0.3), 16000)
+    sf.write(nested / "in" / "top.wav", speech(0.3), 16000)
     inner_before = digest(nested / "in")
     assert run_cli([nested / "in", nested], setup) == 1
     captured = capsys.readouterr()
@@ -118,7 +117,7 @@ def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
 
 def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
     import vc.files
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
@@ -158,14 +157,14 @@ def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, mon
 
 
 def test_jobs_use_processes_and_agree(tmp_path, setup):
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     model_dir, target = setup
     src = make_tree(tmp_path / "in")
     os.remove(src / "a" / "broken.wav")
-    sf.write(src / "four.wav", voiced(0.4, seed=4), 16000)
-    sf.write(src / "clash.flac", voiced(0.3, seed=6), 16000)  # would become clash.wav, as would:
-    sf.write(src / "clash.wav", voiced(0.3, seed=5), 16000)
+    sf.write(src / "four.wav", speech(0.4, seed=4), 16000)
+    sf.write(src / "clash.flac", speech(0.3, seed=6), 16000)  # would become clash.wav, as would:
+    sf.write(src / "clash.wav", speech(0.3, seed=5), 16000)
     one = batch_convert(src, tmp_path / "o1", target, model_dir=model_dir, n_iter=2, device="cpu", progress=False)
     two = batch_convert(src, tmp_path / "o2", target, model_dir=model_dir, n_iter=2, device="cpu", progress=False,
                         jobs=2)
@@ -177,8 +176,29 @@ def test_jobs_use_processes_and_agree(tmp_path, setup):
         b, _ = sf.read(tmp_path / "o2" / p.relative_to(tmp_path / "o1"))
         np.testing.assert_allclose(a, b, atol=2e-3)
     assert two.audio_seconds == pytest.approx(one.audio_seconds)
+    assert one.worker_pids == {os.getpid()}  # --jobs 1 converts in this process
+    # --jobs 2 converts in worker processes (at most two; a fast one may take every file)
+    assert 1 <= len(two.worker_pids) <= 2 and os.getpid() not in two.worker_pids
 
 
+def test_truncated_input_is_converted_and_reported(tmp_path, setup):
+    from vc.batch import batch_convert
+
+    model_dir, target = setup
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "cut.wav", speech(2.0), 16000, subtype="PCM_16")
+    (src / "cut.wav").write_bytes((src / "cut.wav").read_bytes()[:44 + 2 * 8000])
+    lines = []
+    summary = batch_convert(src, tmp_path / "out", target, model_dir=model_dir, n_iter=2, device="cpu",
+                            progress=False, log=lines.append)
+    assert summary.converted == 1 and not summary.failed
+    assert sf.info(str(tmp_path / "out" / "cut.wav")).frames == 8000
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "promises 32000 samples" in lines[0] \
+        and "holds 8000" in lines[0], lines
+
+
+@pytest.mark.realtime
 def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     """A real SIGINT to the process group (what Ctrl-C does) in the middle of a --jobs 2 run."""
     import signal
@@ -191,7 +211,7 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(24):
-        sf.write(src / f"{i:02d}.wav", voiced(1.0, f0=100 + 3 * i, seed=i), 16000)
+        sf.write(src / f"{i:02d}.wav", speech(1.0, f0=100 + 3 * i, seed=i), 16000)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "vc.cli.batch", str(src), str(out), "--target", str(target), "--model",
            str(model_dir), "--device", "cpu", "--n-iter", "300", "--jobs", "2", "--quiet"]
@@ -214,7 +234,7 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     for p in done:  # every output present is whole
         assert sf.info(str(p)).frames == 16000
 
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
 
     summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=2, device="cpu", progress=False, jobs=2)
     assert summary.skipped == len(done) and summary.converted == 24 - len(done) and not summary.failed

@@ -6,18 +6,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_enroll import voiced
-from test_model import make_tiny_model_dir
+from conftest import speech
 
 SR = 16000
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from vc.model import load_model
-
-    model_dir, _ = make_tiny_model_dir(tmp_path_factory.mktemp("convert_model") / "model", f_dim=6, seed=5)
-    return load_model(model_dir, device="cpu", threads=1)
+def tiny(tiny6):
+    return tiny6
 
 
 class IdentityModel:
@@ -94,7 +90,7 @@ def test_convert_round_trip_rates_channels_and_targets(tiny, tmp_path):
     from vc.speakers import SpeakerError, save_speaker
 
     target = np.linspace(-1, 1, 6).astype(np.float32)
-    audio = voiced(1.3)
+    audio = speech(1.3)
     out = vc.convert(audio, SR, target, tiny, n_iter=4)
     assert out.shape == audio.shape and out.dtype == np.float32
     assert np.all(np.isfinite(out)) and 0 < np.max(np.abs(out)) <= 0.99 + 1e-6
@@ -138,7 +134,7 @@ def test_convert_file_writes_at_input_rate(tiny, tmp_path):
 
     from vc.conversion import convert_file
 
-    sf.write(tmp_path / "in.flac", voiced(0.7), 22050)
+    sf.write(tmp_path / "in.flac", speech(0.7), 22050)
     seconds = convert_file(tmp_path / "in.flac", tmp_path / "out" / "in.wav", np.ones(6, np.float32), tiny, n_iter=2)
     info = sf.info(str(tmp_path / "out" / "in.wav"))
     assert info.samplerate == 22050 and info.channels == 1
@@ -157,10 +153,10 @@ def test_demo_converts_examples_and_draws_figure(tiny, tmp_path, capsys):
     ex = tmp_path / "examples"
     (ex / "audio").mkdir(parents=True)
     (ex / "speakers").mkdir()
-    sf.write(ex / "audio" / "s1-u1.flac", voiced(0.8, f0=120), 16000)
-    sf.write(ex / "audio" / "s2-u1.flac", voiced(0.6, f0=200), 22050)
-    sf.write(ex / "audio" / "t1-u1.flac", voiced(0.6, f0=220), 16000)  # the target's own clip: not converted
-    sf.write(ex / "speakers" / "t1.flac", voiced(0.7, f0=220), 16000)
+    sf.write(ex / "audio" / "s1-u1.flac", speech(0.8, f0=120), 16000)
+    sf.write(ex / "audio" / "s2-u1.flac", speech(0.6, f0=200), 22050)
+    sf.write(ex / "audio" / "t1-u1.flac", speech(0.6, f0=220), 16000)  # the target's own clip: not converted
+    sf.write(ex / "speakers" / "t1.flac", speech(0.7, f0=220), 16000)
     save_speaker(ex / "speakers" / "t1.npy", np.ones(6, np.float32))
     manifest = {
         "default_target": "t1",
@@ -188,7 +184,7 @@ def test_whole_utterance_path_rebuilds_the_spectrum():
     from vc.conversion import convert_audio16k
     from vc.dsp import spectral_convergence_db, stft
 
-    audio = voiced(1.5, f0=130)
+    audio = speech(1.5, f0=130)
     mag = np.abs(stft(audio, n_fft=400, hop_length=160, win_length=400))
     target = np.array([1, 2, 3], np.float32)
     rough = convert_audio16k(audio, target, IdentityModel(), n_iter=0, harmonics=False, strength=1.0)
@@ -222,7 +218,7 @@ def test_strength_moves_the_code_from_the_source_to_the_target_and_past_it(stren
 
     model = CodeRecorder()
     source, target = np.array([1, 0, 0], np.float32), np.array([0, 2, 0], np.float32)
-    convert_audio16k(voiced(1.0), target, model, n_iter=0, harmonics=False, strength=strength)
+    convert_audio16k(speech(1.0), target, model, n_iter=0, harmonics=False, strength=strength)
     assert model.decoded_with
     for f in model.decoded_with:
         np.testing.assert_allclose(f, source + strength * (target - source), atol=1e-6)
@@ -234,9 +230,9 @@ def test_bad_strength_is_refused(tiny, tmp_path, capsys):
 
     for bad in (-0.1, 3.5, float("nan"), True):
         with pytest.raises(ValueError, match="strength must be a number from 0 to 3"):
-            convert_audio16k(voiced(0.5), np.zeros(6, np.float32), tiny, strength=bad)
+            convert_audio16k(speech(0.5), np.zeros(6, np.float32), tiny, strength=bad)
     (tmp_path / "in").mkdir()
-    sf.write(tmp_path / "in" / "a.wav", voiced(0.5), SR)
+    sf.write(tmp_path / "in" / "a.wav", speech(0.5), SR)
     np.save(tmp_path / "t.npy", np.zeros(6, np.float32))
     code = main([str(tmp_path / "in"), str(tmp_path / "out"), "--target", str(tmp_path / "t.npy"),
                  "--model", str(tiny.model_dir), "--strength", "4"])
@@ -253,7 +249,7 @@ def test_convert_with_a_model_directory_loads_it_once(tiny, monkeypatch):
     real = conversion.load_model
     monkeypatch.setattr(conversion, "load_model", lambda *a, **k: calls.append(a) or real(*a, **k))
     monkeypatch.setattr(conversion, "_loaded_models", {})
-    audio = voiced(0.3)
+    audio = speech(0.3)
     target = np.zeros(6, np.float32)
     a = vc.convert(audio, SR, target, str(tiny.model_dir), n_iter=1)
     monkeypatch.setenv("VC_MODEL", str(tiny.model_dir))
@@ -278,7 +274,7 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
         (corpus / spk).mkdir(parents=True)
         for u in range(3):
             rel = f"{spk}/u{u}.wav"
-            sf.write(corpus / rel, voiced(2.0 + 0.4 * u, f0=100 + 20 * k, seed=k * 10 + u), 16000)
+            sf.write(corpus / rel, speech(2.0 + 0.4 * u, f0=100 + 20 * k, seed=k * 10 + u), 16000)
             rows.append({"speaker": spk, "utterance": f"u{u}", "path": rel, "text": f"sentence {u}",
                          "engine": engine, "voice": f"v{k}", "gender": gender,
                          "split": "train" if spk == "tr" else "test"})
@@ -294,9 +290,35 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     ex = tmp_path / "examples"
     from vc.speakers import load_speaker
 
+    alsa = tmp_path / "alsa"   # the alsa-utils channel-test voice: 48 kHz WAVs, some missing is fine
+    alsa.mkdir()
+    for name in ("Front_Left.wav", "Rear_Right.wav"):
+        sf.write(alsa / name, speech(0.9, f0=140, sr=48000), 48000)
+    human = tmp_path / "human"   # an assembled corpus (vc-corpus assemble's columns)
+    rows_h = []
+    for k, (spk, gender, age, source) in enumerate([("speechocean762-0001", "f", "9", "speechocean762"),
+                                                    ("speechocean762-0002", "m", "35", "speechocean762"),
+                                                    ("librispeech-1688", "m", "", "librispeech")]):
+        for u in range(2):
+            rel = f"audio/{spk}/u{u}.wav"
+            (human / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(human / rel, speech(1.5, f0=110 + 40 * k, seed=100 + k), 16000)
+            rows_h.append({"speaker": spk, "utterance": f"u{u}", "path": rel, "text": "", "source": source,
+                           "gender": gender, "split": "test", "age": age})
+    with open(human / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows_h[0]))
+        writer.writeheader()
+        writer.writerows(rows_h)
     assert make_examples.main(["--corpus", str(corpus), "--model", str(tiny.model_dir), "--out", str(ex),
-                               "--sources", "2", "--targets", "2"]) == 0
+                               "--sources", "2", "--targets", "2", "--human-corpus", str(human),
+                               "--human-targets", "2", "--human-clip-dir", str(alsa)]) == 0
     manifest = json.loads((ex / "manifest.json").read_text())
+    humans = [t for t in manifest["targets"] if t.get("human")]
+    # two different people (sex first), their codes only, with the corpus licence for attribution
+    assert len(humans) == 2 and {t["gender"] for t in humans} == {"f", "m"}
+    assert all(t["reference"] is None and t["licence"] in ("Apache-2.0", "CC-BY-4.0") for t in humans)
+    assert all(t["licence"] in (ex / "README.md").read_text() for t in humans)
+    manifest["targets"] = [t for t in manifest["targets"] if not t.get("human")]
     speakers_used = {c["speaker"] for c in manifest["clips"]} | {t["speaker_id"] for t in manifest["targets"]}
     assert len(manifest["clips"]) == 2 and len(manifest["targets"]) == 2 and "tr" not in speakers_used
     assert {t["gender"] for t in manifest["targets"]} == {"f", "m"}  # diverse targets
@@ -307,9 +329,14 @@ def test_make_examples_then_demo(tiny, tmp_path, capsys):
     for c in manifest["clips"]:
         assert sf.info(str(ex / c["path"])).samplerate == 16000 and 2.0 <= c["seconds"] <= 3.6
     assert sorted(p.name for p in ex.iterdir()) == ["README.md", "audio", "manifest.json", "speakers"]
+    assert not any(p.suffix != ".npy" for p in (ex / "speakers").iterdir() if "-" in p.stem)   # no human audio
 
     result = run_demo_quiet(tmp_path / "out", tiny, ex)
-    assert len(result["converted"]) == 2 and result["target"] == manifest["default_target"]
+    # 2 clips to the default target, then the human voice (the two alsa files joined) to all 4 targets
+    human_out = [p for p in result["converted"] if "alsa-channel-test__to__" in p]
+    assert len(result["converted"]) == 2 + 4 and len(human_out) == 4
+    assert sf.info(human_out[0]).duration == pytest.approx(0.9 + 0.25 + 0.9, abs=0.01)
+    assert result["target"] == manifest["default_target"]
     assert (tmp_path / "out" / "spectrograms.png").is_file()
 
 

@@ -11,20 +11,20 @@ import pytest
 import soundfile as sf
 
 from training.cli import corpus as corpus_cli
-from training.data import sentences, synth
+from training.data import distinct, sentences, synth, voices
 
 SPEAKERS = 4
 UTTERANCES = 3
 
 
 def tiny_candidates():
-    stock = {v.speaker: v for v in synth.stock_espeak_voices()}
-    slt = synth.Voice(speaker="flite_slt", engine="flite", name="slt", gender="f",
+    stock = {v.speaker: v for v in voices.stock_espeak_voices()}
+    slt = voices.Voice(speaker="flite_slt", engine="flite", name="slt", gender="f",
                       params=(("voice", "slt"),))
     # The same voice under a second id: the distinctness check must reject it.
     slt_again = dataclasses.replace(slt, speaker="flite_slt_again")
     return [slt, slt_again, stock["espeak_m3"], stock["espeak_f3"],
-            synth.generated_espeak_voice(0, 1)]
+            voices.generated_espeak_voice(0, 1)]
 
 
 def build(out, seed=0):
@@ -83,7 +83,7 @@ def test_layout_metadata_and_audio(corpus):
 def test_distinctness_rejects_the_same_voice_twice(corpus):
     _, summary = corpus
     check = summary["distinctness"]
-    assert check["threshold"] == synth.DEFAULT_THRESHOLD
+    assert check["threshold"] == distinct.DEFAULT_THRESHOLD
     rejected = {r["voice"]: r for r in check["rejected"]}
     assert rejected["flite_slt_again"]["nearest"] == "flite_slt"
     assert rejected["flite_slt_again"]["distance"] < 0.05
@@ -97,13 +97,26 @@ def test_select_distinct_is_greedy_with_a_threshold():
     a = {"envelope_db": list(rng.normal(0, 5, 40)), "pitch_median_st": 0.0, "pitch_iqr_st": 2.0}
     b = dict(a, pitch_median_st=12.0)   # an octave higher: 2 units away
     c = dict(a, pitch_median_st=1.0)    # a semitone away from a: a near-duplicate
-    assert synth.voice_distance(a, a) == 0.0
-    assert synth.voice_distance(a, b) == pytest.approx(2.0)
-    kept, rejected = synth.select_distinct([a, c, b, a], wanted=10, threshold=1.0)
+    assert distinct.voice_distance(a, a) == 0.0
+    assert distinct.voice_distance(a, b) == pytest.approx(2.0)
+    kept, rejected = distinct.select_distinct([a, c, b, a], wanted=10, threshold=1.0)
     assert kept == [0, 2]
     assert set(rejected) == {1, 3} and rejected[3] == (0, 0.0)
-    kept, _ = synth.select_distinct([a, b, dict(a, pitch_median_st=24.0)], wanted=2, threshold=1.0)
+    kept, _ = distinct.select_distinct([a, b, dict(a, pitch_median_st=24.0)], wanted=2, threshold=1.0)
     assert kept == [0, 1]
+
+
+def test_voice_description_measures_pitch_with_the_projects_yin():
+    sr = 16000
+    t = np.arange(int(1.5 * sr)) / sr
+    clips = []
+    for f0 in (150.0, 300.0):            # an octave apart: 12 semitones
+        phase = 2 * np.pi * f0 * t
+        clips.append([(0.3 * sum(np.sin(k * phase) / k for k in range(1, 12))).astype(np.float32)])
+    low, high = (distinct.describe_audio(c) for c in clips)
+    assert low["pitch_median_st"] == pytest.approx(12 * np.log2(150 / 100), abs=0.1)
+    assert high["pitch_median_st"] - low["pitch_median_st"] == pytest.approx(12.0, abs=0.1)
+    assert low["pitch_iqr_st"] < 0.1 and low["voiced_frames"] > 100
 
 
 def test_same_seed_same_corpus_and_resume(corpus, tmp_path):
@@ -152,16 +165,16 @@ def test_missing_synthesiser_is_one_line_with_the_apt_fix(tmp_path, monkeypatch,
 
 
 def test_splits_by_speaker_sizes_and_determinism():
-    voices = [synth.Voice(speaker=f"s{i:02d}", engine="espeak-ng", name="x",
-                          gender="mf"[i % 2]) for i in range(80)]
-    splits = synth.assign_splits(voices, seed=3)
-    assert splits == synth.assign_splits(list(reversed(voices)), seed=3)
+    pool = [voices.Voice(speaker=f"s{i:02d}", engine="espeak-ng", name="x",
+                         gender="mf"[i % 2]) for i in range(80)]
+    splits = synth.assign_splits(pool, seed=3)
+    assert splits == synth.assign_splits(list(reversed(pool)), seed=3)
     sizes = {s: list(splits.values()).count(s) for s in ("train", "dev", "test")}
     assert sizes["test"] >= 16 and sizes["dev"] >= 8 and sum(sizes.values()) == 80
-    test_genders = [v.gender for v in voices if splits[v.speaker] == "test"]
+    test_genders = [v.gender for v in pool if splits[v.speaker] == "test"]
     assert test_genders.count("m") == test_genders.count("f")
     with pytest.raises(synth.CorpusError):
-        synth.assign_splits(voices[:2], seed=0)
+        synth.assign_splits(pool[:2], seed=0)
 
 
 def test_sentences_are_deterministic_varied_and_sized():

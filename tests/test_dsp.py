@@ -12,16 +12,7 @@ import soxr
 from vc import dsp
 from vc.dsp import FeatureConfig
 
-
-def speechlike(seconds: float, sr: int = 16000, seed: int = 0) -> np.ndarray:
-    """Harmonics of a gliding pitch under a syllable-rate envelope, plus a little noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sr)) / sr
-    f0 = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = sum(np.sin(h * phase) / h for h in range(1, 25) if h * f0.max() < sr / 2)
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
-    return (0.1 * envelope * y + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+from conftest import speech
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +72,7 @@ def test_feature_config_rejects_bad_dicts_and_values():
     dict(n_fft=256, hop_length=64, window="blackman"),
 ])
 def test_stft_matches_librosa(kwargs):
-    y = speechlike(1.03)
+    y = speech(1.03)
     ours = dsp.stft(y, **kwargs)
     ref = librosa.stft(y, pad_mode="constant", **kwargs)
     assert ours.dtype == np.complex64 and ours.shape == ref.shape
@@ -89,7 +80,7 @@ def test_stft_matches_librosa(kwargs):
 
 
 def test_log_magnitude_matches_librosa():
-    y = speechlike(2.0)
+    y = speech(2.0)
     ours = dsp.log_magnitude(y)
     ref = librosa_features(y)
     assert ours.dtype == np.float32 and ours.shape == (1 + y.size // 160, 200)
@@ -101,8 +92,8 @@ def test_log_magnitude_matches_librosa():
 
 def test_features_round_trip_to_magnitude():
     cfg = FeatureConfig()
-    y = speechlike(0.5)
-    mag = dsp.magnitude_from_features(dsp.log_magnitude(y, cfg), cfg)
+    y = speech(0.5)
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(y, cfg=cfg), cfg=cfg)
     S = np.abs(librosa.stft(y, n_fft=400, hop_length=160))
     assert mag.shape == S.shape and mag.dtype == np.float32
     assert np.allclose(mag[0], cfg.log_floor)
@@ -111,7 +102,7 @@ def test_features_round_trip_to_magnitude():
 
 @pytest.mark.parametrize("center", [True, False])
 def test_istft_reconstructs_and_matches_librosa(center):
-    y = speechlike(1.0, seed=3)
+    y = speech(1.0, seed=3)
     S = dsp.stft(y, center=center)
     rebuilt = dsp.istft(S, center=center)
     ref = librosa.istft(S, hop_length=160, center=center)
@@ -124,7 +115,7 @@ def test_istft_reconstructs_and_matches_librosa(center):
 
 
 def test_float64_and_non_contiguous_input_accepted():
-    y = speechlike(0.6)
+    y = speech(0.6)
     wide = np.repeat(y.astype(np.float64), 2)[::2]  # float64, stride 2
     assert not wide.flags.c_contiguous
     assert np.array_equal(dsp.log_magnitude(wide), dsp.log_magnitude(y))
@@ -149,7 +140,7 @@ def test_signal_functions_reject_bad_input(func, bad, message):
 
 
 def test_spectrogram_functions_reject_bad_input():
-    S = dsp.stft(speechlike(0.3))
+    S = dsp.stft(speech(0.3))
     with pytest.raises(ValueError, match="2-D"):
         dsp.istft(S[:, 0])
     with pytest.raises(ValueError, match="empty"):
@@ -185,7 +176,7 @@ def run_in_threads(func, n_threads=4):
 
 
 def test_threads_give_identical_features():
-    y = speechlike(3.0, seed=7)
+    y = speech(3.0, seed=7)
     expected = dsp.log_magnitude(y)
     # A transform size not used before makes the threads race to create its FFTW plans as well.
     fresh = dict(n_fft=378, hop_length=99)
@@ -199,7 +190,7 @@ def test_threads_give_identical_features():
 # --- Griffin-Lim and PGHI -----------------------------------------------------------------------
 
 def test_griffinlim_matches_librosa_from_the_same_phases():
-    y = speechlike(0.5, seed=5)
+    y = speech(0.5, seed=5)
     mag = np.abs(librosa.stft(y, n_fft=400, hop_length=160))
     # An int seed draws the same random phases as librosa's random_state.
     ours = dsp.griffinlim(mag, n_iter=16, momentum=0.99, seed=3, length=y.size)
@@ -224,14 +215,14 @@ def test_griffinlim_converges_on_speech_and_pghi_needs_fewer_iterations(espeak_s
 
 def test_griffinlim_from_features_resynthesises_speech(espeak_speech):
     cfg = FeatureConfig()
-    mag = dsp.magnitude_from_features(dsp.log_magnitude(espeak_speech, cfg), cfg)
+    mag = dsp.magnitude_from_features(dsp.log_magnitude(espeak_speech, cfg=cfg), cfg=cfg)
     y = dsp.griffinlim(mag, init="pghi", length=espeak_speech.size)
     assert y.shape == espeak_speech.shape and y.dtype == np.float32
     assert dsp.spectral_convergence_db(mag, y) < -20
 
 
 def test_griffinlim_phase_array_init_and_float64():
-    y = speechlike(0.4)
+    y = speech(0.4)
     S = dsp.stft(y)
     # The true phase is a fixed point: Griffin-Lim started there stays there.
     exact = dsp.griffinlim(np.abs(S).astype(np.float64), n_iter=4, init=S, length=y.size)
@@ -258,7 +249,7 @@ def test_pghi_recovers_the_phase_derivative_of_a_chirp():
 # --- streaming ----------------------------------------------------------------------------------
 
 def test_streaming_log_magnitude_equals_whole_signal():
-    y = speechlike(1.7, seed=9)
+    y = speech(1.7, seed=9)
     cfg = FeatureConfig()
     stream = dsp.StreamingLogMagnitude(cfg)
     rng = np.random.default_rng(0)
@@ -271,7 +262,7 @@ def test_streaming_log_magnitude_equals_whole_signal():
     # Frame t needs samples up to t*hop + n_fft//2 - 1; flush() adds the end padding for the rest.
     assert first_frames == (y.size - cfg.n_fft // 2) // cfg.hop_length + 1
     blocks.append(stream.flush())
-    assert np.array_equal(np.concatenate(blocks), dsp.log_magnitude(y, cfg))
+    assert np.array_equal(np.concatenate(blocks), dsp.log_magnitude(y, cfg=cfg))
     assert stream.samples_pushed == 0  # flush starts a new stream
     assert stream.latency_samples == 200
 
@@ -301,7 +292,7 @@ def test_streaming_griffinlim_is_within_1db_of_whole(espeak_speech):
 
 
 def test_streaming_griffinlim_block_size_does_not_matter():
-    mag = np.abs(dsp.stft(speechlike(0.5, seed=4)))
+    mag = np.abs(dsp.stft(speech(0.5, seed=4)))
     one = push_all(dsp.StreamingGriffinLim(n_iter=8, lookahead=2), mag, sizes=[1])
     mixed = push_all(dsp.StreamingGriffinLim(n_iter=8, lookahead=2), mag, sizes=[7, 3])
     assert np.array_equal(one, mixed)
@@ -315,7 +306,7 @@ def test_streaming_rejects_bad_input():
         stream.push(np.ones(201))
     with pytest.raises(ValueError, match="NaN or infinity"):
         stream.push(np.full((201, 2), np.inf))
-    with pytest.raises(ValueError, match="non-negative"):
+    with pytest.raises(ValueError, match="negative value"):
         stream.push(-np.ones((201, 2)))
     with pytest.raises(ValueError, match="PGHI needs"):
         dsp.StreamingGriffinLim(window="boxcar")
@@ -326,12 +317,12 @@ def test_streaming_rejects_bad_input():
 
 
 def test_griffinlim_rejects_bad_input():
-    mag = np.abs(dsp.stft(speechlike(0.3)))
+    mag = np.abs(dsp.stft(speech(0.3)))
     cases = [
         (dict(mag=mag[:, 0]), "2-D"),
         (dict(mag=mag[:, :0]), "empty"),
-        (dict(mag=np.where(np.arange(mag.shape[1]) == 2, np.nan, mag)), "finite"),
-        (dict(mag=-mag), "non-negative"),
+        (dict(mag=np.where(np.arange(mag.shape[1]) == 2, np.nan, mag)), "NaN or infinity"),
+        (dict(mag=-mag), "negative value"),
         (dict(mag=mag, init="zeros"), "init must be"),
         (dict(mag=mag, init=np.zeros((201, 3))), "initial phase has shape"),
         (dict(mag=mag, length=100), "frames"),
@@ -344,14 +335,14 @@ def test_griffinlim_rejects_bad_input():
 
 
 def test_threads_give_identical_griffinlim():
-    mag = np.abs(dsp.stft(speechlike(1.0, seed=11)))
+    mag = np.abs(dsp.stft(speech(1.0, seed=11)))
     expected = dsp.griffinlim(mag, n_iter=8, init="pghi")
     for result in run_in_threads(lambda: dsp.griffinlim(mag, n_iter=8, init="pghi")):
         assert np.array_equal(result, expected)
 
 
 def test_threads_with_their_own_streams_give_identical_results():
-    y = speechlike(0.8, seed=12)
+    y = speech(0.8, seed=12)
     mag = np.abs(dsp.stft(y))
 
     def work():
@@ -362,3 +353,112 @@ def test_threads_with_their_own_streams_give_identical_results():
     expected_frames, expected_audio = work()
     for frames, audio in run_in_threads(work):
         assert np.array_equal(frames, expected_frames) and np.array_equal(audio, expected_audio)
+
+
+# --- one rule per parameter, in the kernel; no NaN out of finite input -------------------------------------
+
+def test_kernel_refuses_parameters_that_would_give_nan_audio():
+    from vc import _dsp
+
+    y = speech(0.3)
+    S = dsp.stft(y)
+    logmag = np.log(np.maximum(np.abs(S.T), 1e-30)).astype(np.float32)
+    window = np.hanning(402)[1:-1].astype(np.float32)
+    gamma = _dsp.pghi_gamma("hann", 400)
+    with pytest.raises(ValueError, match="gamma must be a positive finite number"):
+        _dsp.StreamingGriffinLim(window, 160, True, 8, 0.99, 3, float("inf"))
+    with pytest.raises(ValueError, match="gamma must be a positive finite number"):
+        _dsp.pghi(logmag, 400, 160, float("inf"))
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        _dsp.pghi(logmag[:, :1], 0, 160, gamma)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        _dsp.StreamingGriffinLim(window, 160, True, 8, float("nan"), 3, gamma)
+    kernel = _dsp.StftKernel(window, 160, True)
+    init = np.exp(1j * np.zeros(S.T.shape)).astype(np.complex64)
+    init[3, 7] = np.nan
+    with pytest.raises(ValueError, match="initial phase contains NaN"):
+        kernel.griffinlim(np.abs(S.T), init, 4, 0.99)
+    with pytest.raises(ValueError, match="n_fft must be even"):
+        _dsp.StftKernel(np.zeros(0, np.float32), 160, True)
+    with pytest.raises(ValueError, match="momentum must be in"):
+        dsp.griffinlim(np.abs(S), momentum=1.5)
+    with pytest.raises(ValueError, match="integer"):
+        dsp.stft(y, n_fft=400.0)
+
+
+@pytest.mark.parametrize("floor", [0.0, -1.0, float("nan"), float("inf"), 1e-40, 1e31])
+def test_log_floor_is_refused_alike_on_every_path(floor):
+    from vc import _dsp
+
+    window = np.hanning(402)[1:-1].astype(np.float32)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        FeatureConfig(log_floor=floor)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        _dsp.StftKernel(window, 160, True).log_magnitude(speech(0.1), floor, 1)
+    with pytest.raises(ValueError, match="log_floor must be a number from 1.2e-38 to 1e30"):
+        _dsp.StreamingLogMagnitude(window, 160, True, floor, 1)
+
+
+@pytest.mark.parametrize("floor", [1e-30, 1e-5, 1e25])
+@pytest.mark.parametrize("scale", [1e-20, 1.0, 1e25])
+def test_extreme_floors_and_levels_agree_whole_streaming_and_float64(floor, scale):
+    cfg = FeatureConfig(log_floor=floor)
+    y = speech(0.3) * np.float32(scale)
+    whole = dsp.log_magnitude(y, cfg=cfg)
+    stream = dsp.StreamingLogMagnitude(cfg)
+    streamed = np.concatenate([stream.push(y[:1234]), stream.push(y[1234:]), stream.flush()])
+    np.testing.assert_array_equal(streamed, whole)
+    exact = np.log(np.maximum(np.abs(dsp.stft(y).astype(np.complex128)), floor))[1:].T
+    np.testing.assert_allclose(whole, exact, atol=2e-4, rtol=1e-6)
+
+
+def test_large_finite_spectrograms_are_transformed_and_beyond_1e30_refused():
+    y = speech(0.3)
+    S = dsp.stft(y)
+    big = 1e25
+    np.testing.assert_allclose(dsp.istft(S * big) / big, dsp.istft(S), atol=1e-6)
+    mag = np.abs(S)
+    out = dsp.griffinlim(mag * big, n_iter=8, init="pghi")
+    # The same reconstruction, up to the sign phase retrieval cannot tell.
+    reference = dsp.spectral_convergence_db(mag, dsp.griffinlim(mag, n_iter=8, init="pghi"))
+    assert dsp.spectral_convergence_db(mag, out / big) == pytest.approx(reference, abs=0.5)
+    stream = dsp.StreamingGriffinLim(n_iter=4)
+    assert np.all(np.isfinite(np.concatenate([stream.push(mag * big), stream.flush()])))
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.istft(S * 1e32)
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.griffinlim(mag * 1e32)
+    with pytest.raises(ValueError, match="beyond 1e30"):
+        dsp.stft(y * np.float32(1e31))
+    with pytest.raises(ValueError, match="above log"):
+        dsp.magnitude_from_features(np.full((4, 200), 80.0))
+
+
+@pytest.mark.parametrize("level", [0.0, 1e-38, 1e-12, 1.0, 1e28])
+def test_no_public_function_returns_nan_on_finite_input(level):
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    y = (level * rng.standard_normal(4000)).astype(np.float32)
+    S = dsp.stft(y)
+    mag = np.abs(S)
+    outputs = [S, dsp.istft(S), dsp.log_magnitude(y, cfg=cfg), dsp.pghi(mag),
+               dsp.griffinlim(mag, n_iter=3, seed=0), dsp.griffinlim(mag, n_iter=3, init="pghi"),
+               dsp.griffinlim(mag, n_iter=3, init=S), dsp.griffinlim(mag, n_iter=3, init=None),
+               dsp.magnitude_from_features(dsp.log_magnitude(y, cfg=cfg), cfg=cfg)]
+    stream = dsp.StreamingGriffinLim(n_iter=3)
+    outputs += [stream.push(mag), stream.flush()]
+    features = dsp.StreamingLogMagnitude(cfg)
+    outputs += [features.push(y), features.flush()]
+    for out in outputs:
+        assert np.all(np.isfinite(out))
+
+
+def test_parameters_after_the_signal_are_keyword_only():
+    y = speech(0.3)
+    S = dsp.stft(y, n_fft=512, hop_length=128)
+    assert S.shape == (257, 1 + y.size // 128)
+    for call in (lambda: dsp.stft(y, 512), lambda: dsp.istft(S, 128), lambda: dsp.griffinlim(np.abs(S), 4),
+                 lambda: dsp.pghi(np.abs(S), 128), lambda: dsp.log_magnitude(y, FeatureConfig()),
+                 lambda: dsp.magnitude_from_features(np.zeros((3, 200)), FeatureConfig())):
+        with pytest.raises(TypeError, match="positional argument"):
+            call()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.stats import norm
 
+from conftest import SR, export_graphs, make_metadata, speech
 from training.cli.eer import main as eer_main
 from training.eer import (
     EvaluationError,
@@ -28,7 +28,6 @@ from training.eer import (
     segment_starts,
 )
 
-SR = 16000
 
 # ------------------------------------------------------------------------------------------ metrics
 
@@ -106,9 +105,8 @@ def test_min_dcf_by_hand():
     assert threshold == 2.0
     # With p_target 0.5 the cost weighs both errors equally: best is p_miss 0.5, p_fa 0 -> 0.5.
     assert min_dcf(target, nontarget, p_target=0.5)[0] == pytest.approx(0.5)
-    # Never worse than the trivial systems.
-    rng = np.random.default_rng(3)
-    assert min_dcf(rng.standard_normal(100), rng.standard_normal(100))[0] <= 1.0
+    # Scores that carry no information: no threshold beats the better trivial system (always reject).
+    assert min_dcf(np.zeros(100), np.zeros(100))[0] == pytest.approx(1.0)
 
 
 def test_metrics_reject_one_sided_or_non_finite_scores():
@@ -170,15 +168,12 @@ def test_segment_starts_cover_the_utterance():
 
 
 def _write_tiny_model(model_dir: Path, f_dim: int = 6, z_dim: int = 3, seed: int = 0):
-    """A linear "DSAE" exported by torch.onnx.export under the README contract.
+    """A linear "DSAE", written by the real exporter.
 
     f_mean = W^T (time mean of x), f_logvar = log(0.25) everywhere, z_mean(t) = V^T (x_t - time mean):
     f then captures the average spectrum (the voice), z only deviations from it.
     """
-    import onnx
     import torch
-
-    from vc.dsp import FeatureConfig
 
     generator = torch.Generator().manual_seed(seed)
     w = torch.randn(200, f_dim, generator=generator) / 10
@@ -195,29 +190,9 @@ def _write_tiny_model(model_dir: Path, f_dim: int = 6, z_dim: int = 3, seed: int
         def forward(self, f, z):
             return (f @ w.T)[:, None, :] + z @ v.T
 
-    model_dir.mkdir(parents=True, exist_ok=True)
-    config = FeatureConfig()
-    meta = {
-        "format_version": 1, "feature_config": config.to_dict(), "feature_config_hash": config.hash(),
-        "norm_mean": [-5.0] * 200, "norm_std": [2.0] * 200, "f_dim": f_dim, "z_dim": z_dim, "hidden_dim": 8,
-        "variant": "full", "segment_length": 20, "corpus": "synthetic", "model_id": "tiny-linear",
-    }
-    bt = {0: "batch", 1: "T"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Encoder(), (torch.zeros(2, 20, 200),), str(model_dir / "encoder.onnx"), input_names=["x"],
-                          output_names=["f_mean", "f_logvar", "z_mean", "z_logvar"],
-                          dynamic_axes={"x": bt, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"}, "z_mean": bt,
-                                        "z_logvar": bt}, opset_version=17, dynamo=False)
-        torch.onnx.export(Decoder(), (torch.zeros(2, f_dim), torch.zeros(2, 20, z_dim)), str(model_dir / "decoder.onnx"),
-                          input_names=["f", "z"], output_names=["x_mean"],
-                          dynamic_axes={"f": {0: "batch"}, "z": bt, "x_mean": bt}, opset_version=17, dynamo=False)
-    for role in ("encoder", "decoder"):
-        path = model_dir / f"{role}.onnx"
-        proto = onnx.load(str(path))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "dsae", json.dumps(dict(meta, role=role))
-        onnx.save(proto, str(path))
+    meta = make_metadata(200, f_dim=f_dim, z_dim=z_dim, hidden_dim=8, model_id="tiny-linear", corpus="synthetic",
+                         norm_mean=np.full(200, -5.0), norm_std=np.full(200, 2.0))
+    export_graphs(Encoder(), Decoder(), model_dir, meta)
     return w.numpy().astype(np.float64), v.numpy().astype(np.float64)
 
 
@@ -260,18 +235,8 @@ def test_model_embeddings_average_segment_posteriors(tiny_model):
 
 
 def _voice(rng, f0: float, formant: float, seconds: float) -> np.ndarray:
-    """A harmonic "voice" with its own pitch and spectral envelope, syllables separated by pauses."""
-    t = np.arange(int(seconds * SR)) / SR
-    vibrato = f0 * (1 + 0.03 * np.sin(2 * np.pi * rng.uniform(3, 6) * t))
-    phase = 2 * np.pi * np.cumsum(vibrato) / SR
-    signal = np.zeros_like(t)
-    for k in range(1, int(7000 / f0)):
-        gain = np.exp(-0.5 * ((k * f0 - formant) / 500.0) ** 2) + 0.3 * np.exp(-0.5 * ((k * f0 - 2.6 * formant) / 600.0) ** 2)
-        signal += gain * np.sin(k * phase)
-    syllables = (np.sin(2 * np.pi * rng.uniform(2.5, 4.5) * t + rng.uniform(0, 6)) > -0.2).astype(float)
-    signal *= syllables * rng.uniform(0.5, 1.0)
-    signal += 1e-3 * rng.standard_normal(len(t))
-    return (0.3 * signal / np.abs(signal).max()).astype(np.float32)
+    """A "speaker": a pitch and a spectral envelope of its own."""
+    return speech(seconds, f0=f0, formant=formant, seed=int(rng.integers(1 << 30)))
 
 
 @pytest.fixture(scope="module")
@@ -316,12 +281,28 @@ def test_evaluate_end_to_end(tiny_model, synthetic_corpus, tmp_path):
     assert [row["embedding"] for row in report["results"]] == ["f", "z", "mfcc", "ivector"]
     dims = {row["embedding"]: row["dim"] for row in report["results"]}
     assert dims == {"f": 6, "z": 3, "mfcc": 19, "ivector": 4}
-    for name in ("f", "z", "mfcc", "ivector"):
-        assert 0.0 <= report[f"eer_{name}"] <= 1.0
-        assert 0.0 <= report[f"min_dcf_{name}"] <= 1.0
-    # The voices differ in pitch and timbre only: the spectrum-mean embeddings find them.
-    assert report["eer_mfcc"] < 0.1
+    for row in report["results"]:
+        assert (row["eer"], row["min_dcf"]) == (report[f"eer_{row['embedding']}"], report[f"min_dcf_{row['embedding']}"])
+    # The driver scores the embeddings of the kept test utterances on all their pairs: recomputed here
+    # from the audio through the public pieces, f's EER and minDCF come out the same.
+    from training.data.audio import load_audio
+    from vc.dsp import log_magnitude
+    from vc.model import load_model
+
+    model = load_model(model_dir, device="cpu")
+    rows = [r for r in csv.DictReader(open(synthetic_corpus / "metadata.csv")) if r["split"] == "test"]
+    rows = [r for r in rows if r["utterance"] != "short"]
+    frames = [log_magnitude(load_audio(synthetic_corpus / r["path"], sr=16000), cfg=model.feature_config) for r in rows]
+    f, _ = model_embeddings(model, frames)
+    first, second, is_target = all_pairs_trials([r["speaker"] for r in rows])
+    scores = cosine_scores(f, first, second)
+    assert report["eer_f"] == pytest.approx(equal_error_rate(scores[is_target], scores[~is_target])[0], abs=1e-9)
+    assert report["min_dcf_f"] == pytest.approx(min_dcf(scores[is_target], scores[~is_target])[0], abs=1e-9)
+    # The voices differ in pitch and timbre only: the spectrum-mean embeddings find them...
+    assert report["eer_mfcc"] < 0.1 and report["eer_ivector"] < 0.1
     assert report["eer_f"] < 0.2
+    # ... while this model's z holds only deviations from the mean spectrum: near chance.
+    assert report["eer_z"] > 0.3 and report["min_dcf_z"] > report["min_dcf_f"]
     assert det.stat().st_size > 10000
     assert (tmp_path / "plots" / "det-f-pca.png").stat().st_size > 10000
     assert not list((tmp_path / "plots").glob(".*part"))
@@ -331,11 +312,11 @@ def test_evaluate_end_to_end(tiny_model, synthetic_corpus, tmp_path):
 
 
 def test_chunked_encoding_matches_one_pass(tiny_model, synthetic_corpus, monkeypatch):
-    import training.eer
+    import training.eval.driver
 
     model_dir, _, _ = tiny_model
     whole = evaluate(synthetic_corpus, model_dir=model_dir, embeddings=["f", "z"], device="cpu", mc=2, seed=3)
-    monkeypatch.setattr(training.eer, "_ENCODE_CHUNK", 5)  # 16 utterances: chunks of 5, 5, 5, 1
+    monkeypatch.setattr(training.eval.driver, "_ENCODE_CHUNK", 5)  # 16 utterances: chunks of 5, 5, 5, 1
     chunked = evaluate(synthetic_corpus, model_dir=model_dir, embeddings=["f", "z"], device="cpu", mc=2, seed=3)
     assert chunked["eer_z"] == pytest.approx(whole["eer_z"], abs=1e-9)
     assert chunked["utterances"] == whole["utterances"]

@@ -1,135 +1,18 @@
 """StreamingConverter: block-size independence, measured latency, gate, pass-through, reset."""
 
-import json
-import warnings
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SR = 16000
-
-
-# --- tiny model directories following the README contract (built with torch.onnx.export) ----------------
-def build_model_dir(path, kind: str = "random", f_dim: int = 8, z_dim: int = 6, hidden: int = 24,
-                    segment_length: int = 20, seed: int = 0) -> Path:
-    """Write encoder.onnx/decoder.onnx with `dsae` metadata into path.
-
-    kind="identity": z = x and x_mean = z (z_dim = n_features), so conversion is resynthesis from the
-    magnitude: the tool to measure the engine's delay. kind="random": a small recurrent DSAE-shaped model
-    with random weights whose output depends strongly on f.
-    """
-    import onnx
-    import torch
-    from torch import nn
-
-    from vc.dsp import FeatureConfig
-
-    cfg = FeatureConfig()
-    n = cfg.n_features
-    torch.manual_seed(seed)
-
-    class Encoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.rnn = nn.GRU(n, hidden, batch_first=True)
-            self.f = nn.Linear(hidden, 2 * f_dim)
-            self.z = nn.Linear(hidden, 2 * z_dim)
-
-        def forward(self, x):
-            if kind == "identity":
-                f = x.mean(dim=1)[:, :f_dim]
-                return f, torch.zeros_like(f), x, torch.zeros_like(x)
-            h, _ = self.rnn(x)
-            f_mean, f_logvar = self.f(h.mean(dim=1)).chunk(2, dim=-1)
-            z_mean, z_logvar = self.z(h).chunk(2, dim=-1)
-            return f_mean, f_logvar, z_mean, z_logvar
-
-    class Decoder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inp = nn.Linear(f_dim + z_dim, hidden)
-            self.rnn = nn.GRU(hidden, hidden, batch_first=True)
-            self.out = nn.Linear(hidden, n)
-
-        def forward(self, f, z):
-            if kind == "identity":
-                return z + 0.0 * f.sum(dim=-1)[:, None, None]
-            fz = torch.cat([f[:, None, :].expand(-1, z.shape[1], -1), z], dim=-1)
-            h, _ = self.rnn(torch.tanh(self.inp(fz)))
-            return self.out(h) * 2.0
-
-    if kind == "identity":
-        z_dim = n
-    rng = np.random.default_rng(seed)
-    meta = {
-        "format_version": 1, "feature_config": cfg.to_dict(), "feature_config_hash": cfg.hash(),
-        # Means near loud speech's log-magnitudes, so a random decoder's output is audible.
-        "norm_mean": [float(v) for v in rng.uniform(-2.5, -0.5, n)], "norm_std": [float(v) for v in rng.uniform(1, 2, n)],
-        "f_dim": f_dim, "z_dim": z_dim, "hidden_dim": hidden, "variant": "full",
-        "segment_length": segment_length, "corpus": "test", "model_id": f"test-{kind}-{seed}",
-    }
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    x = torch.randn(1, segment_length, n)
-    f = torch.randn(1, f_dim)
-    z = torch.randn(1, segment_length, z_dim)
-    jobs = (
-        (Encoder().eval(), (x,), "encoder", ["x"], ["f_mean", "f_logvar", "z_mean", "z_logvar"],
-         {"x": {0: "batch", 1: "time"}, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"},
-          "z_mean": {0: "batch", 1: "time"}, "z_logvar": {0: "batch", 1: "time"}}),
-        (Decoder().eval(), (f, z), "decoder", ["f", "z"], ["x_mean"],
-         {"f": {0: "batch"}, "z": {0: "batch", 1: "time"}, "x_mean": {0: "batch", 1: "time"}}),
-    )
-    for module, args, role, inputs, outputs, axes in jobs:
-        target = path / f"{role}.onnx"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(target), input_names=inputs, output_names=outputs,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-        proto = onnx.load(str(target))
-        onnx.helper.set_model_props(proto, {"dsae": json.dumps(dict(meta, role=role))})
-        onnx.save(proto, str(target))
-    return path
-
-
-def speech_like(seconds: float = 2.0, seed: int = 0, f0: float = 140.0) -> np.ndarray:
-    """Voiced syllables (harmonics under moving formant-ish envelopes) separated by short pauses."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * 1.3 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / SR
-    voiced = sum(np.sin(k * phase) / k * (1 + np.sin(2 * np.pi * (0.7 + 0.3 * k) * t + k)) for k in range(1, 25))
-    syllables = (np.sin(2 * np.pi * 3.0 * t) > -0.3).astype(float)
-    envelope = np.convolve(syllables, np.hanning(481) / np.hanning(481).sum(), mode="same")
-    y = 0.08 * voiced * envelope + 0.002 * rng.standard_normal(t.size)
-    return y.astype(np.float32)
-
-
-@pytest.fixture(scope="session")
-def random_model_dir(tmp_path_factory):
-    return build_model_dir(tmp_path_factory.mktemp("random-model"), "random")
-
-
-@pytest.fixture(scope="session")
-def identity_model_dir(tmp_path_factory):
-    return build_model_dir(tmp_path_factory.mktemp("identity-model"), "identity")
+from conftest import SR, speech, target_code, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
-def random_model(random_model_dir):
+def random_model(tmp_path_factory):
+    """A tiny DSAE with random weights: its output depends strongly on f."""
     from vc.model import load_model
-    return load_model(random_model_dir, device="cpu", threads=1)
 
-
-@pytest.fixture(scope="module")
-def identity_model(identity_model_dir):
-    from vc.model import load_model
-    return load_model(identity_model_dir, device="cpu", threads=1)
-
-
-def target_code(model, seed=1):
-    return np.random.default_rng(seed).standard_normal(model.f_dim).astype(np.float32)
+    return load_model(tiny_model_dir(tmp_path_factory.mktemp("random-model"), f_dim=8, z_dim=6, seed=0)[0],
+                      device="cpu", threads=1)
 
 
 def push_in_blocks(engine, audio, sizes):
@@ -149,7 +32,7 @@ def push_in_blocks(engine, audio, sizes):
 def test_output_does_not_depend_on_block_size(random_model, mode):
     from vc.engine import engine_for_mode
 
-    audio = speech_like(1.3)
+    audio = speech(1.3)
     target = target_code(random_model)
     reference = push_in_blocks(engine_for_mode(random_model, target, mode, n_iter=8), audio, [160])
     assert np.sqrt(np.mean(reference ** 2)) > 1e-3, "the converted speech is silent"
@@ -158,12 +41,13 @@ def test_output_does_not_depend_on_block_size(random_model, mode):
         np.testing.assert_allclose(got, reference, atol=2e-5, err_msg=f"block sizes {sizes}")
 
 
-@pytest.mark.parametrize("hop_ms,lookahead_ms", [(200, 30), (40, 30), (20, 20), (60, 0)])
-def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms):
+@pytest.mark.parametrize("hop_ms,lookahead_ms,harmonics", [(200, 30, True), (40, 30, True), (20, 20, False),
+                                                          (60, 0, True), (200, 30, False)])
+def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms, harmonics):
     from vc.engine import StreamingConverter
 
     engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=hop_ms,
-                                lookahead_ms=lookahead_ms, n_iter=16, gate_db=None)
+                                lookahead_ms=lookahead_ms, n_iter=16, gate_db=None, harmonics=harmonics)
     positions = [4000, 7123, 10311, 13999]  # different phases against the frame and hop grid
     x = np.zeros(SR + engine.latency_samples, np.float32)
     x[positions] = 0.5
@@ -181,22 +65,25 @@ def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop
     assert abs(measured_ms - engine.algorithmic_latency_ms) < 2.0, (measured_ms, engine.algorithmic_latency_ms)
     # Nothing comes out before the latency has passed.
     assert np.max(np.abs(y[:positions[0] + engine.latency_samples - 480])) < 1e-3
-    expected = hop_ms + lookahead_ms + (400 - 160 - 1) / 16
+    # The README's formula: hop + look-ahead + 14.9 ms, plus the pitch tracker's 12.6 ms with harmonics
+    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200).
+    expected = hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + (201 / 16 if harmonics else 0.0)
     assert engine.algorithmic_latency_ms == pytest.approx(expected)
 
 
 def test_identity_model_resynthesises_speech(identity_model):
     from vc.engine import StreamingConverter
 
-    audio = speech_like(1.5)
-    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=40, n_iter=32, gate_db=None)
+    audio = speech(1.5)
+    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=40, n_iter=32, gate_db=None,
+                                harmonics=False, strength=1.0)
     out = engine.convert(audio)
     assert out.shape == audio.shape
     # Same spectral envelope frame by frame (phases are rebuilt, so compare magnitudes).
     from vc.dsp import log_magnitude
     a, b = log_magnitude(audio), log_magnitude(out)
-    speech = a.max(axis=1) > -2
-    err = np.mean(np.abs(np.exp(a[speech]) - np.exp(b[speech]))) / np.mean(np.exp(a[speech]))
+    loud = a.max(axis=1) > -2
+    err = np.mean(np.abs(np.exp(a[loud]) - np.exp(b[loud]))) / np.mean(np.exp(a[loud]))
     assert err < 0.35, err
 
 
@@ -205,8 +92,8 @@ def test_noise_gate_silences_noise_and_passes_speech(random_model):
 
     rng = np.random.default_rng(3)
     noise = (10 ** (-70 / 20) * rng.standard_normal(SR)).astype(np.float32)
-    speech = speech_like(1.0)
-    audio = np.concatenate([noise, speech + noise, noise])
+    voice = speech(1.0)
+    audio = np.concatenate([noise, voice + noise, noise])
     gated = StreamingConverter(random_model, target_code(random_model), gate_db=-50, n_iter=4)
     open_ = StreamingConverter(random_model, target_code(random_model), gate_db=None, n_iter=4)
     out_gated, out_open = gated.convert(audio), open_.convert(audio)
@@ -222,7 +109,7 @@ def test_noise_gate_silences_noise_and_passes_speech(random_model):
 def test_passthrough_is_the_input_delayed_and_switches_without_a_step(random_model):
     from vc.engine import StreamingConverter
 
-    audio = speech_like(1.0)
+    audio = speech(1.0)
     engine = StreamingConverter(random_model, target_code(random_model), passthrough=True, n_iter=4)
     y = engine.push(audio)
     D = engine.latency_samples
@@ -246,10 +133,10 @@ def test_passthrough_is_the_input_delayed_and_switches_without_a_step(random_mod
 def test_reset_starts_over(random_model):
     from vc.engine import StreamingConverter
 
-    audio = speech_like(0.8)
+    audio = speech(0.8)
     engine = StreamingConverter(random_model, target_code(random_model), hop_ms=40, n_iter=4)
     first = engine.push(audio)
-    engine.push(speech_like(0.5, seed=5))
+    engine.push(speech(0.5, seed=5))
     engine.reset()
     np.testing.assert_array_equal(engine.push(audio), first)
 
@@ -257,7 +144,7 @@ def test_reset_starts_over(random_model):
 def test_target_changes_the_output(random_model):
     from vc.engine import StreamingConverter
 
-    audio = speech_like(1.0)
+    audio = speech(1.0)
     a = StreamingConverter(random_model, target_code(random_model, 1), n_iter=4, gate_db=None).convert(audio)
     b = StreamingConverter(random_model, target_code(random_model, 2), n_iter=4, gate_db=None).convert(audio)
     assert np.sqrt(np.mean((a - b) ** 2)) > 0.2 * np.sqrt(np.mean(a ** 2))
@@ -276,3 +163,57 @@ def test_bad_settings_are_refused(random_model):
     engine = StreamingConverter(random_model, target)
     with pytest.raises(EngineError, match="NaN"):
         engine.push(np.array([0.0, np.nan], np.float32))
+
+
+def test_harmonics_put_the_output_at_the_target_pitch(identity_model):
+    """The engine rebuilds the harmonics at the source's contour moved to the target's register, as the
+    file path does: the converted voice has a voiced F0 track, centred on the target's pitch."""
+    from vc.engine import StreamingConverter
+    from vc.pitch import Register, yin
+    from vc.speakers import Speaker
+
+    audio = speech(3.0, f0=140.0)
+    target = Speaker(target_code(identity_model), Register(np.log(230.0), 0.05))
+    engine = StreamingConverter(identity_model, target, n_iter=16, gate_db=None, strength=1.0)
+    out = engine.convert(audio, block=3200)
+    f0_in, voiced_in = yin(audio, SR, 160)
+    f0_out, voiced_out = yin(out, SR, 160)
+    late = np.arange(f0_in.size) > 100                     # after the first second: the register has settled
+    assert voiced_in[late].mean() > 0.5
+    assert (voiced_out[late] & voiced_in[late]).sum() > 0.8 * voiced_in[late].sum()
+    assert np.median(f0_out[late & voiced_out]) == pytest.approx(230.0, rel=0.05)
+    assert engine.source_register is not None
+    assert np.exp(engine.source_register.log_mean) == pytest.approx(140.0, rel=0.05)
+    assert engine.current_f0 == 0.0 or 150.0 < engine.current_f0 < 350.0
+    # Without a register the source's own pitch is kept; without harmonics the pitch is gone.
+    kept = StreamingConverter(identity_model, target.f, n_iter=16, gate_db=None).convert(audio, block=3200)
+    f0_kept, voiced_kept = yin(kept, SR, 160)
+    assert np.median(f0_kept[late & voiced_kept]) == pytest.approx(140.0, rel=0.05)
+    plain = StreamingConverter(identity_model, target, n_iter=16, gate_db=None, harmonics=False)
+    assert plain.pitch_latency_samples == 0 and plain.current_f0 == 0.0
+
+
+def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_model):
+    """strength uses f averaged over the speech so far; with the default hop (one window per hop) the
+    windows are the file path's segments, so at the end it is the code vc.convert uses, and reset()
+    forgets it."""
+    from vc.conversion import conversion_code, encode_windows, mixed_code
+    from vc.dsp import log_magnitude
+    from vc.engine import StreamingConverter
+    from vc.speakers import speech_flags
+
+    audio = speech(2.0)
+    target = target_code(random_model)
+    engine = StreamingConverter(random_model, target, n_iter=2, strength=2.0)
+    engine.push(audio)
+    windows = encode_windows(log_magnitude(audio, cfg=random_model.feature_config), random_model)
+    flags = speech_flags(audio, random_model)
+    assert flags.sum() >= 8
+    n = engine.hops                                         # windows the engine has encoded so far
+    file_code = conversion_code(windows, flags[:n], target, random_model, 2.0)
+    source = engine._source_f_sum / engine._source_windows
+    np.testing.assert_allclose(mixed_code(source, target, 2.0), file_code, atol=1e-4)
+    engine.reset()
+    assert engine._source_windows == 0 and engine.source_register is None
+    with pytest.raises(Exception, match="strength"):
+        StreamingConverter(random_model, target, strength=5.0)

@@ -6,50 +6,29 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_model import make_tiny_model_dir
+from conftest import speech, tiny_model_dir
 
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("enroll_model") / "model", f_dim=8, seed=3)[0]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_dir):
-    from vc.model import load_model
-
-    return load_model(tiny_dir, device="cpu", threads=1)
-
-
-def voiced(seconds: float, f0: float = 140.0, seed: int = 0) -> np.ndarray:
-    """A buzzy harmonic tone with a slow vibrato: speech-like enough for a spectrogram model."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 3 * t))) / SR
-    y = sum(np.sin(k * phase) / k for k in range(1, 20))
-    return (0.2 * y / np.max(np.abs(y)) + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def test_enrol_averages_f_over_speech_segments_only(tmp_path, model):
+def test_enrol_averages_f_over_speech_segments_only(tmp_path, tiny):
     from vc.speakers import enroll, speech_segments
 
     seg = 0.2
-    speech = voiced(1.0)                           # 5 segments
+    voice = speech(1.0)                            # 5 segments
     silence = np.zeros(int(0.6 * SR), np.float32)  # 3 segments
-    audio = np.concatenate([speech, silence, voiced(0.45, f0=180, seed=1)])  # 2 whole segments + a tail
+    audio = np.concatenate([voice, silence, speech(0.45, f0=180, seed=1)])  # 2 whole segments + a tail
     sf.write(tmp_path / "a.wav", audio, SR, subtype="FLOAT")
 
-    segments, silent = speech_segments(audio, model)
+    segments, silent = speech_segments(audio, tiny)
     assert segments.shape == (7, 20, 200) and silent == 3
 
-    result = enroll([tmp_path / "a.wav"], model)
+    result = enroll([tmp_path / "a.wav"], tiny)
     assert result.segments == 7 and result.skipped_segments == 3 and result.files == 1
     assert result.speech_seconds == pytest.approx(7 * seg)
     assert result.audio_seconds == pytest.approx(audio.size / SR)
     assert result.embedding.dtype == np.float32 and result.embedding.shape == (8,)
-    expected = model.encode(model.normalise(segments))[0].mean(axis=0)
+    expected = tiny.encode(tiny.normalise(segments))[0].mean(axis=0)
     np.testing.assert_allclose(result.embedding, expected, rtol=1e-5, atol=1e-6)
     assert "1.4 s of speech in 7 segments" in result.summary()
     # The register: 5 voiced segments at 140 Hz and 2 at 180 Hz, each with a +-5 % vibrato.
@@ -57,11 +36,11 @@ def test_enrol_averages_f_over_speech_segments_only(tmp_path, model):
     assert 0.02 < result.register.log_std < 0.3
 
 
-def test_folders_rates_and_channels(tmp_path, model):
+def test_folders_rates_and_channels(tmp_path, tiny):
     from vc.speakers import enroll
 
     (tmp_path / "spk" / "sub").mkdir(parents=True)
-    mono = voiced(0.9, seed=2)
+    mono = speech(0.9, seed=2)
     sf.write(tmp_path / "spk" / "one.wav", mono, SR)
     # The same signal at 44.1 kHz stereo in FLAC, in a subfolder: the same 4 segments come out.
     import soxr
@@ -69,7 +48,7 @@ def test_folders_rates_and_channels(tmp_path, model):
     hi = soxr.resample(mono, SR, 44100)
     sf.write(tmp_path / "spk" / "sub" / "two.flac", np.stack([hi, hi], axis=1), 44100)
     (tmp_path / "spk" / "notes.txt").write_text("not audio")
-    result = enroll([tmp_path / "spk"], model)
+    result = enroll([tmp_path / "spk"], tiny)
     assert result.files == 2 and result.segments == 8
 
 
@@ -77,7 +56,7 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     from vc.cli.enroll import main
     from vc.speakers import load_speaker
 
-    sf.write(tmp_path / "a.wav", voiced(1.0), SR)
+    sf.write(tmp_path / "a.wav", speech(1.0), SR)
     out = tmp_path / "target.npy"
     assert main([str(tmp_path / "a.wav"), "-o", str(out), "--model", str(tiny_dir), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
@@ -110,7 +89,7 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
     assert not list(tmp_path.glob(".t.npy*"))
 
 
-def test_load_speaker_checks_everything(tmp_path, model):
+def test_load_speaker_checks_everything(tmp_path, tiny):
     from vc.speakers import SpeakerError, load_speaker, save_speaker
 
     from vc.pitch import Register
@@ -118,11 +97,11 @@ def test_load_speaker_checks_everything(tmp_path, model):
 
     good = np.linspace(-1, 1, 8).astype(np.float32)
     save_speaker(tmp_path / "good.npy", good)       # a bare code: a target without a pitch register
-    loaded = load_speaker(tmp_path / "good.npy", model)
+    loaded = load_speaker(tmp_path / "good.npy", tiny)
     np.testing.assert_array_equal(loaded.f, good)
     assert loaded.register is None
     save_speaker(tmp_path / "full.npy", Speaker(good, Register(np.log(200.0), 0.1)))
-    loaded = load_speaker(tmp_path / "full.npy", model)
+    loaded = load_speaker(tmp_path / "full.npy", tiny)
     np.testing.assert_array_equal(loaded.f, good)
     assert loaded.register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
 
@@ -146,16 +125,16 @@ def test_load_speaker_checks_everything(tmp_path, model):
     for name, (arr, message) in cases.items():
         np.save(tmp_path / name, arr)
         with pytest.raises(SpeakerError, match=message):
-            load_speaker(tmp_path / name, model)
+            load_speaker(tmp_path / name, tiny)
 
     np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object))  # np.save pickles object arrays
     with pytest.raises(SpeakerError, match="pickled.npy: not a plain numeric .npy"):
-        load_speaker(tmp_path / "pickled.npy", model)
+        load_speaker(tmp_path / "pickled.npy", tiny)
     np.savez(tmp_path / "archive.npz", f=good)
     with pytest.raises(SpeakerError, match="npz archive"):
-        load_speaker(tmp_path / "archive.npz", model)
+        load_speaker(tmp_path / "archive.npz", tiny)
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(SpeakerError, match="text.npy"):
-        load_speaker(tmp_path / "text.npy", model)
+        load_speaker(tmp_path / "text.npy", tiny)
     with pytest.raises(SpeakerError, match="nope.npy: no such file"):
-        load_speaker(tmp_path / "nope.npy", model)
+        load_speaker(tmp_path / "nope.npy", tiny)

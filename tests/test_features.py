@@ -66,7 +66,7 @@ def test_layout_frames_segments_and_train_statistics(tmp_path):
         assert len(split.utterances) == 3 * len(split.speakers)
         for i, u in enumerate(split.utterances):
             # The stored rows are exactly the kernel's features of the 16 kHz audio.
-            expected = log_magnitude(load_audio(u.path), FeatureConfig())
+            expected = log_magnitude(load_audio(u.path), cfg=FeatureConfig())
             np.testing.assert_array_equal(split.utterance_frames(i), expected)
             starts = split.segments[split.segments[:, 0] == i, 1] - u.frame_start
             np.testing.assert_array_equal(starts, np.arange(0, u.n_frames - 19, 7))
@@ -182,9 +182,18 @@ def test_cache_reader_errors(tmp_path):
     assert cache.splits == ["train", "test"]
     with pytest.raises(FeatureCacheError, match="no split 'dev'"):
         cache.split("dev")
-    np.save(tmp_path / "cache" / "train" / "segments.npy", np.array([[0, 10**9]], np.int64))
+    segments_path = tmp_path / "cache" / "train" / "segments.npy"
+    good = np.load(segments_path)
+    first = cache.split("train").utterances[0]
+    np.save(segments_path, np.array([[0, 10**9]], np.int64))
     with pytest.raises(FeatureCacheError, match="segments point outside"):
         FeatureCache(tmp_path / "cache").split("train")
+    # inside frames.npy but straddling the end of its utterance: the same check as training's reader
+    np.save(segments_path, np.array([[0, first.frame_start + first.n_frames - 5]], np.int64))
+    with pytest.raises(FeatureCacheError, match="runs outside its utterance"):
+        FeatureCache(tmp_path / "cache").split("train")
+    np.save(segments_path, good)
+    assert len(FeatureCache(tmp_path / "cache").split("train")) == len(good)
 
 
 def test_cli_builds_then_reuses_and_reports_errors(tmp_path, capsys):

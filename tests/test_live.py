@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import pulse
-from test_engine import build_model_dir, speech_like
+from conftest import speech, tiny_model_dir
 from vc.live import SETTLE_S
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def live_model(tmp_path_factory):
     root = tmp_path_factory.mktemp("live")
-    model_dir = build_model_dir(root / "model", "random", seed=2)
+    model_dir = tiny_model_dir(root / "model", f_dim=8, seed=2)[0]
     target = root / "speaker.npy"
     np.save(target, np.random.default_rng(7).standard_normal(8).astype(np.float32))
     return model_dir, target
@@ -48,7 +48,7 @@ def spoken_sentence(path: Path, rate: int) -> np.ndarray:
         audio, _ = read_audio(wav, sr=rate)
         return (0.5 * audio / np.max(np.abs(audio))).astype(np.float32)
     from vc.audio import resample
-    return resample(speech_like(3.0) * 4, 16000, rate)
+    return resample(speech(3.0) * 4, 16000, rate)
 
 
 # --- ring buffer ----------------------------------------------------------------------------------------
@@ -100,36 +100,138 @@ def test_ring_buffer_between_threads_keeps_every_sample_in_order():
     np.testing.assert_array_equal(np.concatenate(received), data)
 
 
+# --- playout (margin, priming, drift) on a fake clock ----------------------------------------------------
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def _playout(margin_s=0.05, rate=1000):
+    from vc.live import LiveStats, Playout
+
+    clock = FakeClock()
+    return Playout(rate, margin_s, LiveStats(), clock=clock), clock
+
+
+def test_playout_primes_with_the_margin_before_the_first_output():
+    playout, _ = _playout(margin_s=0.05)
+    playout.deliver(np.ones(20, np.float32))
+    assert playout.ring.available() == 50 + 20
+    out = playout.fill(60)
+    assert out[:50].tolist() == [0.0] * 50 and out[50:].tolist() == [1.0] * 10
+    assert playout.stats.underflows == 0 and playout.stats.startup_underflows == 0
+
+
+def test_playout_dropouts_while_settling_grow_the_margin_slowly_and_are_counted_apart():
+    from vc.live.playout import SETTLE_S
+
+    playout, clock = _playout(margin_s=0.05)
+    playout.deliver(np.ones(10, np.float32))
+    playout.fill(100)                          # ran dry while settling
+    assert playout.stats.startup_underflows == 1 and playout.stats.underflows == 0
+    clock.now += 0.5
+    playout.deliver(np.ones(10, np.float32))   # re-primed with 10 ms more
+    assert playout.margin_s == pytest.approx(0.06)
+    assert playout.ring.available() == 60 + 10
+    clock.now += SETTLE_S
+    playout.fill(200)                          # settled: a real underflow, and the margin grows by half
+    assert playout.stats.underflows == 1
+    clock.now += 0.5
+    playout.deliver(np.ones(10, np.float32))
+    assert playout.margin_s == pytest.approx(0.09)
+    assert playout.ring.available() == 90 + 10
+
+
+def test_playout_counts_device_underflows_and_not_the_end_of_the_input():
+    from vc.live.playout import SETTLE_S
+
+    playout, clock = _playout()
+    playout.fill(10, device_underflow=True)    # before the first output: nothing to count
+    assert playout.stats.device_underflows == 0
+    playout.deliver(np.ones(100, np.float32))
+    clock.now += SETTLE_S + 0.1
+    playout.fill(10, device_underflow=True)
+    assert playout.stats.device_underflows == 1 and playout.stats.underflows == 1
+    playout.fill(1000, input_finished=True)    # the input has ended: a dry queue is the end, not a dropout
+    assert playout.stats.underflows == 1
+
+
+def test_playout_trims_a_queue_that_drift_keeps_above_the_margin():
+    from vc.live.playout import DRIFT_CHECK_S, DRIFT_TOLERANCE_S, SETTLE_S
+
+    rate = 1000
+    playout, clock = _playout(margin_s=0.05, rate=rate)
+    playout.deliver(np.ones(200, np.float32))  # margin 50 + 200: the input clock ran ahead
+    clock.now += SETTLE_S + DRIFT_CHECK_S
+    playout.fill(10)                           # lowest level seen: 240
+    playout.deliver(np.ones(30, np.float32))   # the check: 240 - (50 + 40) = 150 samples too many
+    excess = 240 - int((0.05 + DRIFT_TOLERANCE_S) * rate)
+    assert playout.stats.trims == 1
+    assert playout.ring.available() == 240      # all 30 new samples left out; 120 more still to drop
+    playout.deliver(np.ones(200, np.float32))
+    assert playout.ring.available() == 240 + 200 - (excess - 30)
+    clock.now += DRIFT_CHECK_S
+    playout.fill(250)                           # now at the margin's level: nothing more is trimmed
+    playout.deliver(np.ones(10, np.float32))
+    assert playout.stats.trims == 1
+
+
 # --- devices --------------------------------------------------------------------------------------------
 class FakeSoundDevice:
+    """The device list of a laptop with a USB headset; choosing among it is sounddevice's own matcher
+    (`sounddevice._get_device_id`), pointed at this list by the `fake_sd` fixture."""
+
     class default:
         device = [1, 2]
 
     def __init__(self, devices):
-        self.devices = devices
+        self.devices = [dict(name=n, index=k, max_input_channels=i, max_output_channels=o,
+                             default_samplerate=48000.0, hostapi=0) for k, (n, i, o) in enumerate(devices)]
 
-    def query_devices(self, index=None):
-        full = [dict(name=n, max_input_channels=i, max_output_channels=o, default_samplerate=48000.0, hostapi=0)
-                for n, i, o in self.devices]
-        return full if index is None else full[index]
+    def query_devices(self, device=None, kind=None):
+        import sounddevice
 
-    def query_hostapis(self):
-        return [{"name": "ALSA"}]
+        if device is None and kind is None:
+            return self.devices
+        info = self.devices[sounddevice._get_device_id(device, kind, raise_on_error=True)]
+        if kind and info[f"max_{kind}_channels"] < 1:
+            raise ValueError(f"Not an {kind} device: {info['name']!r}")
+        return info
+
+    def query_hostapis(self, index=None):
+        apis = [{"name": "ALSA"}]
+        return apis if index is None else apis[index]
 
 
 DEVICES = [("HDA Intel PCH: ALC3246 Analog (hw:0,0)", 2, 2), ("USB Headset Mic (hw:1,0)", 1, 0),
            ("USB Headset Speaker (hw:1,0)", 0, 2), ("pulse", 32, 32), ("default", 32, 32)]
 
 
-def test_devices_are_chosen_by_index_or_name_part():
+@pytest.fixture
+def fake_sd(monkeypatch):
+    import sounddevice
+
+    def make(devices):
+        fake = FakeSoundDevice(devices)
+        monkeypatch.setattr(sounddevice, "query_devices", fake.query_devices)
+        monkeypatch.setattr(sounddevice, "query_hostapis", fake.query_hostapis)
+        return fake
+    return make
+
+
+def test_devices_are_chosen_by_index_or_name_part(fake_sd):
     from vc.live import LiveError, resolve_device
 
-    sd = FakeSoundDevice(DEVICES)
+    sd = fake_sd(DEVICES)
     assert resolve_device(sd, None, "input") == 1 and resolve_device(sd, None, "output") == 2
     assert resolve_device(sd, "3", "input") == 3
     assert resolve_device(sd, "headset", "input") == 1
     assert resolve_device(sd, "HEADSET", "output") == 2
     assert resolve_device(sd, "pulse", "output") == 3
+    assert resolve_device(sd, "usb speaker", "output") == 2  # sounddevice's space-separated parts
     with pytest.raises(LiveError, match="several output devices"):
         resolve_device(sd, "hw:", "output")
     with pytest.raises(LiveError, match="No input device matches 'bluetooth'"):
@@ -139,9 +241,19 @@ def test_devices_are_chosen_by_index_or_name_part():
     with pytest.raises(LiveError, match="no audio device 9"):
         resolve_device(sd, "9", "output")
     with pytest.raises(LiveError, match="No audio input device found"):
-        resolve_device(FakeSoundDevice([("speaker", 0, 2)]), None, "input")
-    listing = __import__("vc.live", fromlist=["x"]).format_device_list(sd)
-    assert "USB Headset Mic" in listing and "<" in listing and ">" in listing
+        resolve_device(fake_sd([("speaker", 0, 2)]), None, "input")
+
+
+def test_device_list_marks_the_defaults_on_their_own_lines(fake_sd):
+    from vc.live import format_device_list
+
+    lines = format_device_list(fake_sd(DEVICES)).splitlines()
+    rows = {int(line[2:5]): line for line in lines[1:-1]}
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    assert rows[1].startswith("< ") and "USB Headset Mic" in rows[1]        # default input
+    assert rows[2].startswith(" >") and "USB Headset Speaker" in rows[2]    # default output
+    assert all(rows[i].startswith("  ") for i in (0, 3, 4))
+    assert rows[1].split()[2:4] == ["1", "0"] and "ALSA" in rows[1]      # in/out channel counts, host API
 
 
 def test_missing_portaudio_is_one_sentence_with_the_fix(monkeypatch):
@@ -178,7 +290,7 @@ def test_bad_target_and_missing_input_file_are_one_line_errors(live_model, tmp_p
     done = vc_live("--target", bad, "--model", model_dir, "--input-file", tmp_path / "x.wav", "-o", "none")
     assert done.returncode == 1 and "x.wav: no such file" in done.stderr and "Traceback" not in done.stderr
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(0.5), 16000)
+    sf.write(wav, speech(0.5), 16000)
     done = vc_live("--target", bad, "--model", model_dir, "--input-file", wav, "-o", "none")
     assert done.returncode == 1 and "bad.npy" in done.stderr and "Traceback" not in done.stderr
     done = vc_live("--target", bad, "--hop-ms", "0")
@@ -186,13 +298,14 @@ def test_bad_target_and_missing_input_file_are_one_line_errors(live_model, tmp_p
 
 
 # --- file-driven run (no audio device needed) ----------------------------------------------------------
+@pytest.mark.realtime
 def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_model, tmp_path):
     from vc.engine import StreamingConverter
     from vc.model import load_model
     from vc.speakers import load_speaker
 
     model_dir, target = live_model
-    audio = speech_like(1.5, seed=4)
+    audio = speech(1.5, seed=4)
     wav = tmp_path / "in.wav"
     sf.write(wav, audio, 16000, subtype="FLOAT")
     out = tmp_path / "out.wav"
@@ -203,7 +316,7 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["overflows"] == 0 and summary["underflows"] == 0
-    assert summary["algorithmic_latency_ms"] == pytest.approx(84.9, abs=0.1)
+    assert summary["algorithmic_latency_ms"] == pytest.approx(84.9 + 12.6, abs=0.1)   # + the pitch tracker
     assert summary["seconds"] >= 1.5, "the file is fed in real time, not as fast as possible"
     assert wall < 30
     recorded, rate = sf.read(out, dtype="float32")
@@ -213,6 +326,17 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     expected = engine.push(np.concatenate([audio, np.zeros(recorded.size - audio.size, np.float32)]))
     np.testing.assert_allclose(recorded, expected, atol=1e-4)
     assert not list(tmp_path.glob(".out.wav.*")), "no temporary file is left behind"
+
+
+def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model):
+    from vc.live import EngineSettings, build_engine
+
+    model_dir, target = live_model
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=None,
+                                            low_latency=True, n_iter=5))
+    assert engine.gate_db is None and engine.hop_ms == 40 and engine.n_iter == 5
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0))
+    assert engine.gate_db == -40.0 and engine.hop_ms == 200
 
 
 class SlowEngine:
@@ -243,15 +367,16 @@ class SlowEngine:
         return np.zeros(x.size, np.float32)
 
 
+@pytest.mark.realtime
 def test_a_too_slow_machine_is_told_which_settings_to_lower(tmp_path):
-    from vc.live import LiveOptions, LiveSession, format_summary
+    from vc.live import DeviceSettings, EngineSettings, LiveSession, LiveSettings, SessionSettings, format_summary
 
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(2.5), 16000)
+    sf.write(wav, speech(2.5), 16000)
     lines = []
-    options = LiveOptions(target="unused.npy", input_file=str(wav), output_device="none", duration=4.0,
-                          status=False)
-    summary = LiveSession(options, SlowEngine(), sd=None, log=lines.append).run()
+    settings = LiveSettings(EngineSettings(target="unused.npy"), DeviceSettings(output_device="none"),
+                            SessionSettings(input_file=str(wav), duration=4.0, status=False))
+    summary = LiveSession(settings, SlowEngine(), sd=None, log=lines.append).run()
     assert summary["compute_fraction"] > 1.2
     text = format_summary(summary)
     assert "too slow for these settings" in text and "--n-iter (now 32)" in text and "--hop-ms" in text
@@ -307,6 +432,8 @@ def _stop_with_ctrl_c(live: subprocess.Popen, after_s: float) -> tuple[str, str]
     return live.communicate(timeout=30)
 
 
+@pytest.mark.realtime
+@pytest.mark.slow
 def test_live_through_pulseaudio(pulse_server, tmp_path):
     # The shipped default model and a bundled target: what users run. (A random tiny model's output
     # follows the input's loudness only loosely, which made the loudness check below a coin toss.)
@@ -376,12 +503,25 @@ def test_live_through_pulseaudio(pulse_server, tmp_path):
     after = output[end + int(0.3 * rate):end + int(0.8 * rate)]
     assert after.size == int(0.5 * rate), "the recording stopped too early"
     assert np.sqrt(np.mean(after ** 2)) < 0.02 * rms_out
-    status = [part for part in err.split("\r") if "dBFS | compute" in part]
+    # ... and it has a pitch: harmonics rebuilt at the target's register give a voiced F0 track where the
+    # input had one (the DSAE's envelope alone is breathy and mostly unvoiced).
+    from vc.audio import resample
+    from vc.pitch import yin
+    f0_in, voiced_in = yin(resample(heard, rate, 16000), 16000, 160)
+    f0_out, voiced_out = yin(resample(converted, rate, 16000), 16000, 160)
+    k = min(voiced_in.size, voiced_out.size)
+    assert voiced_in[:k].sum() > 50, "the stimulus has too little voiced speech to judge"
+    assert (voiced_out[:k] & voiced_in[:k]).sum() > 0.6 * voiced_in[:k].sum(), \
+        (voiced_in[:k].sum(), (voiced_out[:k] & voiced_in[:k]).sum())
+    assert summary["harmonics"] is True and summary["source_f0_hz"] is not None
+    status = [part for part in err.split("\r") if "dBFS | F0" in part and "| compute" in part]
     assert status and "latency ~" in status[-1] and "underflows 0" in status[-1], err[-500:]
+    assert "source ~" in status[-1], status[-1]
     recorded, recorded_rate = sf.read(tmp_path / "live.wav", dtype="float32")
     assert recorded_rate > 0 and np.sqrt(np.mean(recorded ** 2)) > 0.003
 
 
+@pytest.mark.realtime
 def test_unsupported_sample_rate_is_one_sentence_with_a_fix(pulse_server, live_model):
     model_dir, target = live_model
     done = vc_live("--target", target, "--model", model_dir, "--samplerate", "1234567", "--duration", "1",
@@ -390,6 +530,7 @@ def test_unsupported_sample_rate_is_one_sentence_with_a_fix(pulse_server, live_m
     assert "does not support 1234567 Hz" in done.stderr and "--samplerate" in done.stderr, done.stderr
 
 
+@pytest.mark.realtime
 def test_audio_server_vanishing_mid_stream_stops_with_a_sentence(live_model):
     model_dir, target = live_model
     server = pulse.PulseServer().start()
@@ -419,10 +560,11 @@ def _clients(server) -> str:
     return server.pactl("list", "clients", check=False).stdout
 
 
+@pytest.mark.realtime
 def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
     model_dir, target = live_model
     wav = tmp_path / "in.wav"
-    sf.write(wav, speech_like(8.0), 16000)
+    sf.write(wav, speech(8.0), 16000)
     out_wav = tmp_path / "out.wav"
     live = subprocess.Popen([sys.executable, "-m", "vc.cli.live", "--target", str(target), "--model",
                              str(model_dir), "--input-file", str(wav), "-o", "none", "--record", str(out_wav),
@@ -444,8 +586,34 @@ def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
     assert recorded.size > 1.0 * 16000
     # After the switch the output is the input itself, delayed by the engine's latency (file at 16 kHz:
     # no resampling), while before it it was converted.
-    delay = 3200 + 3 * 160 + 400 - 160 - 1
+    delay = 3200 + 3 * 160 + 400 - 160 - 1 + 201      # + the pitch tracker's 201 samples
     audio, _ = sf.read(wav, dtype="float32")
     same = np.abs(recorded[delay:] - audio[:recorded.size - delay]) < 1e-6
     assert same[-int(0.5 * 16000):].all(), "the end of the recording is not the input passed through"
     assert not same[:int(0.5 * 16000)].all(), "the start was passed through too"
+
+
+def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model, tmp_path):
+    from vc.engine import StreamingConverter
+    from vc.live import EngineSettings, build_engine
+    from vc.live.session import pitch_status
+    from vc.pitch import Register
+    from vc.speakers import Speaker, save_speaker
+
+    model_dir, plain_target = live_model
+    target = tmp_path / "with_register.npy"
+    save_speaker(target, Speaker(np.load(plain_target), Register(np.log(200.0), 0.1)))
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", strength=2.0))
+    assert engine.strength == 2.0 and engine.harmonics
+    assert engine.target_register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
+    assert pitch_status(engine) == "F0   - Hz, source   - Hz"
+    engine.push(speech(2.0, f0=150.0))                       # a voice: the register is measured
+    status = pitch_status(engine)
+    assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
+    _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))
+    assert not plain.harmonics and pitch_status(plain) == "F0 off"
+    assert isinstance(plain, StreamingConverter) and plain.strength == 1.5
+    # The command line refuses a strength out of range in one line.
+    done = vc_live("--target", target, "--model", model_dir, "--strength", "4", "-o", "none")
+    assert done.returncode == 2 and "--strength" in done.stderr and "from 0 to 3" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,7 +1,4 @@
-"""vc.model: loading a model directory, validating its metadata, providers, numerics against torch.
-
-`make_tiny_model_dir` is shared by test_enroll/test_convert/test_batch (imported from this module).
-"""
+"""vc.model: loading a model directory, validating its metadata, providers, numerics against torch."""
 
 from __future__ import annotations
 
@@ -13,65 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import tiny_model_dir
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _export_with_torch(model, out_dir: Path, meta: dict) -> None:
-    import onnx
-    import torch
-
-    from training.dsae import ExportDecoder, ExportEncoder
-
-    c = model.config
-    x = torch.randn(1, 20, c.feature_dim)
-    f = torch.randn(1, c.f_dim)
-    z = torch.randn(1, 20, c.z_dim)
-    bt = {0: "batch", 1: "T"}
-    enc_path, dec_path = out_dir / "encoder.onnx", out_dir / "decoder.onnx"
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(ExportEncoder(model), (x,), str(enc_path), input_names=["x"],
-                          output_names=["f_mean", "f_logvar", "z_mean", "z_logvar"],
-                          dynamic_axes={"x": bt, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"},
-                                        "z_mean": bt, "z_logvar": bt},
-                          opset_version=17, dynamo=False)
-        torch.onnx.export(ExportDecoder(model), (f, z), str(dec_path), input_names=["f", "z"],
-                          output_names=["x_mean"], dynamic_axes={"f": {0: "batch"}, "z": bt, "x_mean": bt},
-                          opset_version=17, dynamo=False)
-    for path, role in ((enc_path, "encoder"), (dec_path, "decoder")):
-        proto = onnx.load(str(path))
-        del proto.metadata_props[:]
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "dsae", json.dumps(dict(meta, role=role))
-        onnx.save(proto, str(path))
-
-
-def make_tiny_model_dir(out_dir, f_dim: int = 8, z_dim: int = 4, variant: str = "full", seed: int = 0):
-    """A freshly initialised tiny DSAE exported like vc-export does; returns (dir, torch model)."""
-    import torch
-
-    from training.dsae import DSAE, DSAEConfig
-    from vc.dsp import FeatureConfig
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-    model = DSAE(DSAEConfig(f_dim=f_dim, z_dim=z_dim, hidden_dim=16, frame_hidden=32, variant=variant)).eval()
-    cfg = FeatureConfig()
-    rng = np.random.default_rng(seed)
-    meta = {
-        "format_version": 1,
-        "feature_config": cfg.to_dict(),
-        "feature_config_hash": cfg.hash(),
-        "norm_mean": (-4.0 + 0.1 * rng.standard_normal(cfg.n_features)).tolist(),
-        "norm_std": (2.0 + 0.1 * rng.random(cfg.n_features)).tolist(),
-        "f_dim": f_dim, "z_dim": z_dim, "hidden_dim": 16, "variant": variant,
-        "segment_length": 20, "corpus": "test", "model_id": f"tiny-{variant}-{seed}",
-    }
-    _export_with_torch(model, out_dir, meta)
-    return out_dir, model
 
 
 def rewrite_metadata(model_dir: Path, which: str, **changes) -> None:
@@ -93,7 +34,7 @@ def rewrite_metadata(model_dir: Path, which: str, **changes) -> None:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_model") / "model")
+    return tiny_model_dir(tmp_path_factory.mktemp("tiny_model") / "model")
 
 
 @pytest.fixture()
@@ -237,3 +178,19 @@ def test_vc_never_imports_torch():
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_model_format_module_is_the_readme_contract():
+    """vc.model_format names what the README's "Model directory" contract promises, no more, no less."""
+    import re
+
+    from vc import model_format as fmt
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    contract = text[text.index("**Model directory**"):text.index("**Target speaker**")]
+    named = set(re.findall(r"`([a-z_]+)`", contract))
+    io = set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS + fmt.DECODER_INPUTS + fmt.DECODER_OUTPUTS)
+    assert io <= named and set(fmt.REQUIRED_KEYS) <= named and fmt.METADATA_KEY in named
+    assert f"`{fmt.ENCODER_FILE}`" in contract and f"`{fmt.DECODER_FILE}`" in contract
+    assert set(fmt.dynamic_axes("encoder")) == set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS)
+    assert fmt.dynamic_axes("decoder")["f"] == {0: "batch"} and fmt.dynamic_axes("decoder")["z"] == {0: "batch", 1: "T"}

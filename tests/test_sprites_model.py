@@ -22,7 +22,7 @@ from training.sprites_judge import HEADS, SpritesJudge, load_judge, train_judge
 from training.train import load_model
 from training.video import features_to_frames, frames_to_features
 
-TINY = {"f_dim": 6, "z_dim": 3, "hidden_dim": 16, "frame_hidden": 16, "conv_width": 4, "kl_warmup_steps": 0}
+TINY = {"f_dim": 6, "z_dim": 3, "hidden_dim": 16, "frame_hidden": 16, "conv_width": 4}
 
 
 def _toy_frames(character: int, motion: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def cache(tmp_path_factory):
 def run(cache, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "run"
     config = tmp_path_factory.mktemp("cfg") / "c.json"
-    config.write_text(json.dumps({"model": TINY, "val_max_segments": 8}))
+    config.write_text(json.dumps({"model": TINY, "objective": {"kl_warmup_steps": 0}, "val_max_segments": 8}))
     assert train_cli.main(["--data", "sprites", "--features", str(cache), "--out", str(out), "--config",
                            str(config), "--epochs", "1", "--batch-size", "8", "--threads", "1",
                            "--no-progress"]) == 0
@@ -110,6 +110,9 @@ def test_partners_are_other_motions_of_the_same_character(cache):
 def test_training_checkpoints_resume_and_rejects_a_missing_cache(run, cache, tmp_path, capsys, monkeypatch):
     config = json.loads((run / "config.json").read_text())
     assert config["data"] == "sprites" and config["model"]["frame_coder"] == "conv64"
+    # the data kind's objective under what the config file gave: same-character f swap, no adversary
+    assert config["objective"]["f_swap_prob"] == 1.0 and config["objective"]["adv_weight"] == 0.0
+    assert config["objective"]["kl_warmup_steps"] == 0
     model, state = load_model(run)
     assert state["epoch"] == 1 and model.config.frame_coder == "conv64"
     assert np.isfinite(state["history"][-1]["val_elbo"])
@@ -204,3 +207,21 @@ def test_eval_and_figure_tools_on_a_tiny_run(run, cache, tmp_path, capsys):
     from PIL import Image
     with Image.open(tmp_path / "fig" / "swap_grid.gif") as gif:
         assert gif.n_frames == 8 and gif.size == (7 * 68 + 4, 7 * 68 + 4)
+
+
+def test_shipped_model_and_configs_load():
+    """models/sprites was trained before the objective left DSAEConfig: its checkpoint (objective keys in the
+    model config, no adversary) still loads into the same network, and its config files give that run."""
+    from pathlib import Path
+
+    from training.config import TrainConfig, load_config_file
+    root = Path(__file__).resolve().parents[1] / "models" / "sprites"
+    model, state = load_model(root / "checkpoint", root / "checkpoint")
+    assert "kl_warmup_steps" in state["model_config"]          # the old form, as shipped
+    assert model.config.frame_coder == "conv64" and model.config.n_speakers == 0 and model.config.x_logvar == -4.0
+    config = TrainConfig.from_dict(load_config_file(root / "train-config.json"))
+    old_form = {**load_config_file(root / "train-config.json"), "model": {"x_logvar": -4.0, "kl_warmup_steps": 1500}}
+    old_form.pop("objective")
+    assert TrainConfig.from_dict(old_form) == config
+    assert config.objective["kl_warmup_steps"] == 1500 and config.objective["adv_weight"] == 0.0
+    assert config.model["frame_coder"] == "conv64"

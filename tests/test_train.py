@@ -14,11 +14,12 @@ from safetensors.torch import load_file
 
 from training.cli import train as train_cli
 from training.dataset import CacheError, SegmentDataset, write_synthetic_cache
-from training.train import TrainConfig, TrainingError, latest_checkpoint, load_model, train
+from training.train import (TrainConfig, TrainingError, latest_checkpoint, load_config_file, load_model,
+                            train)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"f_dim": 8, "z_dim": 4, "hidden_dim": 24, "frame_hidden": 32, "kl_warmup_steps": 10,
-              "adv_hidden": 16}
+TINY_MODEL = {"f_dim": 8, "z_dim": 4, "hidden_dim": 24, "frame_hidden": 32, "adv_hidden": 16}
+TINY_OBJECTIVE = {"kl_warmup_steps": 10}
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def cache(tmp_path_factory):
 
 def tiny_config(cache, out, **changes):
     values = dict(features=str(cache), out=str(out), epochs=3, batch_size=16, lr=3e-3, progress=False,
-                  checkpoint_every=4, threads=1, model=dict(TINY_MODEL))
+                  checkpoint_every=4, threads=1, model=dict(TINY_MODEL), objective=dict(TINY_OBJECTIVE))
     values.update(changes)
     return TrainConfig.from_dict(values)
 
@@ -88,16 +89,17 @@ def test_tiny_run_lowers_the_loss_and_writes_logs_and_checkpoints(cache, tmp_pat
 
 def _config_file(tmp_path):
     path = tmp_path / "tiny.toml"
-    path.write_text('checkpoint_every = 4\n[model]\nframe_hidden = 32\nadv_hidden = 16\nkl_warmup_steps = 10\n')
+    path.write_text('checkpoint_every = 4\n[model]\nframe_hidden = 32\nadv_hidden = 16\n'
+                    '[objective]\nkl_warmup_steps = 10\n')
     return path
 
 
 @pytest.mark.parametrize("variant,group", [("full", 1), ("factorised", 4)])
 def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(cache, tmp_path, variant, group):
-    model = dict(TINY_MODEL, variant=variant, adv_group_size=group)
-    whole = tiny_config(cache, tmp_path / "whole", model=model)
+    model, objective = dict(TINY_MODEL, variant=variant), dict(TINY_OBJECTIVE, adv_group_size=group)
+    whole = tiny_config(cache, tmp_path / "whole", model=model, objective=objective)
     train(whole)
-    broken = tiny_config(cache, tmp_path / "broken", model=model)
+    broken = tiny_config(cache, tmp_path / "broken", model=model, objective=objective)
     # 9 steps per epoch, checkpoints every 4 steps: dying after step 15 loses steps 13-15 (mid epoch 2)
     train(broken, stop_after_steps=15)
     assert latest_checkpoint(tmp_path / "broken").name == "step-000000012"
@@ -110,6 +112,41 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(cache, tmp_path, var
     log_a = (tmp_path / "whole" / "log.csv").read_text().splitlines()
     log_b = (tmp_path / "broken" / "log.csv").read_text().splitlines()
     assert [r.rsplit(",", 1)[0] for r in log_a] == [r.rsplit(",", 1)[0] for r in log_b]   # all but time_s
+
+
+def _to_old_format(run_dir):
+    """Rewrite a run directory as the trainer wrote it before the objective left the model config."""
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"].update(config.pop("objective"))
+    (run_dir / "config.json").write_text(json.dumps(config))
+    for state_path in (run_dir / "checkpoints").glob("step-*/state.json"):
+        state = json.loads(state_path.read_text())
+        state["model_config"].update(config["model"])        # the old state listed every loss weight
+        state_path.write_text(json.dumps(state))
+
+
+def test_an_old_format_run_directory_resumes_to_the_same_weights(cache, tmp_path):
+    objective = dict(TINY_OBJECTIVE, adv_weight=0.0, z_invariance_weight=1.0)   # no adversary head
+    train(tiny_config(cache, tmp_path / "whole", objective=objective, partner_max_gain=0.5))
+    broken = tiny_config(cache, tmp_path / "broken", objective=objective, partner_max_gain=0.5)
+    train(broken, stop_after_steps=15)
+    _to_old_format(tmp_path / "broken")
+    assert "adv_weight" in json.loads((tmp_path / "broken" / "config.json").read_text())["model"]
+    assert train_cli.main(["--out", str(tmp_path / "broken"), "--resume", "--no-progress"]) == 0
+    a = load_file(latest_checkpoint(tmp_path / "whole") / "model.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "broken") / "model.safetensors")
+    assert a.keys() == b.keys() and not any(k.startswith("speaker_adversary") for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "models" / "default").glob("train-config*.json")))
+def test_the_shipped_stage_configs_load(name):
+    values = load_config_file(ROOT / "models" / "default" / name)
+    config = TrainConfig.from_dict(values)
+    assert set(config.model) <= {"f_dim", "z_dim", "hidden_dim", "frame_hidden", "variant", "x_logvar", "adv_hidden"}
+    assert config.objective["adv_weight"] == 50 and config.objective["f_swap_prob"] == 1.0
+    assert config.model["hidden_dim"] == 128
 
 
 def test_resume_through_the_cli_can_extend_but_not_change_a_run(cache, tmp_path):
@@ -133,8 +170,9 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoin
         return x
 
     monkeypatch.setattr(SegmentDataset, "batch", poisoned)
-    config = tiny_config(cache, out, model=dict(TINY_MODEL, f_swap_prob=0.0))
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 3 \(global step 12\).*step-000000009.* is intact"):
+    config = tiny_config(cache, out, objective=dict(TINY_OBJECTIVE, f_swap_prob=0.0))
+    stopped = r"loss became nan at epoch 2, step 3 \(global step 12\).*step-000000009.* is intact"
+    with pytest.raises(TrainingError, match=stopped):
         train(config)
     model, state = load_model(out)
     assert state["global_step"] == 9
@@ -150,7 +188,7 @@ def test_cli_reports_a_missing_cache_in_one_line(tmp_path, capsys):
 def test_torchrun_with_two_gloo_processes(cache, tmp_path):
     out = tmp_path / "ddp"
     config = tmp_path / "ddp.json"
-    config.write_text(json.dumps({"model": TINY_MODEL, "checkpoint_every": 100}))
+    config.write_text(json.dumps({"model": TINY_MODEL, "objective": TINY_OBJECTIVE, "checkpoint_every": 100}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "training.cli.train", "--features", str(cache), "--out", str(out), "--config", str(config),
@@ -238,8 +276,8 @@ def test_invariance_term_is_in_the_loss_and_fine_tuning_starts_from_the_given_we
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
 
-    model = dict(TINY_MODEL, kl_warmup_steps=0, z_invariance_weight=2.0)
-    train(tiny_config(cache, tmp_path / "inv", epochs=1, init_from=str(latest_checkpoint(base)), model=model))
+    objective = dict(TINY_OBJECTIVE, kl_warmup_steps=0, z_invariance_weight=2.0)
+    train(tiny_config(cache, tmp_path / "inv", epochs=1, init_from=str(latest_checkpoint(base)), objective=objective))
     with open(tmp_path / "inv" / "log.csv") as fh:
         row = {k: float(v) for k, v in next(csv.DictReader(fh)).items()}
     assert row["train_z_inv"] > 0

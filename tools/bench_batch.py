@@ -74,7 +74,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from vc.conversion import batch_convert
+    from vc.batch import batch_convert
     from vc.model import load_model
     from vc.speakers import save_speaker
 

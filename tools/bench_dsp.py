@@ -93,7 +93,7 @@ CFG = dsp.FeatureConfig(n_fft=N_FFT, hop_length=HOP, win_length=N_FFT, log_floor
 
 
 def logmag_ours(y):
-    return dsp.log_magnitude(y, CFG)
+    return dsp.log_magnitude(y, cfg=CFG)
 
 
 def logmag_librosa(y):

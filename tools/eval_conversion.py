@@ -1,6 +1,6 @@
 """Does conversion move the voice to the target? Speaker-embedding check on held-out test speakers.
 
-    python tools/eval_conversion.py [--json] [--model MODEL_DIR] [--corpus data/open-corpus]
+    python tools/eval_conversion.py [--json] [--model MODEL_DIR] [--corpus data/open-corpus] [--path file|stream|both]
 
 For each test speaker the utterances are split in two: the first half enrols the target (DSAE code and
 pitch register, as vc-enroll does) and gives the speaker's reference embedding (Resemblyzer, a speaker-verification network independent of the
@@ -8,6 +8,15 @@ DSAE); utterances of the second half are converted to other test speakers. A con
 "target closer" when its embedding is nearer (cosine) to the target's reference than to its own source
 speaker's reference. Prints target_closer_rate, mean_cos_target, mean_cos_source, and for scale the
 same cosines of the unconverted utterances. Floor (issue 5): target_closer_rate >= 0.9, default model.
+
+--path stream scores the streaming engine (`vc.engine.StreamingConverter`, default settings, a fresh
+engine per utterance fed blocks of 200 ms as vc-live feeds it) on exactly the same conversions; --path both
+scores both and prints {"file": ..., "stream": ..., "pitch": ...}. The stream paths also compare the pitch
+tracks of every test utterance of those speakers: whole-file YIN (`vc.pitch.yin`) against the streaming
+tracker fed as the engine feeds it (hop by hop, default and low-latency hops):
+pitch_median_abs_diff_pct on frames both call voiced, pitch_voicing_agreement over all frames.
+Floors (issue 13): stream target_closer_rate >= file - 0.03 and >= 0.9; pitch_median_abs_diff_pct <= 2,
+pitch_voicing_agreement >= 0.95.
 
 Needs Resemblyzer: `pip install webrtcvad-wheels` then `pip install --no-deps resemblyzer`.
 """
@@ -25,6 +34,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
 
 
 def load_resemblyzer():
@@ -38,6 +48,69 @@ def load_resemblyzer():
 
 def unit(v: np.ndarray) -> np.ndarray:
     return v / max(float(np.linalg.norm(v)), 1e-12)
+
+
+STREAM_BLOCK = 3200   # 200 ms at 16 kHz
+FLOORS = {"target_closer_rate": 0.9, "stream_minus_file": -0.03, "pitch_median_abs_diff_pct": 2.0,
+          "pitch_voicing_agreement": 0.95}
+
+
+def _scores(rows: list[dict]) -> dict:
+    closer = [r["cos_target"] > r["cos_source"] for r in rows]
+    return {
+        "target_closer_rate": round(float(np.mean(closer)), 4),
+        "mean_cos_target": round(float(np.mean([r["cos_target"] for r in rows])), 4),
+        "mean_cos_source": round(float(np.mean([r["cos_source"] for r in rows])), 4),
+        "unconverted_mean_cos_target": round(float(np.mean([r["orig_cos_target"] for r in rows])), 4),
+        "unconverted_mean_cos_source": round(float(np.mean([r["orig_cos_source"] for r in rows])), 4),
+        "conversions": len(rows),
+    }
+
+
+def stream_track(audio: np.ndarray, sr: int, hop_length: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The F0 track the engine gets: the streaming tracker fed 200 ms blocks, taken a hop at a time."""
+    from vc.streaming_pitch import StreamingPitch
+
+    tracker = StreamingPitch(sr, hop_length)
+    padded = np.concatenate([audio, np.zeros(tracker.span + hop_frames * hop_length, np.float32)])
+    f0s, flags = [], []
+    for i in range(0, padded.size, STREAM_BLOCK):
+        tracker.push(padded[i:i + STREAM_BLOCK])
+        while tracker.ready >= hop_frames:
+            f0, voiced = tracker.take(hop_frames)
+            f0s.append(f0)
+            flags.append(voiced)
+    n = 1 + audio.size // hop_length
+    return np.concatenate(f0s)[:n], np.concatenate(flags)[:n]
+
+
+def pitch_agreement(paths, model) -> dict:
+    """Whole-file YIN against the streaming tracker on every file, pooled over frames."""
+    from vc.audio import read_audio
+    from vc.engine import MODES
+    from vc.pitch import yin
+
+    cfg = model.feature_config
+    frame_ms = 1000.0 * cfg.hop_length / cfg.sr
+    out = {"pitch_files": len(paths)}
+    for mode, prefix in (("default", "pitch"), ("lowlat", "pitch_lowlat")):
+        hop_frames = int(round(MODES[mode]["hop_ms"] / frame_ms))
+        diffs, agree, frames = [], 0, 0
+        for path in paths:
+            audio = read_audio(path, sr=cfg.sr)[0]
+            f0, voiced = yin(audio, cfg.sr, cfg.hop_length)
+            sf0, svoiced = stream_track(audio, cfg.sr, cfg.hop_length, hop_frames)
+            both = voiced & svoiced
+            diffs.append(np.abs(sf0[both] / f0[both] - 1.0))
+            agree += int(np.sum(voiced == svoiced))
+            frames += voiced.size
+        diffs = np.concatenate(diffs)
+        out[f"{prefix}_median_abs_diff_pct"] = round(100.0 * float(np.median(diffs)), 3)
+        # for scale: most frames are identical, so the median alone says little about the rest
+        out[f"{prefix}_p95_abs_diff_pct"] = round(100.0 * float(np.percentile(diffs, 95)), 3)
+        out[f"{prefix}_identical_fraction"] = round(float(np.mean(diffs < 1e-9)), 4)
+        out[f"{prefix}_voicing_agreement"] = round(agree / frames, 4)
+    return out
 
 
 def main(argv=None) -> int:
@@ -55,13 +128,22 @@ def main(argv=None) -> int:
                         help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
     parser.add_argument("--details", type=Path, default=None, metavar="CSV",
                         help="also write one row per conversion (speakers, utterance, cosines) to this CSV")
+    parser.add_argument("--embedding-cache", type=Path, default=REPO / "data" / "cache" / "resemblyzer",
+                        metavar="DIR", help="where embeddings of corpus files are kept between runs")
+    parser.add_argument("--no-embedding-cache", action="store_true",
+                        help="embed every corpus file afresh (each still once per run)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
+    parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
+                        help="score vc.convert (file), the streaming engine (stream) or both")
+    parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
+                        help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
     args = parser.parse_args(argv)
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
     from vc.conversion import DEFAULT_STRENGTH, convert_audio16k
+    from vc.engine import MODES, StreamingConverter
     from vc.model import load_model
     from vc.speakers import enroll
 
@@ -81,16 +163,20 @@ def main(argv=None) -> int:
     def embed(audio: np.ndarray) -> np.ndarray:
         return encoder.embed_utterance(preprocess_wav(audio, source_sr=sr))
 
+    from embedding_cache import EmbeddingCache
+    files = EmbeddingCache(embed, None if args.no_embedding_cache else args.embedding_cache, sr=sr,
+                           read_audio=lambda path: read_audio(path, sr=sr)[0])
     code, reference, held_out = {}, {}, {}
     for s in speakers:
         utts = by_speaker[s]
         half = len(utts) // 2
-        enrol_audio = [read_audio(u.path, sr=sr)[0] for u in utts[:half]]
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
-        reference[s] = unit(np.mean([embed(a) for a in enrol_audio], axis=0))
+        reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 
-    rows = []
+    paths = ("file", "stream") if args.path == "both" else (args.path,)
+    rows = {name: [] for name in paths}
+    engines = {}
     n_audio = 0.0
     for i, source in enumerate(speakers):
         others = speakers[i + 1:] + speakers[:i]
@@ -98,30 +184,34 @@ def main(argv=None) -> int:
             for j in range(args.utterances):
                 utt = held_out[source][(k * args.utterances + j) % len(held_out[source])]
                 audio = read_audio(utt.path, sr=sr)[0]
-                converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
-                                             harmonics=args.harmonics, strength=strength)
                 n_audio += audio.size / sr
-                e_conv, e_orig = embed(converted), embed(audio)
-                rows.append({
-                    "source": source, "target": target, "utterance": utt.utterance,
-                    "cos_target": float(e_conv @ reference[target]),
-                    "cos_source": float(e_conv @ reference[source]),
-                    "orig_cos_target": float(e_orig @ reference[target]),
-                    "orig_cos_source": float(e_orig @ reference[source]),
-                })
+                e_orig = files.file(utt.path)
+                for name in paths:
+                    if name == "file":
+                        converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
+                                                     harmonics=args.harmonics, strength=strength)
+                    else:
+                        if target not in engines:
+                            engines[target] = StreamingConverter(model, code[target], n_iter=args.n_iter,
+                                                                 harmonics=args.harmonics, strength=strength,
+                                                                 **MODES[args.stream_mode])
+                        engines[target].reset()
+                        converted = engines[target].convert(audio, block=STREAM_BLOCK)
+                    e_conv = embed(converted)
+                    rows[name].append({
+                        "source": source, "target": target, "utterance": utt.utterance,
+                        "cos_target": float(e_conv @ reference[target]),
+                        "cos_source": float(e_conv @ reference[source]),
+                        "orig_cos_target": float(e_orig @ reference[target]),
+                        "orig_cos_source": float(e_orig @ reference[source]),
+                    })
     if args.details is not None:
         with open(args.details, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer = csv.DictWriter(fh, fieldnames=["path"] + list(rows[paths[0]][0]))
             writer.writeheader()
-            writer.writerows(rows)
-    closer = [r["cos_target"] > r["cos_source"] for r in rows]
-    report = {
-        "target_closer_rate": round(float(np.mean(closer)), 4),
-        "mean_cos_target": round(float(np.mean([r["cos_target"] for r in rows])), 4),
-        "mean_cos_source": round(float(np.mean([r["cos_source"] for r in rows])), 4),
-        "unconverted_mean_cos_target": round(float(np.mean([r["orig_cos_target"] for r in rows])), 4),
-        "unconverted_mean_cos_source": round(float(np.mean([r["orig_cos_source"] for r in rows])), 4),
-        "conversions": len(rows),
+            for name in paths:
+                writer.writerows({"path": name, **row} for row in rows[name])
+    common = {
         "speakers": len(speakers),
         "audio_seconds": round(n_audio, 1),
         "n_iter": args.n_iter,
@@ -130,9 +220,25 @@ def main(argv=None) -> int:
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,
-        "floor": {"target_closer_rate": 0.9},
-        "wall_seconds": round(time.perf_counter() - start, 1),
+        "embedded_files": {"computed": files.misses, "cached": files.hits},
     }
+    reports = {name: dict(_scores(rows[name]), path=name, **common) for name in paths}
+    if "stream" in reports:
+        reports["stream"]["stream_mode"] = args.stream_mode
+    if args.path == "both":
+        report = {"file": reports["file"], "stream": reports["stream"],
+                  "stream_minus_file": round(reports["stream"]["target_closer_rate"]
+                                             - reports["file"]["target_closer_rate"], 4)}
+    else:
+        report = reports[args.path]
+    if "stream" in paths:
+        pitch = pitch_agreement([u.path for s in speakers for u in by_speaker[s]], model)
+        if args.path == "both":
+            report["pitch"] = pitch
+        else:
+            report.update(pitch)
+    report["floor"] = FLOORS
+    report["wall_seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         print(json.dumps(report))
     else:

@@ -1,11 +1,14 @@
 """Build examples/: a few short clips by held-out test speakers of the open corpus, and target speakers.
 
-    python tools/make_examples.py [--corpus data/open-corpus] [--model models/default] [--out examples]
+    python tools/make_examples.py [--corpus data/open-corpus] [--human-corpus data/human]
+                                  [--model models/default] [--out examples]
 
 Writes
     examples/audio/<speaker>-<utterance>.flac   one short sentence per source speaker (16 kHz FLAC)
     examples/speakers/<speaker>.npy             target speakers: vc-enroll over all their test utterances
     examples/speakers/<speaker>.flac            one sentence of each target's own speech (for comparison)
+    examples/speakers/<source>-<id>.npy         human targets from an assembled corpus's test split
+                                                (their code only: the corpora's audio is never copied)
     examples/manifest.json                      what is where, texts, engines, the model the targets fit
 Rerun it whenever the default model changes: speaker codes belong to one model. Without a model it
 writes the audio and a manifest whose targets have no .npy yet (the demo then says so).
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -28,19 +30,32 @@ sys.path.insert(0, str(REPO))
 
 MIN_SECONDS, IDEAL_SECONDS, MAX_SECONDS = 2.0, 2.8, 3.6
 
+# A real person every set-up has on disk: the channel-test voice of alsa-utils (GPL-2, 48 kHz WAV),
+# "Front left", "Rear right" ...; the demo joins the spoken files into one clip (Noise.wav is not speech).
+ALSA_VOICE_DIR = "/usr/share/sounds/alsa"
+ALSA_VOICE_FILES = ["Front_Left.wav", "Front_Center.wav", "Front_Right.wav", "Side_Left.wav",
+                    "Side_Right.wav", "Rear_Left.wav", "Rear_Center.wav", "Rear_Right.wav"]
+
+LICENCES = {
+    "speechocean762": ("speechocean762 (OpenSLR 101, Speechocean / Jimbo Zhang et al.)", "Apache-2.0"),
+    "librispeech": ("LibriSpeech (Panayotov et al.; LibriVox readers), excerpts in the Resemblyzer repository",
+                    "CC-BY-4.0"),
+}
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from vc.files import atomic_write
+
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def write_flac(path: Path, audio: np.ndarray, sr: int) -> None:
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.part")
-    sf.write(str(tmp), np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
-    os.replace(tmp, path)
+    from vc.files import atomic_write
+
+    with atomic_write(path) as fh:
+        sf.write(fh, np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
 
 
 def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = ()) -> list[dict]:
@@ -57,6 +72,61 @@ def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = ()) -> list[di
     return picked
 
 
+def _age_group(age: str) -> str:
+    return "unknown age" if not age.isdigit() else "child" if int(age) < 16 else "adult"
+
+
+def human_targets(corpus: Path, n: int, model, out: Path) -> list[dict]:
+    """Enrol n test speakers of an assembled human corpus, as different as possible (source, sex,
+    age group), each from all their test files. Only the code is written; the audio stays in data/."""
+    from vc.speakers import enroll, save_speaker
+
+    with open(corpus / "metadata.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    by_speaker: dict[str, list[dict]] = {}
+    for r in rows:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    pool = sorted(by_speaker, key=lambda s: (-len(by_speaker[s]), s))
+    picked: list[str] = []
+    while pool and len(picked) < n:
+        def novelty(s):
+            first = by_speaker[s][0]
+            return (sum(by_speaker[p][0]["gender"] == first["gender"] for p in picked),
+                    sum(_age_group(by_speaker[p][0]["age"]) == _age_group(first["age"]) for p in picked),
+                    sum(by_speaker[p][0]["source"] == first["source"] for p in picked))
+        best = min(pool, key=novelty)
+        pool.remove(best)
+        picked.append(best)
+    entries = []
+    for speaker in picked:
+        first = by_speaker[speaker][0]
+        result = enroll([corpus / r["path"] for r in by_speaker[speaker]], model)
+        npy = f"speakers/{speaker}.npy"
+        save_speaker(out / npy, result.speaker)
+        corpus_name, licence = LICENCES.get(first["source"], (first["source"], "see the corpus"))
+        entries.append({"name": speaker, "speaker_id": speaker, "human": True, "source": first["source"],
+                        "corpus": corpus_name, "licence": licence, "gender": first["gender"] or "?",
+                        "age_group": _age_group(first["age"]), "reference": None, "speaker": npy,
+                        "model_id": model.model_id, "enrolled_seconds": round(result.speech_seconds, 1),
+                        "enrolled_segments": result.segments, "enrolled_files": result.files})
+        print(f"human target {speaker} ({first['gender']}, {_age_group(first['age'])}): {result.summary()}")
+    return entries
+
+
+def human_readme_lines(entries: list[dict]) -> list[str]:
+    if not entries:
+        return []
+    lines = ["", "Human targets: held-out **test** speakers of the assembled human corpus "
+             "(`vc-corpus assemble data/human data/src/speechocean762 data/src/librispeech-samples`). Only "
+             "their speaker codes are here; no audio of theirs is in this repository.", "",
+             "| target | person | corpus (licence) | enrolled from |", "|---|---|---|---|"]
+    lines += [f"| `{t['speaker']}` | {t['gender']}, {t['age_group']} | {t['corpus']} ({t['licence']}) | "
+              f"{t['enrolled_seconds']} s of speech in {t['enrolled_files']} test utterances |" for t in entries]
+    lines += ["", "The demo's human source is the channel-test voice of alsa-utils "
+              "(`/usr/share/sounds/alsa/*.wav`, GPL-2), read from the system at run time."]
+    return lines
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=str(REPO / "data" / "open-corpus"))
@@ -64,6 +134,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "examples"))
     parser.add_argument("--sources", type=int, default=4, help="source speakers (one clip each)")
     parser.add_argument("--targets", type=int, default=2, help="target speakers")
+    parser.add_argument("--human-corpus", default=str(REPO / "data" / "human"),
+                        help="assembled human corpus (vc-corpus assemble) for human targets; skipped if absent")
+    parser.add_argument("--human-targets", type=int, default=4, help="human target speakers")
+    parser.add_argument("--human-clip-dir", default=ALSA_VOICE_DIR,
+                        help="where the demo finds the alsa-utils channel-test voice")
     args = parser.parse_args(argv)
 
     from vc.audio import read_audio
@@ -138,6 +213,13 @@ def main(argv=None) -> int:
                          enrolled_segments=result.segments, enrolled_files=result.files)
             print(f"target {spk['id']} ({spk['engine']} {spk['voice']}, {spk['gender']}): {result.summary()}")
         target_entries.append(entry)
+    human_entries = []
+    if model is not None and Path(args.human_corpus, "metadata.csv").is_file():
+        human_entries = human_targets(Path(args.human_corpus), args.human_targets, model, out)
+        keep.update(t["speaker"] for t in human_entries)
+    else:
+        print(f"make_examples: no model or no {args.human_corpus}/metadata.csv: no human targets", file=sys.stderr)
+    target_entries += human_entries
     for folder in ("audio", "speakers"):  # drop what an earlier run made and this one did not
         for p in (out / folder).iterdir():
             if p.is_file() and f"{folder}/{p.name}" not in keep:
@@ -149,6 +231,8 @@ def main(argv=None) -> int:
         "model_id": model.model_id if model is not None else None,
         "default_target": target_entries[0]["name"],
         "clips": clips,
+        "human_clip": {"name": "alsa-channel-test", "directory": args.human_clip_dir, "files": ALSA_VOICE_FILES,
+                       "speaker": "the alsa-utils channel-test voice", "licence": "GPL-2 (alsa-utils)"},
         "targets": target_entries,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
@@ -165,7 +249,8 @@ def main(argv=None) -> int:
     lines += ["", "| target | engine / voice | enrolled from |", "|---|---|---|"]
     lines += [f"| `{t['speaker'] or '(no model yet)'}` | {t['engine']} / {t['voice']} ({t['gender']}) | "
               f"{t.get('enrolled_seconds', 0)} s of speech in {t.get('enrolled_files', 0)} test utterances; "
-              f"own speech: `{t['reference']}` |" for t in target_entries]
+              f"own speech: `{t['reference']}` |" for t in target_entries if t.get("engine")]
+    lines += human_readme_lines(human_entries)
     atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
     total = sum((out / k).stat().st_size for k in keep | {"manifest.json", "README.md"})
     print(f"wrote {len(clips)} clips and {len(target_entries)} targets to {out} ({total / 1024:.0f} KB)")

@@ -48,7 +48,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
 
     fig, axes = plt.subplots(2, len(picks), figsize=(3.2 * len(picks), 4.2), squeeze=False)
     for col, speaker in enumerate(picks):
-        frames = log_magnitude(read_audio(by_speaker[speaker][2].path)[0], cfg)
+        frames = log_magnitude(read_audio(by_speaker[speaker][2].path)[0], cfg=cfg)
         show(axes[0, col], frames, f"{speaker}: input")
         show(axes[1, col], convert_features(frames, codes[speaker], model), "reconstruction (own f)")
     fig.suptitle("Held-out speakers: log-magnitude input and DSAE reconstruction", fontsize=9)
@@ -58,8 +58,8 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     source, target = picks[0], picks[-1]
     # u000 is one of the sentences every open-corpus speaker reads, so the two rows say the same thing.
     shared = {s: next(u for u in by_speaker[s] if u.utterance == "u000") for s in (source, target)}
-    src_frames = log_magnitude(read_audio(shared[source].path)[0], cfg)
-    tgt_frames = log_magnitude(read_audio(shared[target].path)[0], cfg)
+    src_frames = log_magnitude(read_audio(shared[source].path)[0], cfg=cfg)
+    tgt_frames = log_magnitude(read_audio(shared[target].path)[0], cfg=cfg)
     fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False)
     show(axes[0, 0], src_frames, f"source: {source}")
     show(axes[0, 1], convert_features(src_frames, codes[target], model), f"z of source, f of {target}")

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libportaudio2                                  # sounddevice (vc-live)
   espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox  # open corpus
   pulseaudio pulseaudio-utils libasound2-plugins # real audio devices for the vc-live test
+  alsa-utils                                     # its channel-test voice is the demo's human source
 )
 
 missing=()

@@ -5,8 +5,9 @@ spectral envelope sit higher or lower), in spectral tilt (breathy or pressed voi
 level. A log-magnitude frame is the sum of an envelope and a fine structure (source-filter model), so each
 can be moved on its own: the envelope is the frame smoothed across frequency, the fine structure the rest.
 Changing a segment this way keeps what is said and changes the apparent speaker, so the dynamic codes of
-the two versions should agree (`DSAEConfig.z_invariance_weight`). An adversary can only hide the training
-speakers it has seen; an invariance to a continuous family of voice changes carries over to new speakers.
+the two versions should agree (training.config.Objective's `z_invariance_weight`). An adversary can only
+hide the training speakers it has seen; an invariance to a continuous family of voice changes carries over
+to new speakers.
 """
 from __future__ import annotations
 
@@ -91,3 +92,11 @@ class VoicePerturbation:
         position = torch.linspace(-0.5, 0.5, D, device=device, dtype=x.dtype).view(1, 1, D)
         changed = changed + uniform(self.max_tilt) * position + uniform(self.max_gain)
         return (changed - mean) / std
+
+
+def change_level(x: torch.Tensor, std: torch.Tensor, max_gain: float) -> torch.Tensor:
+    """The same normalised segments played louder or quieter: one gain per segment, uniform in
+    [-max_gain, max_gain] nats of magnitude (20 dB is 2.3 nats). Fed to q(f) for the partner segments,
+    it teaches f that level is not who speaks (a quiet microphone must not change the speaker)."""
+    gain = (torch.rand(x.shape[0], 1, 1, device=x.device, dtype=x.dtype) * 2.0 - 1.0) * max_gain
+    return x + gain / std.to(x.device, x.dtype)

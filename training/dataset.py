@@ -1,7 +1,8 @@
-"""Normalised 200 ms segments from a feature cache (layout: README, "Feature cache").
+"""Normalised 200 ms segments from a feature cache, for training (layout: README, "Feature cache").
 
-    CACHE/manifest.json, mean.npy, std.npy
-    CACHE/<split>/frames.npy (n_frames, 200) float32, utterances.csv, segments.npy (n_segments, 2) int64
+The cache is read and checked by training.data.features.FeatureCache, the one reader of the format (vc-eer
+uses it too); this module adds what training needs on top: normalised batches, training-speaker indices,
+same-speaker partners and groups.
 
 `SegmentDataset` is a torch Dataset (item i -> (T, D) float32 tensor of (frames - mean) / std) and also
 gathers whole batches with one vectorised read (`batch`), which is what the trainer uses: on two cores a
@@ -17,64 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-UTTERANCE_COLUMNS = ["index", "speaker", "utterance", "path", "frame_start", "n_frames"]
+from training.data.cache import FORMAT, UTTERANCE_COLUMNS, FeatureCache
+from training.data.cache import FeatureCacheError as CacheError
 
-
-class CacheError(ValueError):
-    """A feature cache is missing a file or is inconsistent; the message names the file."""
-
-
-def read_manifest(cache_dir: str | os.PathLike) -> dict:
-    path = Path(cache_dir) / "manifest.json"
-    if not path.is_file():
-        raise CacheError(f"{path}: no such file (is {cache_dir} a feature cache written by vc-features?)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or "feature_config" not in manifest:
-        raise CacheError(f"{path}: no 'feature_config' entry")
-    return manifest
-
-
-def _load_npy(path: Path, *, mmap: bool = False) -> np.ndarray:
-    if not path.is_file():
-        raise CacheError(f"{path}: no such file")
-    try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise CacheError(f"{path}: cannot read ({exc})") from None
-
-
-def read_normalisation(cache_dir: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    cache_dir = Path(cache_dir)
-    mean = _load_npy(cache_dir / "mean.npy").astype(np.float32)
-    std = _load_npy(cache_dir / "std.npy").astype(np.float32)
-    if mean.ndim != 1 or std.shape != mean.shape:
-        raise CacheError(f"{cache_dir}: mean.npy {mean.shape} and std.npy {std.shape} must be equal 1-D shapes")
-    if not np.all(np.isfinite(mean)) or not np.all(std > 0):
-        raise CacheError(f"{cache_dir / 'std.npy'}: std must be finite and > 0, mean finite")
-    return mean, std
-
-
-def read_utterances(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise CacheError(f"{path}: no such file")
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in ("index", "speaker", "frame_start", "n_frames") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise CacheError(f"{path}: missing column(s) {missing}")
-        rows = list(reader)
-    for i, row in enumerate(rows):
-        try:
-            for key in ("index", "frame_start", "n_frames"):
-                row[key] = int(row[key])
-        except ValueError:
-            raise CacheError(f"{path}: row {i + 2} has a non-integer index/frame_start/n_frames") from None
-        if row["index"] != i:
-            raise CacheError(f"{path}: row {i + 2} has index {row['index']}, expected {i}")
-    return rows
+__all__ = ["CacheError", "SegmentDataset", "write_synthetic_cache"]
 
 
 class SegmentDataset(torch.utils.data.Dataset):
@@ -83,47 +30,28 @@ class SegmentDataset(torch.utils.data.Dataset):
     def __init__(self, cache_dir: str | os.PathLike, split: str, *, speakers: list[str] | None = None):
         self.cache_dir = Path(cache_dir)
         self.split = split
-        self.manifest = read_manifest(self.cache_dir)
-        self.segment_length = int(self.manifest.get("segment_length", 20))
-        self.mean, self.std = read_normalisation(self.cache_dir)
-        split_dir = self.cache_dir / split
-        if not split_dir.is_dir():
-            raise CacheError(f"{split_dir}: no such split directory")
-        self.frames = _load_npy(split_dir / "frames.npy", mmap=True)
-        if self.frames.ndim != 2 or self.frames.shape[1] != self.mean.shape[0]:
-            raise CacheError(f"{split_dir / 'frames.npy'}: shape {self.frames.shape}, expected (n, {self.mean.shape[0]})")
-        if self.frames.dtype != np.float32:
-            raise CacheError(f"{split_dir / 'frames.npy'}: dtype {self.frames.dtype}, expected float32")
-        segments = _load_npy(split_dir / "segments.npy")
-        if segments.ndim != 2 or segments.shape[1] != 2 or not np.issubdtype(segments.dtype, np.integer):
-            raise CacheError(f"{split_dir / 'segments.npy'}: expected an integer array of shape (n, 2)")
-        self.utterances = read_utterances(split_dir / "utterances.csv")
-        if len(segments) == 0:
-            raise CacheError(f"{split_dir / 'segments.npy'}: no segments")
-        utt = segments[:, 0].astype(np.int64)
-        start = segments[:, 1].astype(np.int64)
-        if utt.min() < 0 or utt.max() >= len(self.utterances):
-            raise CacheError(f"{split_dir / 'segments.npy'}: utterance index out of range")
-        utt_start = np.array([u["frame_start"] for u in self.utterances], dtype=np.int64)
-        utt_len = np.array([u["n_frames"] for u in self.utterances], dtype=np.int64)
-        if np.any(start < utt_start[utt]) or np.any(start + self.segment_length > utt_start[utt] + utt_len[utt]):
-            raise CacheError(f"{split_dir / 'segments.npy'}: a segment runs outside its utterance")
-        if start.max() + self.segment_length > len(self.frames):
-            raise CacheError(f"{split_dir / 'segments.npy'}: a segment runs past the end of frames.npy")
-        self.segment_utterance = utt
-        self.segment_start = start
+        cache = FeatureCache(self.cache_dir)
+        data = cache.split(split)
+        if len(data) == 0:
+            raise CacheError(f"{self.cache_dir / split / 'segments.npy'}: no segments")
+        self.manifest = cache.manifest
+        self.segment_length = cache.segment_length
+        self.mean, self.std = cache.mean, cache.std
+        self.frames = data.frames
+        self.segment_utterance = data.segments[:, 0]
+        self.segment_start = data.segments[:, 1]
 
-        names = [u["speaker"] for u in self.utterances]
+        names = [u.speaker for u in data.utterances]
         # Speaker indices follow the given list (the train split's) so that dev indices mean the same;
         # speakers absent from it get -1 (fine for the adversary: dev is never fed to it).
         self.speakers = sorted(set(names)) if speakers is None else list(speakers)
         lookup = {s: i for i, s in enumerate(self.speakers)}
         utt_speaker = np.array([lookup.get(s, -1) for s in names], dtype=np.int64)
-        self.segment_speaker = utt_speaker[utt]
+        self.segment_speaker = utt_speaker[self.segment_utterance]
         # Grouping by the split's own speaker names (not by hash(), which changes between processes) keeps
         # partner choices reproducible, which exact resumption needs.
-        _, name_ids = np.unique(np.array(names, dtype=object).astype(str), return_inverse=True)
-        self._partner_index = self._index_by_speaker(name_ids.astype(np.int64)[utt], utt)
+        self._partner_index = self._index_by_speaker(data.utterance_speakers[self.segment_utterance],
+                                                     self.segment_utterance)
         self._offsets = np.arange(self.segment_length, dtype=np.int64)
 
     @staticmethod
@@ -198,8 +126,8 @@ def write_synthetic_cache(cache_dir: str | os.PathLike, *, n_speakers: int = 4, 
     bins = np.arange(feature_dim)
     envelopes = [rng.normal(0, 1.0, 8) for _ in range(n_speakers)]
     basis = np.stack([np.cos(np.pi * k * bins / feature_dim) for k in range(8)])
-    feature_config = {"sr": 16000, "n_fft": 2 * feature_dim, "hop_length": 160, "win_length": 2 * feature_dim,
-                      "window": "hann", "center": True, "drop_dc": True, "log_floor": 1e-5}
+    from vc.dsp import FeatureConfig
+    feature_config = FeatureConfig(n_fft=2 * feature_dim, win_length=2 * feature_dim)
     counts = {}
     all_train = []
     for split_i, split in enumerate(splits):
@@ -232,7 +160,7 @@ def write_synthetic_cache(cache_dir: str | os.PathLike, *, n_speakers: int = 4, 
             all_train = frames
     np.save(cache_dir / "mean.npy", all_train.mean(0).astype(np.float32))
     np.save(cache_dir / "std.npy", (all_train.std(0) + 1e-3).astype(np.float32))
-    manifest = {"format": 1, "feature_config": feature_config, "config_hash": "synthetic",
+    manifest = {"format": FORMAT, "feature_config": feature_config.to_dict(), "config_hash": feature_config.hash(),
                 "segment_length": segment_length, "segment_hop": segment_hop, "corpus": "synthetic",
                 "counts": counts, "skipped": []}
     (cache_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -19,7 +19,8 @@ Only the frame encoder and decoder know what a frame is: an MLP over a spectrum 
 `FrameDecoder`, speech) or, with `frame_coder="conv64"`, convolutions over a 64x64 RGB image
 (training.video, the Sprites video); everything else is shared.
 
-Options on top of the paper's model, each a separately named and logged loss term (see `DSAEConfig`):
+Options on top of the paper's model, each a separately named and logged loss term; their weights belong to
+the trainer (`training.config.Objective`, passed to `DSAE.forward`), the architecture to `DSAEConfig`:
   * `kl_z_weight`, `kl_f_weight`, `kl_warmup_steps`, `free_bits_z`: the usual beta / warm-up / free bits;
   * `f_swap_prob`: reconstruct segment A from z(A) and f inferred from *another segment B of the same
     speaker*, so f can only usefully carry what A and B share (the speaker), not what A says;
@@ -38,7 +39,7 @@ and still left z at 21 % (weight 30) / 18 % (weight 100). Feeding it averages ov
 same-speaker segments (`adv_group_size`, the idea: a speaker's offset hides under one segment's content
 variation but shows in utterance averages) gave 16 % / 19 % and a worse f (1.6 % / 3.1 %). None of these
 reached 30 % for z in 3 epochs on 28 speakers; the best, adversary weight 30 on single segments, is the
-default (training/train.py DEFAULT_MODEL).
+default (training/config.py DEFAULT_OBJECTIVE).
 
 On the 80-voice corpus (56 training, 16 held-out speakers; MFCC-mean 4.9 %) the adversary (weight 50, 9
 epochs) left z at 16.5 %. Fine-tuning it with the invariance term: weight 1 / 5 with formant, tilt and gain
@@ -55,18 +56,37 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+if TYPE_CHECKING:
+    from training.config import Objective
 
 VARIANTS = ("full", "factorised")
 FRAME_CODERS = ("mlp", "conv64")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
+class Options:
+    """Dict round trip of a config dataclass; an unknown key is an error naming the option kind."""
+    option_kind: ClassVar[str] = "model"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, cls.option_kind)
+        return cls(**d)
+
+
 @dataclass
-class DSAEConfig:
+class DSAEConfig(Options):
+    """The architecture only: what shapes the network and names its parameters. The loss weights and
+    their schedule are the trainer's (training.config.Objective), as nanoGPT keeps them out of GPTConfig."""
     feature_dim: int = 200
     f_dim: int = 64
     z_dim: int = 32
@@ -75,20 +95,10 @@ class DSAEConfig:
     variant: str = "full"
     # Decoder noise: "learned" = one log-variance per feature dimension, else a fixed log-variance.
     x_logvar: str | float = "learned"
-    # --- options beyond the paper (defaults: see training/train.py DEFAULT_MODEL) ---
-    kl_f_weight: float = 1.0
-    kl_z_weight: float = 1.0
-    kl_warmup_steps: int = 0       # both KL weights ramp linearly from 0 over this many steps
-    free_bits_z: float = 0.0       # nats per z dimension per frame below which KL_z is not penalised
-    f_swap_prob: float = 0.0       # probability that a segment is decoded with f from a same-speaker partner
-    adv_weight: float = 0.0        # weight of the reversed-gradient speaker classifier on mean_t z
-    adv_hidden: int = 256
-    # The adversary sees mean_t z averaged over groups of this many same-speaker segments (the trainer
-    # builds batches of such groups): per-segment means hide a speaker's offset under content variation
-    # that utterance-level averages (as speaker verification uses) no longer have.
-    adv_group_size: int = 1
-    n_speakers: int = 0            # training speakers, for the adversary (set by the trainer)
-    z_invariance_weight: float = 0.0   # weight of sym. KL(q(z | x, f), q(z | voice-changed x, f))
+    adv_hidden: int = 256          # width of the speaker adversary's hidden layer
+    # Classes of the speaker adversary head on mean_t z; below 2 the model has no adversary. The trainer
+    # sets the number of training speakers when the objective's adv_weight > 0, else 0.
+    n_speakers: int = 0
     # What a frame is: "mlp" (a feature vector, speech) or "conv64" (a flattened 3x64x64 image, video;
     # training.video), with `conv_width` channels in the first convolution.
     frame_coder: str = "mlp"
@@ -106,18 +116,7 @@ class DSAEConfig:
             raise ValueError(f"frame_coder must be one of {FRAME_CODERS}, not {self.frame_coder!r}")
         if self.frame_coder == "conv64" and int(self.feature_dim) != 3 * 64 * 64:
             raise ValueError(f"frame_coder conv64 needs feature_dim 12288 (3x64x64), not {self.feature_dim}")
-        if int(self.adv_group_size) < 1:
-            raise ValueError(f"adv_group_size must be at least 1, not {self.adv_group_size}")
-        if not 0.0 <= self.f_swap_prob <= 1.0:
-            raise ValueError(f"f_swap_prob must be in [0, 1], not {self.f_swap_prob}")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DSAEConfig":
-        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "model")
-        return cls(**d)
 
 
 def reject_unknown_options(given, known, kind: str) -> None:
@@ -226,7 +225,7 @@ class DSAE(nn.Module):
         else:
             self.register_buffer("x_logvar", torch.full((c.feature_dim,), float(c.x_logvar)))
 
-        if c.adv_weight > 0 and c.n_speakers > 1:
+        if c.n_speakers > 1:
             self.speaker_adversary = nn.Sequential(
                 nn.Linear(c.z_dim, c.adv_hidden), nn.LeakyReLU(0.2), nn.Linear(c.adv_hidden, c.n_speakers))
         else:
@@ -297,25 +296,25 @@ class DSAE(nn.Module):
         nll = 0.5 * ((x - x_mean).pow(2) * (-logvar).exp() + logvar + LOG_2PI)
         return nll.flatten(1).sum(1)
 
-    def forward(self, x, partner=None, speaker=None, step: int = 0, x_changed=None):
+    def forward(self, x, partner=None, speaker=None, step: int = 0, x_changed=None, *,
+                objective: "Objective | None" = None):
         """Training loss and its named terms for a batch.
 
         x: (B, T, feature_dim). partner: (B, T', feature_dim) segments of the same speakers as x, used for
-        f when `f_swap_prob` > 0. speaker: (B,) training-speaker indices, used by the adversary.
-        x_changed: x with the voice changed (same content), used when `z_invariance_weight` > 0.
-        Returns (loss, terms): terms hold per-sequence means of each term (detached) and `elbo`.
+        f when the objective's `f_swap_prob` > 0. speaker: (B,) training-speaker indices, used by the
+        adversary. x_changed: x with the voice changed (same content), used when `z_invariance_weight` > 0.
+        objective: the trainer's loss weights and schedule (training.config.Objective; None: the plain
+        negative ELBO). Returns (loss, terms): terms hold per-sequence means of each term (detached) and
+        `elbo`.
         """
-        c = self.config
+        if objective is None:
+            from training.config import Objective
+            objective = Objective()
         h = self.encode_frames(x)
         f_mean, f_logvar = self.posterior_f(h)
         f = sample(f_mean, f_logvar)
-
-        if partner is not None and c.f_swap_prob > 0:
-            fp_mean, fp_logvar = self.posterior_f(self.encode_frames(partner))
-            swap = torch.rand(x.shape[0], 1, device=x.device) < c.f_swap_prob
-            f_mean = torch.where(swap, fp_mean, f_mean)
-            f_logvar = torch.where(swap, fp_logvar, f_logvar)
-            f = torch.where(swap, sample(fp_mean, fp_logvar), f)
+        if partner is not None and objective.f_swap_prob > 0:
+            f_mean, f_logvar, f = self._swap_f(partner, objective.f_swap_prob, f_mean, f_logvar, f)
 
         z_mean, z_logvar = self.posterior_z(h, f)
         z = sample(z_mean, z_logvar)
@@ -329,38 +328,50 @@ class DSAE(nn.Module):
         kl_z = kl_z_elem.flatten(1).sum(1)
         elbo = -(recon + kl_f + kl_z)
 
-        warm = min(1.0, step / c.kl_warmup_steps) if c.kl_warmup_steps > 0 else 1.0
-        if c.free_bits_z > 0:
+        if objective.free_bits_z > 0:
             # Free bits per dimension, on the batch- and time-averaged KL (Kingma et al. 2016).
             per_dim = kl_z_elem.mean(dim=(0, 1))
-            kl_z_penalised = torch.clamp(per_dim, min=c.free_bits_z).sum() * x.shape[1]
+            kl_z_penalised = torch.clamp(per_dim, min=objective.free_bits_z).sum() * x.shape[1]
         else:
             kl_z_penalised = kl_z.mean()
-        loss = recon.mean() + warm * (c.kl_f_weight * kl_f.mean() + c.kl_z_weight * kl_z_penalised)
+        loss = recon.mean() + objective.kl_weight(step) * (
+            objective.kl_f_weight * kl_f.mean() + objective.kl_z_weight * kl_z_penalised)
 
         terms = {"recon": recon.mean(), "kl_f": kl_f.mean(), "kl_z": kl_z.mean(), "elbo": elbo.mean()}
-
-        if self.speaker_adversary is not None and speaker is not None:
-            z_avg = z_mean.mean(dim=1)
-            k = c.adv_group_size
-            if k > 1 and z_avg.shape[0] % k == 0:
-                # consecutive runs of k segments share a speaker (see training.dataset.grouped_order)
-                z_avg, speaker = z_avg.view(-1, k, c.z_dim).mean(1), speaker[::k]
-            logits = self.speaker_adversary(_GradientReversal.apply(z_avg))
-            adv_ce = F.cross_entropy(logits, speaker)
-            loss = loss + c.adv_weight * adv_ce
+        if self.speaker_adversary is not None and speaker is not None and objective.adv_weight > 0:
+            adv_ce, terms["adv_acc"] = self._adversary(z_mean, speaker, objective.adv_group_size)
+            loss = loss + objective.adv_weight * adv_ce
             terms["adv_ce"] = adv_ce
-            terms["adv_acc"] = (logits.argmax(1) == speaker).float().mean()
-
-        if x_changed is not None and c.z_invariance_weight > 0:
-            zc_mean, zc_logvar = self.posterior_z(self.encode_frames(x_changed), f)
-            z_inv = 0.5 * (gaussian_kl(z_mean, z_logvar, zc_mean, zc_logvar)
-                           + gaussian_kl(zc_mean, zc_logvar, z_mean, z_logvar)).flatten(1).sum(1).mean()
-            loss = loss + c.z_invariance_weight * z_inv
+        if x_changed is not None and objective.z_invariance_weight > 0:
+            z_inv = self._invariance(x_changed, f, z_mean, z_logvar)
+            loss = loss + objective.z_invariance_weight * z_inv
             terms["z_inv"] = z_inv
 
         terms["loss"] = loss
         return loss, {k: v.detach() for k, v in terms.items()}
+
+    def _swap_f(self, partner, swap_prob: float, f_mean, f_logvar, f):
+        """With probability swap_prob per segment, f and its posterior come from the same-speaker partner."""
+        fp_mean, fp_logvar = self.posterior_f(self.encode_frames(partner))
+        swap = torch.rand(f.shape[0], 1, device=f.device) < swap_prob
+        return (torch.where(swap, fp_mean, f_mean), torch.where(swap, fp_logvar, f_logvar),
+                torch.where(swap, sample(fp_mean, fp_logvar), f))
+
+    def _adversary(self, z_mean, speaker, group_size: int):
+        """Cross-entropy and accuracy of the speaker classifier on mean_t z, through gradient reversal."""
+        z_avg = z_mean.mean(dim=1)
+        k = group_size
+        if k > 1 and z_avg.shape[0] % k == 0:
+            # consecutive runs of k segments share a speaker (see training.dataset.grouped_order)
+            z_avg, speaker = z_avg.view(-1, k, self.config.z_dim).mean(1), speaker[::k]
+        logits = self.speaker_adversary(_GradientReversal.apply(z_avg))
+        return F.cross_entropy(logits, speaker), (logits.argmax(1) == speaker).float().mean()
+
+    def _invariance(self, x_changed, f, z_mean, z_logvar):
+        """Symmetric KL between q(z | x, f) and q(z | x_changed, f), nats per sequence."""
+        zc_mean, zc_logvar = self.posterior_z(self.encode_frames(x_changed), f)
+        return 0.5 * (gaussian_kl(z_mean, z_logvar, zc_mean, zc_logvar)
+                      + gaussian_kl(zc_mean, zc_logvar, z_mean, z_logvar)).flatten(1).sum(1).mean()
 
     @torch.no_grad()
     def elbo_terms(self, x):

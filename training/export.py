@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from training.dsae import DSAE, ExportDecoder, ExportEncoder
-from training.train import (WEIGHTS_NAME, TrainingError, latest_checkpoint, load_model,
-                            load_run_config)
+from training.checkpoints import WEIGHTS_NAME, latest_checkpoint, load_model, load_run_config
+from training.config import TrainingError
+from vc import model_format as fmt
 from vc.files import atomic_write
 
-FORMAT_VERSION = 1
-OPSET = 17
+FORMAT_VERSION = fmt.FORMAT_VERSION
+OPSET = fmt.OPSET
 PARITY_TOLERANCE = 1e-4
 
 
@@ -55,21 +56,26 @@ def _metadata(role: str, model: DSAE, run_dir: Path, model_id: str) -> dict:
     std = np.load(run_dir / "cache_std.npy", allow_pickle=False)
     feature_config, feature_hash = feature_config_of(manifest)
     c = model.config
-    return {
-        "format_version": FORMAT_VERSION,
-        "role": role,
-        "feature_config": feature_config,
-        "feature_config_hash": feature_hash,
-        "norm_mean": [float(v) for v in mean],
-        "norm_std": [float(v) for v in std],
-        "f_dim": c.f_dim,
-        "z_dim": c.z_dim,
-        "hidden_dim": c.hidden_dim,
-        "variant": c.variant,
-        "segment_length": int(manifest.get("segment_length", 20)),
-        "corpus": _corpus_name(manifest.get("corpus")),
-        "model_id": model_id,
-    }
+    meta = fmt.model_metadata(
+        feature_config=feature_config, feature_config_hash=feature_hash, norm_mean=mean, norm_std=std,
+        f_dim=c.f_dim, z_dim=c.z_dim, hidden_dim=c.hidden_dim, variant=c.variant,
+        segment_length=int(manifest.get("segment_length", 20)), corpus=_corpus_name(manifest.get("corpus")),
+        model_id=model_id)
+    return fmt.for_role(meta, role)
+
+
+def write_model_dir(encoder: torch.nn.Module, decoder: torch.nn.Module, out_dir: Path, metadata: dict, *,
+                    n_features: int, f_dim: int, z_dim: int, frames: int = 20) -> None:
+    """Both graphs of a model directory, named and annotated as `vc.model_format` says: `export` writes a
+    trained DSAE with it (ExportEncoder/ExportDecoder), the tests their small models."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    examples = {"encoder": (torch.zeros(2, frames, n_features),),
+                "decoder": (torch.zeros(2, f_dim), torch.zeros(2, frames, z_dim))}
+    for role, module, file in (("encoder", encoder, fmt.ENCODER_FILE), ("decoder", decoder, fmt.DECODER_FILE)):
+        inputs, outputs = fmt.io_names(role)
+        _export_onnx(module, examples[role], out_dir / file, list(inputs), list(outputs), fmt.dynamic_axes(role),
+                     fmt.for_role(metadata, role))
 
 
 def _export_onnx(module: torch.nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
@@ -85,11 +91,10 @@ def _export_onnx(module: torch.nn.Module, args: tuple, path: Path, input_names, 
                               dynamo=False)
         proto = onnx.load(str(raw))
         proto.producer_name = "dsae-vc vc-export"
-        onnx.helper.set_model_props(proto, {"dsae": json.dumps(metadata)})
+        onnx.helper.set_model_props(proto, {fmt.METADATA_KEY: json.dumps(metadata)})
         onnx.checker.check_model(proto, full_check=True)
-        staged = Path(tmp) / path.name
-        onnx.save(proto, str(staged))
-        os.replace(staged, path)
+    with atomic_write(path) as fh:
+        fh.write(proto.SerializeToString())
 
 
 def _ort_session(path: Path):
@@ -102,18 +107,20 @@ def _ort_session(path: Path):
 
 
 @torch.no_grad()
-def check_parity(model: DSAE, model_dir: Path, inputs: list[np.ndarray]) -> float:
-    """Largest |ONNX Runtime - PyTorch| over all outputs of both graphs for the given x batches."""
-    encoder, decoder = _ort_session(model_dir / "encoder.onnx"), _ort_session(model_dir / "decoder.onnx")
+def check_parity(model: DSAE, model_dir: Path, inputs: list[np.ndarray], *, encode=None, decode=None) -> float:
+    """Largest |ONNX Runtime - PyTorch| over all outputs of both graphs for the given x batches; `encode` and
+    `decode` are what the graphs were exported from (default: the model's own, as `export` writes them)."""
+    encode, decode = encode or model.encode, decode or model.decode
+    encoder, decoder = _ort_session(model_dir / fmt.ENCODER_FILE), _ort_session(model_dir / fmt.DECODER_FILE)
     worst = 0.0
     for x in inputs:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        expected = [t.numpy() for t in model.encode(torch.from_numpy(x))]
-        got = encoder.run(["f_mean", "f_logvar", "z_mean", "z_logvar"], {"x": x})
+        expected = [t.numpy() for t in encode(torch.from_numpy(x))]
+        got = encoder.run(list(fmt.ENCODER_OUTPUTS), {"x": x})
         worst = max(worst, *(float(np.max(np.abs(a - b))) for a, b in zip(expected, got)))
         f, z = expected[0], expected[2]
-        x_mean = model.decode(torch.from_numpy(f), torch.from_numpy(z)).numpy()
-        got_x = decoder.run(["x_mean"], {"f": f, "z": z})[0]
+        x_mean = decode(torch.from_numpy(f), torch.from_numpy(z)).numpy()
+        got_x = decoder.run(list(fmt.DECODER_OUTPUTS), {"f": f, "z": z})[0]
         worst = max(worst, float(np.max(np.abs(x_mean - got_x))))
     return worst
 
@@ -155,18 +162,11 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
         meta, worst = export_video(model, config.features, out_dir, model_id, PARITY_TOLERANCE)
         log(f"exported {model_id} to {out_dir} (parity {worst:.2e})")
         return meta
-    out_dir.mkdir(parents=True, exist_ok=True)
     c = model.config
     T = 20
     enc_meta = _metadata("encoder", model, run_dir, model_id)
-    dec_meta = {**enc_meta, "role": "decoder"}
-    _export_onnx(ExportEncoder(model), (torch.zeros(2, T, c.feature_dim),), out_dir / "encoder.onnx",
-                 ["x"], ["f_mean", "f_logvar", "z_mean", "z_logvar"],
-                 {"x": {0: "batch", 1: "T"}, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"},
-                  "z_mean": {0: "batch", 1: "T"}, "z_logvar": {0: "batch", 1: "T"}}, enc_meta)
-    _export_onnx(ExportDecoder(model), (torch.zeros(2, c.f_dim), torch.zeros(2, T, c.z_dim)),
-                 out_dir / "decoder.onnx", ["f", "z"], ["x_mean"],
-                 {"f": {0: "batch"}, "z": {0: "batch", 1: "T"}, "x_mean": {0: "batch", 1: "T"}}, dec_meta)
+    write_model_dir(ExportEncoder(model), ExportDecoder(model), out_dir, enc_meta, n_features=c.feature_dim,
+                    f_dim=c.f_dim, z_dim=c.z_dim, frames=T)
 
     rng = np.random.default_rng(0)
     inputs = [rng.normal(size=(1, T, c.feature_dim)).astype(np.float32),
@@ -188,6 +188,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
             f"({run_dir.name}, checkpoint {ckpt.name})",
             f"- last dev ELBO: {last.get('val_elbo', 'n/a')} nats per segment",
             f"- options: {json.dumps({k: v for k, v in c.to_dict().items() if k not in ('feature_dim',)})}",
+            f"- objective: {json.dumps(config.objective)}",
             f"- ONNX Runtime vs PyTorch max abs difference: {worst:.2e}", ""]
     with atomic_write(out_dir / "README.md", "w", encoding="utf-8") as fh:
         fh.write("\n".join(card))

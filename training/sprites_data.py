@@ -13,12 +13,13 @@ import numpy as np
 from training.data import sprites
 from training.video import IMAGE_SHAPE, IMAGE_SIZE, frames_to_features
 
-# The model the Sprites runs start from (vc-train --data sprites); see models/sprites/README.md.
+# The model the Sprites runs start from (vc-train --data sprites; training.config.default_options), and its
+# objective: f swapped between motions of the same character, no adversary; see models/sprites/README.md.
 SPRITES_MODEL = dict(
     feature_dim=12288, f_dim=64, z_dim=16, hidden_dim=128, frame_hidden=128, variant="full", frame_coder="conv64",
-    conv_width=16,
-    x_logvar=-2.3, kl_warmup_steps=500, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=0.0, adv_group_size=1,
+    conv_width=16, x_logvar=-2.3,
 )
+SPRITES_OBJECTIVE = dict(kl_warmup_steps=500, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=0.0, adv_group_size=1)
 DEFAULT_CACHE = "data/sprites"
 
 

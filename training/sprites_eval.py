@@ -25,7 +25,8 @@ def load_sprites_model(path):
     """A Sprites DSAE from a vc-train run directory (latest checkpoint) or a checkpoint directory."""
     from pathlib import Path
 
-    from training.train import TrainingError, load_model
+    from training.checkpoints import load_model
+    from training.config import TrainingError
     path = Path(path)
     try:
         if (path / "model.safetensors").is_file() and (path / "state.json").is_file():

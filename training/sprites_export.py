@@ -18,6 +18,7 @@ from torch import nn
 
 from training.dsae import DSAE
 from training.video import IMAGE_SHAPE, IMAGE_SIZE
+from vc import model_format as fmt
 
 FORMAT_VERSION = 1
 
@@ -53,22 +54,6 @@ def video_metadata(role: str, model: DSAE, model_id: str) -> dict:
     }
 
 
-@torch.no_grad()
-def video_parity(model: DSAE, out_dir: Path, inputs: list[np.ndarray]) -> float:
-    from training.export import _ort_session
-    encoder, decoder = _ort_session(out_dir / "encoder.onnx"), _ort_session(out_dir / "decoder.onnx")
-    worst = 0.0
-    for x in inputs:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        expected = [t.numpy() for t in VideoEncoder(model)(torch.from_numpy(x))]
-        got = encoder.run(["f_mean", "f_logvar", "z_mean", "z_logvar"], {"x": x})
-        worst = max(worst, *(float(np.max(np.abs(a - b))) for a, b in zip(expected, got)))
-        f, z = expected[0], expected[2]
-        x_mean = VideoDecoder(model)(torch.from_numpy(f), torch.from_numpy(z)).numpy()
-        worst = max(worst, float(np.max(np.abs(x_mean - decoder.run(["x_mean"], {"f": f, "z": z})[0]))))
-    return worst
-
-
 def _real_sequences(cache: str, n: int = 12) -> np.ndarray | None:
     try:
         from training.data import sprites
@@ -82,7 +67,7 @@ def _real_sequences(cache: str, n: int = 12) -> np.ndarray | None:
 
 def export_video(model: DSAE, features: str, out_dir: Path, model_id: str, tolerance: float) -> tuple[dict, float]:
     """Write encoder.onnx and decoder.onnx for a video model; returns (encoder metadata, parity)."""
-    from training.export import ExportError, _export_onnx
+    from training.export import ExportError, _export_onnx, check_parity
     c = model.config
     if c.feature_dim != IMAGE_SIZE:
         raise ExportError(f"{out_dir}: a Sprites model must have feature_dim {IMAGE_SIZE}, not {c.feature_dim}")
@@ -92,20 +77,18 @@ def export_video(model: DSAE, features: str, out_dir: Path, model_id: str, toler
     # Wrappers in eval mode: the exporter restores the wrapper's mode recursively afterwards, and a wrapper in
     # training mode would leave the batch normalisation of the frame coders in training mode.
     model.eval()
-    _export_onnx(VideoEncoder(model).eval(), (torch.zeros(2, T, *IMAGE_SHAPE),), out_dir / "encoder.onnx",
-                 ["x"], ["f_mean", "f_logvar", "z_mean", "z_logvar"],
-                 {"x": {0: "batch", 1: "T"}, "f_mean": {0: "batch"}, "f_logvar": {0: "batch"},
-                  "z_mean": {0: "batch", 1: "T"}, "z_logvar": {0: "batch", 1: "T"}}, enc_meta)
-    _export_onnx(VideoDecoder(model).eval(), (torch.zeros(2, c.f_dim), torch.zeros(2, T, c.z_dim)),
-                 out_dir / "decoder.onnx", ["f", "z"], ["x_mean"],
-                 {"f": {0: "batch"}, "z": {0: "batch", 1: "T"}, "x_mean": {0: "batch", 1: "T"}},
-                 {**enc_meta, "role": "decoder"})
+    examples = {"encoder": (torch.zeros(2, T, *IMAGE_SHAPE),),
+                "decoder": (torch.zeros(2, c.f_dim), torch.zeros(2, T, c.z_dim))}
+    for role, wrapper, file in (("encoder", VideoEncoder, fmt.ENCODER_FILE), ("decoder", VideoDecoder, fmt.DECODER_FILE)):
+        inputs, outputs = fmt.io_names(role)
+        _export_onnx(wrapper(model).eval(), examples[role], out_dir / file, list(inputs), list(outputs),
+                     fmt.dynamic_axes(role), fmt.for_role(enc_meta, role))
     rng = np.random.default_rng(0)
     inputs = [rng.random((1, T, *IMAGE_SHAPE), dtype=np.float32), rng.random((3, 5, *IMAGE_SHAPE), dtype=np.float32)]
     real = _real_sequences(features)
     if real is not None:
         inputs.append(real)
-    worst = video_parity(model.eval(), out_dir, inputs)
+    worst = check_parity(model.eval(), out_dir, inputs, encode=VideoEncoder(model), decode=VideoDecoder(model))
     if worst > tolerance:
         raise ExportError(f"{out_dir}: ONNX Runtime differs from PyTorch by {worst:.3g} (> {tolerance})")
     (out_dir / "export.json").write_text(json.dumps({**enc_meta, "role": "both", "parity_max_abs": worst}, indent=1))

@@ -1,13 +1,7 @@
-"""Training loop for the DSAE: checkpoints, exact resumption, validation, logs, DistributedDataParallel.
+"""Training loop for the DSAE: exact resumption, validation, logs, DistributedDataParallel.
 
-A run directory holds:
-    config.json                 the full configuration (TrainConfig, model options included)
-    cache_manifest.json, cache_mean.npy, cache_std.npy
-                                copies from the feature cache, so that export needs only the run
-    checkpoints/step-NNNNNNNNN/ model.safetensors, optimizer.pt, state.json (counters, running sums,
-                                history); each directory appears by one rename, so it is whole or absent
-    checkpoints/latest          name of the newest complete checkpoint (replaced atomically)
-    log.csv, loss.png           per-epoch training terms and validation ELBO
+The run directory and its checkpoints: training.checkpoints. The configuration (trainer settings, the
+model's architecture under `model`, the loss weights under `objective`): training.config.
 
 Exact resumption: the epoch's order and same-speaker partners come from a generator seeded by (seed, epoch)
 and the reparameterisation noise from one seeded by (seed, rank, step), so the only state to keep is the
@@ -24,104 +18,32 @@ writes checkpoints and logs.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import distributed as dist
 
-from training.augment import VoicePerturbation
-from training.dataset import CacheError, SegmentDataset, read_manifest
-from training.dsae import DSAE, DSAEConfig, reject_unknown_options
-from vc.files import atomic_write, save_figure
+from training.augment import VoicePerturbation, change_level
+from training.checkpoints import (CONFIG_NAME, WEIGHTS_NAME, latest_checkpoint, load_initial_weights,
+                                  load_model, load_run_config, resume_from_checkpoint, save_checkpoint,
+                                  write_run_files, write_text)
+from training.config import (DEFAULT_MODEL, DEFAULT_OBJECTIVE, VOICE_CHANGE, Objective, TrainConfig,
+                             TrainingError, load_config_file)
+from training.dataset import CacheError, SegmentDataset
+from training.dsae import DSAE, DSAEConfig
+from vc.files import save_figure
 
-CONFIG_NAME = "config.json"
-CHECKPOINTS = "checkpoints"
-WEIGHTS_NAME = "model.safetensors"
-
-# Defaults for speech: the paper's full model plus same-speaker f swapping (f then carries the speaker:
-# f EER 0-0.4 % where MFCC-mean gives 8.5 %) and a reversed-gradient speaker adversary on mean_t z (weight
-# 30 was the best of 1, 30, 100: z EER 13 %, 21 %, 18 %). Measurements: see the docstring of training.dsae.
-DEFAULT_MODEL = dict(
-    f_dim=64, z_dim=32, hidden_dim=256, frame_hidden=256, variant="full",
-    kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0, adv_group_size=1,
-)
-
-DATA_KINDS = ("speech", "sprites")
-
-
-def _default_model(data: str) -> dict:
-    if data == "sprites":
-        from training.sprites_data import SPRITES_MODEL
-        return SPRITES_MODEL
-    return DEFAULT_MODEL
-
-
-VOICE_CHANGE = dict(max_pitch=1.5, max_warp=1.2, max_tilt=1.0, max_gain=1.0)
-
-
-class TrainingError(RuntimeError):
-    """A clear, one-line reason why training cannot start or had to stop."""
-
-
-@dataclass
-class TrainConfig:
-    features: str = ""
-    data: str = "speech"              # speech (a vc-features cache) | sprites (the Sprites render cache)
-    out: str = ""
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"       # cosine: decay to lr_final_fraction * lr at the last step
-    lr_final_fraction: float = 0.1
-    grad_clip: float = 5.0
-    seed: int = 0
-    device: str = "auto"              # auto | cpu | cuda
-    threads: int = 2                  # torch threads per process on CPU
-    checkpoint_every: int = 500       # steps; a checkpoint also ends every epoch
-    keep_checkpoints: int = 2
-    val_max_segments: int = 4096
-    progress: bool = True
-    # Start from the weights of another run or checkpoint (fine-tuning; the optimiser starts afresh).
-    init_from: str = ""
-    # Random voice changes for the z invariance term (training.augment.VoicePerturbation arguments).
-    voice_change: dict = field(default_factory=lambda: dict(VOICE_CHANGE))
-    model: dict = field(default_factory=dict)     # options over the defaults of the data kind
-
-    def __post_init__(self):
-        if self.data not in DATA_KINDS:
-            raise ValueError(f"data must be one of {DATA_KINDS}, not {self.data!r}")
-        self.model = {**_default_model(self.data), **(self.model or {})}
-        self.voice_change = {**VOICE_CHANGE, **(self.voice_change or {})}
-        reject_unknown_options(self.voice_change, VOICE_CHANGE, "voice_change")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"lr_schedule must be cosine or constant, not {self.lr_schedule!r}")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, not {self.device!r}")
-        for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints", "threads"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, not {self.lr}")
-        DSAEConfig.from_dict(self.model)   # validates the model options early
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        reject_unknown_options(d, {f.name for f in dataclasses.fields(cls)}, "training")
-        return cls(**d)
+# Re-exported: the names callers used before checkpoints and configuration had modules of their own.
+__all__ = ["train", "evaluate", "resume_config", "RESUMABLE_CHANGES", "TrainConfig", "TrainingError",
+           "Objective", "DEFAULT_MODEL", "DEFAULT_OBJECTIVE", "VOICE_CHANGE", "load_config_file",
+           "load_run_config", "load_model", "latest_checkpoint", "CONFIG_NAME", "WEIGHTS_NAME"]
 
 
 # ----------------------------------------------------------------------------- processes and devices
@@ -161,105 +83,7 @@ def _setup_processes(config: TrainConfig) -> _Processes:
     return procs
 
 
-# ----------------------------------------------------------------------------- files
-
-def _atomic_write_text(path: Path, text: str):
-    with atomic_write(path, "w", encoding="utf-8") as fh:
-        fh.write(text)
-
-
-def load_config_file(path: str | os.PathLike) -> dict:
-    """A JSON or TOML file with TrainConfig keys (model options under `model`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such config file")
-    try:
-        if path.suffix == ".toml":
-            try:
-                import tomllib
-            except ImportError:     # Python 3.10
-                raise TrainingError(f"{path}: TOML config files need Python 3.11; use JSON") from None
-            return tomllib.loads(path.read_text())
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise TrainingError(f"{path}: cannot parse config ({exc})") from None
-
-
-def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    pointer = Path(run_dir) / CHECKPOINTS / "latest"
-    if not pointer.is_file():
-        return None
-    ckpt = pointer.parent / pointer.read_text().strip()
-    return ckpt if (ckpt / WEIGHTS_NAME).is_file() else None
-
-
-def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise TrainingError(f"{path}: no such file (is {run_dir} a vc-train run directory?)")
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text()))
-    except ValueError as exc:
-        raise TrainingError(f"{path}: {exc}") from None
-
-
-def load_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> tuple[DSAE, dict]:
-    """The model of a run (latest checkpoint unless one is named) and that checkpoint's state.json."""
-    from safetensors.torch import load_file
-    ckpt = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if ckpt is None or not (ckpt / WEIGHTS_NAME).is_file():
-        raise TrainingError(f"{run_dir}: no checkpoint with {WEIGHTS_NAME} (has training written one yet?)")
-    state = json.loads((ckpt / "state.json").read_text())
-    model = DSAE(DSAEConfig.from_dict(state["model_config"]))
-    model.load_state_dict(load_file(ckpt / WEIGHTS_NAME))
-    return model, state
-
-
-def _load_initial_weights(model: DSAE, source: str, device):
-    """Weights from a run directory (its latest checkpoint) or a checkpoint directory, shapes checked."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    path = Path(source)
-    ckpt = latest_checkpoint(path) if (path / CHECKPOINTS).is_dir() else path
-    if ckpt is None or not (ckpt / WEIGHTS_NAME).is_file():
-        raise TrainingError(f"{source}: no {WEIGHTS_NAME} there (give a run directory or a checkpoint directory)")
-    try:
-        weights = load_file(ckpt / WEIGHTS_NAME, device=str(device))
-    except (SafetensorError, OSError) as exc:
-        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: cannot read it ({exc})") from None
-    own = model.state_dict()
-    wrong = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
-    extra = [k for k in weights if k not in own]
-    if wrong or extra:
-        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: does not fit this model "
-                            f"({', '.join((wrong + extra)[:3])}{' ...' if len(wrong + extra) > 3 else ''}); "
-                            "the model options must match the run it came from")
-    model.load_state_dict(weights)
-
-
-def _save_checkpoint(run_dir: Path, model: DSAE, optimizer, state: dict, keep: int):
-    from safetensors.torch import save_file
-    ckpt_root = run_dir / CHECKPOINTS
-    ckpt_root.mkdir(exist_ok=True)
-    name = f"step-{state['global_step']:09d}"
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
-    try:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(weights, tmp / WEIGHTS_NAME)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
-        final = ckpt_root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _atomic_write_text(ckpt_root / "latest", name + "\n")
-    old = sorted(p for p in ckpt_root.glob("step-*") if p.is_dir() and p.name != name)
-    for stale in old[:max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(stale, ignore_errors=True)
-
+# ----------------------------------------------------------------------------- logs
 
 def _write_logs(run_dir: Path, history: list[dict], *, plot: bool = True):
     if not history:
@@ -269,7 +93,7 @@ def _write_logs(run_dir: Path, history: list[dict], *, plot: bool = True):
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(history)
-    _atomic_write_text(run_dir / "log.csv", buf.getvalue())
+    write_text(run_dir / "log.csv", buf.getvalue())
     if plot:
         _plot_losses(run_dir, history)
 
@@ -294,7 +118,7 @@ def _plot_losses(run_dir: Path, history: list[dict]):
     plt.close(fig)
 
 
-# ----------------------------------------------------------------------------- the loop
+# ----------------------------------------------------------------------------- schedule and validation
 
 def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
     if config.lr_schedule == "constant" or total_steps <= 1:
@@ -329,7 +153,7 @@ def evaluate(model: DSAE, data: SegmentDataset, device, *, max_segments: int, se
 RESUMABLE_CHANGES = ("epochs", "device", "threads", "progress", "features")
 
 
-def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> TrainConfig:
+def _check_run_dir(config: TrainConfig, run_dir: Path, resume: bool):
     if resume:
         stored = load_run_config(run_dir)
         # Only what does not change the result may differ on resumption (and epochs, to extend a run).
@@ -338,10 +162,8 @@ def _prepare_run_dir(config: TrainConfig, run_dir: Path, resume: bool) -> TrainC
         if changed:
             raise TrainingError(f"{run_dir}: --resume cannot change {', '.join(changed)} "
                                 f"(stored in {run_dir / CONFIG_NAME})")
-        return config
-    if latest_checkpoint(run_dir) is not None or (run_dir / CONFIG_NAME).exists():
+    elif latest_checkpoint(run_dir) is not None or (run_dir / CONFIG_NAME).exists():
         raise TrainingError(f"{run_dir}: already holds a run; use --resume to continue it or choose another --out")
-    return config
 
 
 def resume_config(run_dir: str | os.PathLike, **changes) -> TrainConfig:
@@ -357,8 +179,11 @@ def resume_config(run_dir: str | os.PathLike, **changes) -> TrainConfig:
     return TrainConfig.from_dict(stored)
 
 
+# ----------------------------------------------------------------------------- setting a run up
+
 def _open_datasets(config: TrainConfig):
-    """(train, dev or None) for the run's kind of data."""
+    """(train, dev or None) for the run's kind of data; a speech cache's dev split, when it has one, uses the
+    speaker indices of the train split."""
     if config.data == "sprites":
         from training.sprites_data import open_sprites
         try:
@@ -367,15 +192,58 @@ def _open_datasets(config: TrainConfig):
             raise TrainingError(str(exc)) from None
     try:
         train_set = SegmentDataset(config.features, "train")
+        dev_set = None
+        if (Path(config.features) / "dev").is_dir():
+            dev_set = SegmentDataset(config.features, "dev", speakers=train_set.speakers)
     except CacheError as exc:
         raise TrainingError(str(exc)) from None
-    dev_set = None
-    if (Path(config.features) / "dev").is_dir():
-        try:
-            dev_set = SegmentDataset(config.features, "dev", speakers=train_set.speakers)
-        except CacheError as exc:
-            raise TrainingError(str(exc)) from None
     return train_set, dev_set
+
+
+def _build_model(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device) -> DSAE:
+    # The adversary's head exists only when the objective uses it, so its weights are absent otherwise.
+    n_speakers = len(train_set.speakers) if objective.adv_weight > 0 else 0
+    model_config = DSAEConfig.from_dict({**config.model, "feature_dim": train_set.feature_dim,
+                                         "n_speakers": n_speakers})
+    torch.manual_seed(config.seed)
+    return DSAE(model_config).to(device)
+
+
+@dataclass
+class _Plan:
+    """How an epoch is cut: adversary group size, segments per rank, optimiser steps."""
+    group: int
+    per_rank: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _plan_epochs(config: TrainConfig, objective: Objective, train_set: SegmentDataset, world: int) -> _Plan:
+    group = objective.adv_group_size if objective.adv_weight > 0 else 1
+    if config.batch_size % group:
+        raise TrainingError(f"batch_size {config.batch_size} is not a multiple of adv_group_size {group}")
+    # with groups, a speaker's leftover segments sit out an epoch: count only whole groups
+    usable = len(train_set) if group == 1 else int(sum(
+        (n // group) * group for n in np.unique(train_set.segment_speaker, return_counts=True)[1]))
+    per_rank = usable // world
+    if group > 1:
+        per_rank = (usable // group // world) * group
+    if per_rank < 1:
+        raise TrainingError(f"{config.features}: {len(train_set)} training segments for {world} processes")
+    steps_per_epoch = max(1, per_rank // config.batch_size)
+    return _Plan(group, per_rank, steps_per_epoch, steps_per_epoch * config.epochs)
+
+
+def _voice_changer(config: TrainConfig, objective: Objective, train_set: SegmentDataset):
+    if objective.z_invariance_weight <= 0:
+        return None
+    first_bin = int(bool(train_set.manifest.get("feature_config", {}).get("drop_dc", False)))
+    return VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
+
+
+def _new_state() -> dict:
+    return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
+            "elapsed_s": 0.0}
 
 
 def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | None = None,
@@ -389,175 +257,194 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(config.out)
     # Every rank checks before any rank writes (the barrier below), so none sees another's fresh files.
-    config = _prepare_run_dir(config, run_dir, resume)
+    _check_run_dir(config, run_dir, resume)
     if procs.world > 1:
         dist.barrier()
     if procs.main:
         run_dir.mkdir(parents=True, exist_ok=True)
 
     train_set, dev_set = _open_datasets(config)
-
-    model_config = DSAEConfig.from_dict({**config.model, "feature_dim": train_set.feature_dim,
-                                         "n_speakers": len(train_set.speakers)})
-    torch.manual_seed(config.seed)
-    model = DSAE(model_config).to(procs.device)
+    objective = Objective.from_dict(config.objective)
+    model = _build_model(config, objective, train_set, procs.device)
     if config.init_from and not resume:
         # before anything is written: a run that cannot start leaves no run directory behind to refuse later
-        _load_initial_weights(model, config.init_from, procs.device)
+        load_initial_weights(model, config.init_from, procs.device)
         if procs.main:
             log(f"{run_dir}: starting from the weights in {config.init_from}")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-
-    manifest = train_set.manifest if config.data == "sprites" else read_manifest(config.features)
+    plan = _plan_epochs(config, objective, train_set, procs.world)
     if procs.main and not resume:
-        _atomic_write_text(run_dir / CONFIG_NAME, json.dumps(config.to_dict(), indent=2))
-        _atomic_write_text(run_dir / "cache_manifest.json", json.dumps(manifest, indent=2))
-        np.save(run_dir / "cache_mean.npy", train_set.mean)
-        np.save(run_dir / "cache_std.npy", train_set.std)
+        write_run_files(run_dir, config, train_set.manifest, train_set.mean, train_set.std)
 
-    adv_group = model_config.adv_group_size if model_config.adv_weight > 0 else 1
-    if config.batch_size % adv_group:
-        raise TrainingError(f"batch_size {config.batch_size} is not a multiple of adv_group_size {adv_group}")
-    # with groups, a speaker's leftover segments sit out an epoch: count only whole groups
-    usable = len(train_set) if adv_group == 1 else int(sum(
-        (n // adv_group) * adv_group for n in np.unique(train_set.segment_speaker, return_counts=True)[1]))
-    per_rank = usable // procs.world
-    if adv_group > 1:
-        per_rank = (usable // adv_group // procs.world) * adv_group
-    if per_rank < 1:
-        raise TrainingError(f"{config.features}: {len(train_set)} training segments for {procs.world} processes")
-    steps_per_epoch = max(1, per_rank // config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
-             "elapsed_s": 0.0}
-
+    state = _new_state()
     if resume:
-        ckpt = latest_checkpoint(run_dir)
-        if ckpt is None:
-            raise TrainingError(f"{run_dir}: --resume, but no checkpoint has been written yet")
-        from safetensors.torch import load_file
-        model.load_state_dict(load_file(ckpt / WEIGHTS_NAME, device=str(procs.device)))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location=procs.device,
-                                             weights_only=True))
-        state = json.loads((ckpt / "state.json").read_text())
+        state, ckpt = resume_from_checkpoint(run_dir, model, optimizer, procs.device)
         if procs.main:
             log(f"resuming {run_dir} from {ckpt.name} (epoch {state['epoch'] + 1}, step {state['step_in_epoch']})")
+    loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log)
+    return loop.run(stop_after_steps)
 
-    net = model
-    if procs.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[procs.local_rank] if procs.device.type == "cuda" else None)
 
-    def checkpoint():
-        if procs.main:
-            _save_checkpoint(run_dir, model, optimizer,
-                             {**state, "model_config": model_config.to_dict(), "world_size": procs.world,
-                              "rng": "seeded per (seed, epoch) for data and (seed, rank, step) for noise"},
-                             config.keep_checkpoints)
+# ----------------------------------------------------------------------------- the loop
 
-    use_partner = model_config.f_swap_prob > 0
-    change_voice = None
-    if model_config.z_invariance_weight > 0:
-        first_bin = int(bool(manifest.get("feature_config", {}).get("drop_dc", False)))
-        change_voice = VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
-    started = time.perf_counter() - state["elapsed_s"]
-    steps_done_here = 0
-    last_plot = time.perf_counter()
-    for epoch in range(state["epoch"], config.epochs):
-        rng = np.random.default_rng([config.seed, epoch])
-        if adv_group > 1:
-            # ranks take whole groups so that every rank's batches keep same-speaker runs intact
-            groups = train_set.grouped_order(rng, adv_group).reshape(-1, adv_group)
-            order = groups[procs.rank::procs.world][:per_rank // adv_group].ravel()
-        else:
-            order = rng.permutation(len(train_set))[procs.rank:procs.world * per_rank:procs.world]
-        order_mine = order
-        partners_mine = train_set.partners(order, rng) if use_partner else None
+class _Loop:
+    """The epochs of one run: each step, the end of each epoch, checkpoints. `state` is what a checkpoint
+    keeps (counters, running sums of the logged terms, per-epoch history)."""
 
-        bar = None
-        if procs.main and config.progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps_per_epoch, initial=state["step_in_epoch"], desc=f"epoch {epoch + 1}/{config.epochs}",
-                       unit="step", dynamic_ncols=True, leave=True)
-        for step in range(state["step_in_epoch"], steps_per_epoch):
-            batch = order_mine[step * config.batch_size:(step + 1) * config.batch_size]
-            x = torch.from_numpy(train_set.batch(batch)).to(procs.device, non_blocking=True)
-            partner = (torch.from_numpy(train_set.batch(partners_mine[step * config.batch_size:
-                                                                     (step + 1) * config.batch_size]))
-                       .to(procs.device, non_blocking=True) if use_partner else None)
-            speaker = torch.from_numpy(train_set.segment_speaker[batch]).to(procs.device)
-            lr = _learning_rate(config, state["global_step"], total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+    def __init__(self, config: TrainConfig, procs: _Processes, run_dir: Path, model: DSAE, optimizer,
+                 objective: Objective, train_set: SegmentDataset, dev_set: SegmentDataset | None, plan: _Plan,
+                 state: dict, log):
+        self.config, self.procs, self.run_dir, self.log = config, procs, run_dir, log
+        self.model, self.optimizer, self.objective = model, optimizer, objective
+        self.train_set, self.dev_set, self.plan, self.state = train_set, dev_set, plan, state
+        self.net = model
+        if procs.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[procs.local_rank] if procs.device.type == "cuda" else None)
+        self.change_voice = _voice_changer(config, objective, train_set)
+        self.level_std = torch.as_tensor(train_set.std, dtype=torch.float32)
+        self.started = time.perf_counter() - state["elapsed_s"]
+        self.last_plot = time.perf_counter()
+        self.steps_done_here = 0
 
-            torch.manual_seed(int(np.random.SeedSequence([config.seed, procs.rank, state["global_step"]]).generate_state(1)[0]))
-            x_changed = change_voice(x) if change_voice is not None else None
-            loss, terms = net(x, partner, speaker, step=state["global_step"], x_changed=x_changed)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-
-            names = sorted(terms)
-            values = torch.stack([terms[k].float() for k in names] + [loss.detach().float(), grad_norm.float()])
-            if procs.world > 1:
-                dist.all_reduce(values)
-                values /= procs.world
-            values = values.cpu()
-            if not torch.isfinite(values).all():
-                if bar:
-                    bar.close()
-                last = latest_checkpoint(run_dir)
-                what = "loss" if not torch.isfinite(values[-2]) else "gradient"
-                where = (f"the last good checkpoint, {last}, is intact (resume from it with a lower --lr)"
-                         if last else "no checkpoint had been written yet")
-                raise TrainingError(f"{what} became {float(values[-2] if what == 'loss' else values[-1])} at "
-                                    f"epoch {epoch + 1}, step {step + 1} (global step {state['global_step'] + 1}); "
-                                    f"stopped: {where}")
-            optimizer.step()
-
-            for k, v in zip(names, values[:len(names)].tolist()):
-                state["sums"][k] = state["sums"].get(k, 0.0) + v
-            state["count"] += 1
-            state["global_step"] += 1
-            state["step_in_epoch"] = step + 1
-            steps_done_here += 1
-            if bar:
-                mean = {k: state["sums"][k] / state["count"] for k in ("loss", "recon", "kl_f", "kl_z", "adv_acc")
-                        if k in state["sums"]}
-                bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items()}, refresh=False)
-                bar.update(1)
-            if stop_after_steps is not None and steps_done_here >= stop_after_steps:
-                if bar:
-                    bar.close()
-                if procs.world > 1:
+    def run(self, stop_after_steps: int | None) -> dict:
+        for epoch in range(self.state["epoch"], self.config.epochs):
+            order, partners = self._epoch_order(epoch)
+            lr = self._run_epoch(epoch, order, partners, stop_after_steps)
+            if lr is None:          # stopped on request, as a kill would
+                if self.procs.world > 1:
                     dist.barrier()
-                return state
-            if state["global_step"] % config.checkpoint_every == 0 and state["step_in_epoch"] < steps_per_epoch:
-                state["elapsed_s"] = time.perf_counter() - started
-                checkpoint()
-        if bar:
-            bar.close()
+                return self.state
+            self._finish_epoch(epoch, lr)
+            if self.procs.world > 1:
+                dist.barrier()
+        return self.state
 
+    def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """This rank's segments for the epoch, in order, and their same-speaker partners (f swapping)."""
+        procs, plan = self.procs, self.plan
+        rng = np.random.default_rng([self.config.seed, epoch])
+        if plan.group > 1:
+            # ranks take whole groups so that every rank's batches keep same-speaker runs intact
+            groups = self.train_set.grouped_order(rng, plan.group).reshape(-1, plan.group)
+            order = groups[procs.rank::procs.world][:plan.per_rank // plan.group].ravel()
+        else:
+            order = rng.permutation(len(self.train_set))[procs.rank:procs.world * plan.per_rank:procs.world]
+        partners = self.train_set.partners(order, rng) if self.objective.f_swap_prob > 0 else None
+        return order, partners
+
+    def _run_epoch(self, epoch: int, order, partners, stop_after_steps: int | None) -> float | None:
+        """The epoch's remaining steps; the last learning rate, or None when stop_after_steps was reached."""
+        state, batch_size, lr = self.state, self.config.batch_size, self.config.lr
+        bar = self._progress_bar(epoch)
+        try:
+            for step in range(state["step_in_epoch"], self.plan.steps_per_epoch):
+                rows = slice(step * batch_size, (step + 1) * batch_size)
+                lr = self._learning_rate()
+                names, values = self._step(order[rows], partners[rows] if partners is not None else None, lr)
+                self._stop_unless_finite(values, epoch, step)
+                self.optimizer.step()
+                self._count(names, values, step, bar)
+                if stop_after_steps is not None and self.steps_done_here >= stop_after_steps:
+                    return None
+                if (state["global_step"] % self.config.checkpoint_every == 0
+                        and state["step_in_epoch"] < self.plan.steps_per_epoch):
+                    state["elapsed_s"] = time.perf_counter() - self.started
+                    self._checkpoint()
+        finally:
+            if bar:
+                bar.close()
+        return lr
+
+    def _progress_bar(self, epoch: int):
+        if not (self.procs.main and self.config.progress):
+            return None
+        from tqdm import tqdm
+        return tqdm(total=self.plan.steps_per_epoch, initial=self.state["step_in_epoch"],
+                    desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="step", dynamic_ncols=True, leave=True)
+
+    def _learning_rate(self) -> float:
+        return _learning_rate(self.config, self.state["global_step"], self.plan.total_steps)
+
+    def _step(self, batch: np.ndarray, partner_batch: np.ndarray | None, lr: float):
+        """Forward and backward on one batch; (term names, rank-averaged [terms..., loss, grad norm])."""
+        device, data = self.procs.device, self.train_set
+        x = torch.from_numpy(data.batch(batch)).to(device, non_blocking=True)
+        partner = (torch.from_numpy(data.batch(partner_batch)).to(device, non_blocking=True)
+                   if partner_batch is not None else None)
+        speaker = torch.from_numpy(data.segment_speaker[batch]).to(device)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        step = self.state["global_step"]
+        torch.manual_seed(int(np.random.SeedSequence([self.config.seed, self.procs.rank, step]).generate_state(1)[0]))
+        x_changed = self.change_voice(x) if self.change_voice is not None else None
+        if partner is not None and self.config.partner_max_gain > 0:
+            partner = change_level(partner, self.level_std, self.config.partner_max_gain)
+        loss, terms = self.net(x, partner, speaker, step=step, x_changed=x_changed, objective=self.objective)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        names = sorted(terms)
+        values = torch.stack([terms[k].float() for k in names] + [loss.detach().float(), grad_norm.float()])
+        if self.procs.world > 1:
+            dist.all_reduce(values)
+            values /= self.procs.world
+        return names, values.cpu()
+
+    def _stop_unless_finite(self, values: torch.Tensor, epoch: int, step: int):
+        if torch.isfinite(values).all():
+            return
+        last = latest_checkpoint(self.run_dir)
+        what = "loss" if not torch.isfinite(values[-2]) else "gradient"
+        where = (f"the last good checkpoint, {last}, is intact (resume from it with a lower --lr)"
+                 if last else "no checkpoint had been written yet")
+        raise TrainingError(f"{what} became {float(values[-2] if what == 'loss' else values[-1])} at "
+                            f"epoch {epoch + 1}, step {step + 1} (global step {self.state['global_step'] + 1}); "
+                            f"stopped: {where}")
+
+    def _count(self, names: list[str], values: torch.Tensor, step: int, bar):
+        state = self.state
+        for k, v in zip(names, values[:len(names)].tolist()):
+            state["sums"][k] = state["sums"].get(k, 0.0) + v
+        state["count"] += 1
+        state["global_step"] += 1
+        state["step_in_epoch"] = step + 1
+        self.steps_done_here += 1
+        if bar:
+            mean = {k: state["sums"][k] / state["count"] for k in ("loss", "recon", "kl_f", "kl_z", "adv_acc")
+                    if k in state["sums"]}
+            bar.set_postfix({k: f"{v:.4g}" for k, v in mean.items()}, refresh=False)
+            bar.update(1)
+
+    def _checkpoint(self):
+        if self.procs.main:
+            save_checkpoint(self.run_dir, self.model, self.optimizer,
+                            {**self.state, "model_config": self.model.config.to_dict(),
+                             "world_size": self.procs.world,
+                             "rng": "seeded per (seed, epoch) for data and (seed, rank, step) for noise"},
+                            self.config.keep_checkpoints)
+
+    def _finish_epoch(self, epoch: int, lr: float):
+        """The epoch's log row (train means, dev ELBO), a checkpoint, log.csv and (at most once a minute) the plot."""
+        state, config = self.state, self.config
         row = {"epoch": epoch + 1, "global_step": state["global_step"], "lr": lr}
         row.update({f"train_{k}": v / max(1, state["count"]) for k, v in sorted(state["sums"].items())})
-        if procs.main and dev_set is not None:
-            val = evaluate(model, dev_set, procs.device, max_segments=config.val_max_segments, seed=config.seed)
+        if self.procs.main and self.dev_set is not None:
+            val = evaluate(self.model, self.dev_set, self.procs.device, max_segments=config.val_max_segments,
+                           seed=config.seed)
             row.update({f"val_{k}": v for k, v in val.items()})
-        state["elapsed_s"] = time.perf_counter() - started
+        state["elapsed_s"] = time.perf_counter() - self.started
         row["time_s"] = round(state["elapsed_s"], 2)
         state["history"].append(row)
         state.update(epoch=epoch + 1, step_in_epoch=0, sums={}, count=0)
-        checkpoint()
-        if procs.main:
-            # The plot costs a second or two: at most once a minute, and always after the last epoch.
-            last_epoch = epoch + 1 == config.epochs
-            plot = last_epoch or time.perf_counter() - last_plot > 60
-            _write_logs(run_dir, state["history"], plot=plot)
-            if plot:
-                last_plot = time.perf_counter()
-            val_text = f", dev ELBO {row['val_elbo']:.2f}" if "val_elbo" in row else ""
-            log(f"epoch {epoch + 1}: loss {row['train_loss']:.2f}, train ELBO {row['train_elbo']:.2f}{val_text} "
-                f"({row['time_s']:.0f} s)")
-        if procs.world > 1:
-            dist.barrier()
-    return state
+        self._checkpoint()
+        if not self.procs.main:
+            return
+        # The plot costs a second or two: at most once a minute, and always after the last epoch.
+        plot = epoch + 1 == config.epochs or time.perf_counter() - self.last_plot > 60
+        _write_logs(self.run_dir, state["history"], plot=plot)
+        if plot:
+            self.last_plot = time.perf_counter()
+        val_text = f", dev ELBO {row['val_elbo']:.2f}" if "val_elbo" in row else ""
+        self.log(f"epoch {epoch + 1}: loss {row['train_loss']:.2f}, train ELBO {row['train_elbo']:.2f}{val_text} "
+                 f"({row['time_s']:.0f} s)")

@@ -4,7 +4,9 @@
 
 Writes out/converted/<clip>__to__<target>.wav, out/source/<clip>.wav (the originals as WAV, for
 listening side by side) and out/spectrograms.png (source / converted / the target speaker's own speech).
-The examples are made by tools/make_examples.py from held-out test speakers of the open corpus.
+The examples are made by tools/make_examples.py from held-out test speakers of the open corpus. A real
+person is converted too, to every shipped target (or to --target): the channel-test voice of alsa-utils
+(/usr/share/sounds/alsa, 48 kHz, resampled), which every set-up of this project installs.
 """
 
 from __future__ import annotations
@@ -60,6 +62,27 @@ def choose_target(arg: str | None, manifest: dict, examples: Path, model_id: str
     raise DemoError(f"unknown target {arg!r}; bundled targets: {', '.join(sorted(speakers)) or 'none'}")
 
 
+def load_human_clip(manifest: dict, sr: int) -> tuple[str, np.ndarray] | None:
+    """The manifest's human recording (spoken files joined with 0.25 s pauses) at sr, or None with a
+    note when the system files are missing (alsa-utils not installed)."""
+    from vc.audio import read_audio
+
+    spec = manifest.get("human_clip")
+    if not spec:
+        return None
+    paths = [Path(spec["directory"]) / name for name in spec["files"]]
+    present = [p for p in paths if p.is_file()]
+    if not present:
+        print(f"note: {spec['directory']} has none of the alsa-utils voice files; install alsa-utils to "
+              "convert a human voice too", file=sys.stderr)
+        return None
+    pause = np.zeros(int(0.25 * sr), dtype=np.float32)
+    parts = []
+    for path in present:
+        parts += [read_audio(path, sr=sr)[0], pause]
+    return spec["name"], np.concatenate(parts[:-1])
+
+
 def spectrogram_figure(panels, cfg, path: Path) -> bool:
     """panels: [(title, mono audio at cfg.sr)]. Returns False (and says why) when matplotlib is missing."""
     try:
@@ -77,7 +100,7 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
     for title, audio in panels:
         if audio.size < cfg.n_fft:
             audio = np.pad(audio, (0, cfg.n_fft - audio.size))
-        spec = log_magnitude(audio, cfg).T * db  # dB, (bins, frames)
+        spec = log_magnitude(audio, cfg=cfg).T * db  # dB, (bins, frames)
         # Relative to each panel's peak: the figure compares spectral shape, not loudness.
         specs.append((title, spec - spec.max(), audio.size / cfg.sr))
     lowest = cfg.sr / cfg.n_fft * int(cfg.drop_dc)
@@ -93,6 +116,11 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
     save_figure(fig, path)
     plt.close(fig)
     return True
+
+
+def _peak_limited(audio: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio * (0.99 / peak) if peak > 0.99 else audio
 
 
 def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str = "auto",
@@ -123,10 +151,7 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
     for clip in clips:
         src = examples / clip["path"]
         audio, _ = read_audio(src, sr=sr)
-        converted = convert_audio16k(audio, speaker, model, n_iter=n_iter)
-        peak = float(np.max(np.abs(converted)))
-        if peak > 0.99:
-            converted *= 0.99 / peak
+        converted = _peak_limited(convert_audio16k(audio, speaker, model, n_iter=n_iter))
         stem = Path(clip["path"]).stem
         dst = out_dir / "converted" / f"{stem}__to__{name}.wav"
         write_wav(out_dir / "source" / f"{stem}.wav", audio, sr)
@@ -137,6 +162,23 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
         print(f"  {clip['path']} ({clip.get('speaker', '?')}, {audio.size / sr:.1f} s){text} -> {dst}")
         if first is None:
             first = (clip, audio, converted)
+    human = load_human_clip(manifest, sr)
+    if human is not None:
+        human_name, human_audio = human
+        targets = [(name, speaker)] if target is not None else [
+            (t["name"], load_speaker(examples / t["speaker"], model))
+            for t in manifest.get("targets", []) if t.get("speaker")]
+        write_wav(out_dir / "source" / f"{human_name}.wav", human_audio, sr)
+        print(f"converting a human voice ({human_name}, {human_audio.size / sr:.1f} s) to {len(targets)} target(s)")
+        for target_name, target_speaker_code in targets:
+            converted = _peak_limited(convert_audio16k(human_audio, target_speaker_code, model, n_iter=n_iter))
+            dst = out_dir / "converted" / f"{human_name}__to__{target_name}.wav"
+            write_wav(dst, converted, sr)
+            written.append(dst)
+            audio_seconds += human_audio.size / sr
+            print(f"  -> {dst}")
+            if target_name == name:
+                first = ({"path": f"{human_name} (alsa-utils)", "speaker": "a human voice"}, human_audio, converted)
     wall = time.perf_counter() - start
 
     figure = out_dir / "spectrograms.png"

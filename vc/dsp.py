@@ -4,10 +4,17 @@ Parameter names follow librosa (n_fft, hop_length, win_length, window, center, n
 Spectrograms are (bins, frames) like librosa's; the kernel works frame-major, so the arrays returned
 here are transposed views (Fortran-ordered), which numpy treats like any other array.
 
+As in librosa, the signal (or spectrogram) is the one positional argument; every parameter after it is
+keyword-only: `stft(y, n_fft=512, hop_length=128)`.
+
 Every function accepts float32 or float64 input of any memory layout and raises ValueError with a
-one-line message for empty input, NaN/inf, a wrong number of dimensions, or a signal shorter than
-one frame (n_fft samples); streaming pushes may be short or empty. The kernels release the GIL and
-may be called from several threads at once; a streaming object serialises calls on itself.
+one-line message for empty input, NaN/inf, values beyond +-1e30 (`MAX_VALUE`: beyond it float32 transforms
+overflow), a wrong number of dimensions, or a signal shorter than one frame (n_fft samples); streaming
+pushes may be short or empty. The range checks of parameters and values (n_fft even, hop_length positive,
+log_floor, n_iter, momentum, look-ahead, finite values) are the kernel's own (csrc/checks.hpp), made by its
+constructors and entry points; this module checks only types and what the kernel never sees (win_length,
+window names). The kernels release the GIL and may be called from several threads at once; a streaming
+object serialises calls on itself.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ __all__ = [
 ]
 
 WINDOWS = ("hann", "hamming", "blackman", "boxcar")
+MAX_VALUE = float(_dsp.MAX_VALUE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +66,14 @@ class FeatureConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"FeatureConfig.{name} must be true or false, got {getattr(self, name)!r}")
         floor = self.log_floor
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not np.isfinite(floor) or floor <= 0:
-            raise ValueError(f"FeatureConfig.log_floor must be a positive number, got {floor!r}")
+        if isinstance(floor, bool) or not isinstance(floor, (int, float)):
+            raise ValueError(f"FeatureConfig.log_floor must be a number, got {floor!r}")
+        try:  # the kernel's rules, so that a config is accepted exactly when the kernel will run it
+            _dsp.check_n_fft(self.n_fft)
+            _dsp.check_hop_length(self.hop_length)
+            _dsp.check_log_floor(float(floor))
+        except ValueError as exc:
+            raise ValueError(f"FeatureConfig: {exc}") from None
         object.__setattr__(self, "log_floor", float(floor))
 
     @property
@@ -116,14 +130,27 @@ def _window_samples(window, win_length: int) -> np.ndarray:
     return w
 
 
+def _integer(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _number(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
 def _check_sizes(n_fft, hop_length, win_length):
-    for name, value in (("n_fft", n_fft), ("hop_length", hop_length), ("win_length", win_length)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if win_length > n_fft:
-        raise ValueError(f"win_length ({win_length}) exceeds n_fft ({n_fft})")
-    if n_fft % 2:
-        raise ValueError(f"n_fft must be even, got {n_fft}")
+    """Types here; ranges of n_fft and hop_length are the kernel's (`_dsp.check_*`). win_length is this
+    module's: the kernel sees its window zero-padded to n_fft."""
+    n_fft, hop_length, win_length = (_integer(v, name) for v, name in
+                                     ((n_fft, "n_fft"), (hop_length, "hop_length"), (win_length, "win_length")))
+    _dsp.check_n_fft(n_fft)
+    _dsp.check_hop_length(hop_length)
+    if not 1 <= win_length <= n_fft:
+        raise ValueError(f"win_length must be from 1 to n_fft ({n_fft}), got {win_length}")
 
 
 def _padded_window(window, n_fft: int, win_length: int) -> np.ndarray:
@@ -181,14 +208,14 @@ def _infer_n_fft(bins: int, n_fft) -> int:
 
 # --- STFT and features --------------------------------------------------------------------------
 
-def stft(y, n_fft: int = 400, hop_length: int | None = 160, win_length: int | None = None,
+def stft(y, *, n_fft: int = 400, hop_length: int | None = 160, win_length: int | None = None,
          window="hann", center: bool = True) -> np.ndarray:
     """complex64 (n_fft//2+1, frames), like librosa.stft with pad_mode="constant"."""
     kernel = _kernel(n_fft, hop_length, win_length, window, center)
     return kernel.stft(_signal(y, "stft")).T
 
 
-def istft(S, hop_length: int | None = 160, win_length: int | None = None, n_fft: int | None = None,
+def istft(S, *, hop_length: int | None = 160, win_length: int | None = None, n_fft: int | None = None,
           window="hann", center: bool = True, length: int | None = None) -> np.ndarray:
     """float32 signal from a (bins, frames) spectrogram, like librosa.istft (window-sum normalised)."""
     S = _spectrogram(S, "istft", "spectrogram", complex_=True)
@@ -199,7 +226,7 @@ def istft(S, hop_length: int | None = 160, win_length: int | None = None, n_fft:
     return kernel.istft(S.T, -1 if length is None else int(length))
 
 
-def log_magnitude(y, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
+def log_magnitude(y, *, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """float32 (frames, cfg.n_features): log(max(|STFT|, log_floor)), DC bin dropped if cfg.drop_dc."""
     if not isinstance(cfg, FeatureConfig):
         raise ValueError(f"log_magnitude: cfg must be a FeatureConfig, got {type(cfg).__name__}")
@@ -207,10 +234,11 @@ def log_magnitude(y, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     return kernel.log_magnitude(_signal(y, "log_magnitude"), cfg.log_floor, int(cfg.drop_dc))
 
 
-def magnitude_from_features(X, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
+def magnitude_from_features(X, *, cfg: FeatureConfig = FeatureConfig()) -> np.ndarray:
     """float32 magnitude (n_fft//2+1, frames) from features (frames, n_features).
 
-    The dropped DC bin comes back at the log floor: the features carry no information about it.
+    The dropped DC bin comes back at the log floor: the features carry no information about it. Features
+    above log(MAX_VALUE) (69.1) are refused: their magnitude is beyond what the kernel transforms.
     """
     if not isinstance(cfg, FeatureConfig):
         raise ValueError(f"magnitude_from_features: cfg must be a FeatureConfig, got {type(cfg).__name__}")
@@ -223,6 +251,8 @@ def magnitude_from_features(X, cfg: FeatureConfig = FeatureConfig()) -> np.ndarr
         raise ValueError("magnitude_from_features: no frames")
     if not np.all(np.isfinite(X)):
         raise ValueError("magnitude_from_features: the features contain NaN or infinity")
+    if np.max(X) > np.log(MAX_VALUE):
+        raise ValueError(f"magnitude_from_features: features reach {np.max(X):.4g}, above log(1e30) = 69.08")
     mag = np.empty((cfg.n_bins, X.shape[0]), dtype=np.float32)
     first = int(cfg.drop_dc)
     if first:
@@ -247,7 +277,7 @@ def _gamma(window, win_length: int, who: str) -> float:
     return gamma
 
 
-def pghi(mag, hop_length: int = 160, win_length: int | None = None, n_fft: int | None = None,
+def pghi(mag, *, hop_length: int = 160, win_length: int | None = None, n_fft: int | None = None,
          window="hann", tolerance: float = 1e-5) -> np.ndarray:
     """Phase (radians, float32, shape of mag) by Phase Gradient Heap Integration (Prusa et al. 2017).
 
@@ -258,14 +288,14 @@ def pghi(mag, hop_length: int = 160, win_length: int | None = None, n_fft: int |
     n_fft = _infer_n_fft(mag.shape[0], n_fft)
     win_length = n_fft if win_length is None else win_length
     _check_sizes(n_fft, hop_length, win_length)
-    if not np.all(np.isfinite(mag)) or np.any(mag < 0):
-        raise ValueError("pghi: the magnitude must be finite and non-negative")
-    tiny = np.finfo(np.float32).tiny
-    logmag = np.log(np.maximum(mag.T.astype(np.float32), tiny))
-    return _dsp.pghi(logmag, n_fft, hop_length, _gamma(window, win_length, "pghi"), tolerance).T
+    frames = np.ascontiguousarray(mag.T, dtype=np.float32)
+    _dsp.check_magnitude(frames, "pghi")
+    logmag = np.log(np.maximum(frames, np.finfo(np.float32).tiny))
+    return _dsp.pghi(logmag, n_fft, hop_length, _gamma(window, win_length, "pghi"),
+                     _number(tolerance, "tolerance")).T
 
 
-def griffinlim(mag, n_iter: int = 32, momentum: float = 0.99, init="random", seed=None,
+def griffinlim(mag, *, n_iter: int = 32, momentum: float = 0.99, init="random", seed=None,
                hop_length: int = 160, win_length: int | None = None, n_fft: int | None = None,
                window="hann", center: bool = True, length: int | None = None) -> np.ndarray:
     """float32 signal whose STFT magnitude approaches `mag` (bins, frames): fast Griffin-Lim.
@@ -277,18 +307,18 @@ def griffinlim(mag, n_iter: int = 32, momentum: float = 0.99, init="random", see
     """
     mag = _magnitude(mag, "griffinlim")
     n_fft = _infer_n_fft(mag.shape[0], n_fft)
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
-        raise ValueError(f"griffinlim: n_iter must be a non-negative integer, got {n_iter!r}")
-    if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
-        raise ValueError(f"griffinlim: momentum must be in [0, 1], got {momentum!r}")
+    n_iter, momentum = _integer(n_iter, "griffinlim: n_iter"), _number(momentum, "griffinlim: momentum")
     if length is not None and (not isinstance(length, (int, np.integer)) or length < 0):
         raise ValueError(f"griffinlim: length must be a non-negative integer, got {length!r}")
     kernel = _kernel(n_fft, hop_length, win_length, window, center)
-    if not np.all(np.isfinite(mag)) or np.any(mag < 0):
-        raise ValueError("griffinlim: the magnitude must be finite and non-negative")
+    frames = np.ascontiguousarray(mag.T, dtype=np.float32)
+    _dsp.check_magnitude(frames, "griffinlim")  # before an initial phase is integrated from it
+    try:
+        _dsp.check_griffinlim(n_iter, momentum)
+    except ValueError as exc:
+        raise ValueError(f"griffinlim: {exc}") from None
     angles = _initial_phase(mag, init, seed, hop_length, win_length, n_fft, window)
-    return kernel.griffinlim(mag.T, angles.T, int(n_iter), float(momentum),
-                             -1 if length is None else int(length))
+    return kernel.griffinlim(frames, angles.T, n_iter, momentum, -1 if length is None else int(length))
 
 
 def _initial_phase(mag, init, seed, hop_length, win_length, n_fft, window) -> np.ndarray:
@@ -311,17 +341,20 @@ def _initial_phase(mag, init, seed, hop_length, win_length, n_fft, window) -> np
     init = np.asarray(init)
     if init.shape != mag.shape:
         raise ValueError(f"griffinlim: the initial phase has shape {init.shape}, the magnitude {mag.shape}")
+    if init.dtype.kind not in "fciu":
+        raise ValueError(f"griffinlim: the initial phase must be numbers, got dtype {init.dtype}")
+    if np.iscomplexobj(init):
+        return init.astype(np.complex64)  # the kernel checks it and scales each phasor to length one
     if not np.all(np.isfinite(init)):
         raise ValueError("griffinlim: the initial phase contains NaN or infinity")
-    if np.iscomplexobj(init):
-        return np.exp(1j * np.angle(init)).astype(np.complex64)
     return np.exp(1j * init).astype(np.complex64)
 
 
-def spectral_convergence_db(mag, y, hop_length: int = 160, win_length: int | None = None,
+def spectral_convergence_db(mag, y, *, hop_length: int = 160, win_length: int | None = None,
                             n_fft: int | None = None, window="hann", center: bool = True) -> float:
     """20*log10(||mag - |STFT(y)||| / ||mag||): how well a signal matches a target magnitude."""
     mag = _magnitude(mag, "spectral_convergence_db")
+    _dsp.check_magnitude(np.ascontiguousarray(mag.T, dtype=np.float32), "spectral_convergence_db")
     n_fft = _infer_n_fft(mag.shape[0], n_fft)
     rebuilt = np.abs(stft(y, n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window,
                           center=center))
@@ -338,7 +371,7 @@ def spectral_convergence_db(mag, y, hop_length: int = 160, win_length: int | Non
 
 class StreamingLogMagnitude:
     """log_magnitude block by block: the frames of all pushes and of flush(), concatenated, equal
-    log_magnitude(whole signal, cfg) exactly.
+    log_magnitude(whole signal, cfg=cfg) exactly.
 
     With cfg.center the signal is taken as preceded by n_fft//2 zeros, as in the whole-signal
     transform, so frame t (centred on sample t*hop_length) comes out of the push that delivers
@@ -393,21 +426,21 @@ class StreamingGriffinLim:
     (librosa.istft's length), and starts a new stream.
     """
 
-    def __init__(self, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
+    def __init__(self, *, n_fft: int = 400, hop_length: int = 160, win_length: int | None = None,
                  n_iter: int = 32, momentum: float = 0.99, lookahead: int = 3, window="hann",
                  center: bool = True):
         win_length = n_fft if win_length is None else win_length
         _check_sizes(n_fft, hop_length, win_length)
-        for name, value in (("n_iter", n_iter), ("lookahead", lookahead)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"StreamingGriffinLim: {name} must be a non-negative integer, got {value!r}")
-        if not (isinstance(momentum, (int, float, np.floating)) and 0 <= momentum <= 1):
-            raise ValueError(f"StreamingGriffinLim: momentum must be in [0, 1], got {momentum!r}")
+        n_iter, lookahead = _integer(n_iter, "n_iter"), _integer(lookahead, "lookahead")
+        momentum = _number(momentum, "momentum")
         self.n_fft, self.hop_length, self.win_length = n_fft, hop_length, win_length
         self.n_iter, self.momentum, self.center = n_iter, momentum, center
-        self._stream = _dsp.StreamingGriffinLim(
-            _padded_window(window, n_fft, win_length), hop_length, center, int(n_iter), float(momentum),
-            int(lookahead), _gamma(window, win_length, "StreamingGriffinLim"))
+        try:
+            self._stream = _dsp.StreamingGriffinLim(
+                _padded_window(window, n_fft, win_length), hop_length, center, n_iter, momentum, lookahead,
+                _gamma(window, win_length, "StreamingGriffinLim"))
+        except ValueError as exc:
+            raise ValueError(f"StreamingGriffinLim: {exc}") from None
 
     @property
     def lookahead(self) -> int:
@@ -440,8 +473,6 @@ class StreamingGriffinLim:
         if mag.ndim != 2 or mag.shape[0] != self.n_fft // 2 + 1:
             raise ValueError(f"StreamingGriffinLim.push: expected shape ({self.n_fft // 2 + 1}, frames), "
                              f"got {mag.shape}")
-        if np.any(mag < 0):
-            raise ValueError("StreamingGriffinLim.push: the magnitude must be non-negative")
         return self._stream.push(mag.T)
 
     def flush(self) -> np.ndarray:

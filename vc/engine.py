@@ -4,13 +4,20 @@ of any size and returns converted audio; it knows nothing about devices (see `vc
 Signal path per hop
 -------------------
 Samples go into a streaming log-magnitude STFT (`vc.dsp`) whose state carries across blocks, so frames
-come out exactly as the whole-file STFT would compute them. Each time `hop` new frames are complete:
+come out exactly as the whole-file STFT would compute them, and into a streaming YIN tracker
+(`vc.streaming_pitch`), which analyses the frames the whole-file tracker analyses. Each time `hop` new
+frames are complete, and their F0 known:
 
 1. the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the
    start), normalised as the model was trained;
-2. its `f` is replaced by the target speaker's code, the decoder reconstructs the window, and only the
-   newest `hop` frames are used (each frame is decoded once, with the most context it will ever get);
-3. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
+2. the decoder gets f = f_source + strength * (f_target - f_source), f_source the mean of the encoder's f
+   over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function);
+   it reconstructs the window, and only the newest `hop` frames are used (each frame is decoded once,
+   with the most context it will ever get);
+3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
+   (median and spread of log F0 over the last 4 s of voicing) to the target's
+   (`vc.conversion.rebuild_harmonics`, the file path's function; the pulse train's phase carries over);
+4. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
    committed frames fixed and iterates the `lookahead` newest frames together with the new ones, then
    commits all but `lookahead` frames and returns the samples no uncommitted frame can change any more.
 
@@ -23,6 +30,8 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
 `center=True`, and Griffin-Lim's output keeps that time line). What delays it:
 
 - the STFT: frame t is complete once sample t*hop_length + n_fft/2 - 1 has arrived (n_fft/2 = 12.5 ms);
+- the pitch tracker (with harmonics): YIN's frame for frame t reads 401 samples past its centre (two
+  periods of 60 Hz plus one lag range: 802 samples), P = 201 samples (12.6 ms) beyond the STFT's;
 - the hop: frames are only processed in groups of H/hop_length, so a frame waits up to H - hop_length for
   the rest of its hop (and the sample that completes it up to hop_length - 1 for its frame);
 - Griffin-Lim: after F frames, samples before (F - L)*hop_length - n_fft/2 are final, i.e. L look-ahead
@@ -31,11 +40,16 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
 Just before a hop completes these add up to the worst case, and the engine makes that its constant delay:
 every `push` returns exactly as many samples as it was given, the conversion delayed by
 
-    latency = H + L*hop_length + n_fft - hop_length - 1 samples
+    latency = H + L*hop_length + n_fft - hop_length - 1 + P samples
             = hop + look-ahead + 14.9 ms (half a window twice, less one frame hop, less one sample)
+              + 12.6 ms for the pitch tracker (0 with harmonics=False)
 
 so nothing ever waits for output that is not final yet, whatever the block size. At 16 kHz, H = 200 ms and
-L = 3 give 244.9 ms; H = 40 ms and L = 3 give 84.9 ms. `algorithmic_latency_ms` reports this number, and
+L = 3 give 257.5 ms (244.9 ms without harmonics); H = 40 ms and L = 3 give 97.5 ms (84.9 ms).
+The tracker takes no frames of look-ahead beyond the hop: the newest frames of a hop have their voicing
+and median smoothing decided without the 2-4 frames the whole-file tracker would also see (on the open
+corpus's test speakers the tracks still agree on 99.9 % of frames; tools/eval_conversion.py --path stream).
+`algorithmic_latency_ms` reports this number, and
 a test measures it with clicks through an identity model. A live set-up adds the device buffers, the
 resamplers and a safety margin for the compute time of a hop, which comes in one burst when the hop
 completes (`vc.live` adds them to its estimate).
@@ -52,12 +66,17 @@ crossfades over 10 ms. Conversion keeps running underneath, so switching back is
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
 import numpy as np
 
 from vc import dsp
+from vc.audio import AudioError, check_audio
+from vc.conversion import DEFAULT_STRENGTH, check_strength, mixed_code, rebuild_harmonics
+from vc.speakers import RELATIVE_GATE_DB, SILENCE_DBFS
+from vc.streaming_pitch import RunningRegister, StreamingPitch
 
 MODES = {
     # The model's segment per hop: every frame is decoded with a full window of its own.
@@ -117,6 +136,7 @@ class _SampleQueue:
         return self._buf[self._start:self._end]
 
 
+@functools.lru_cache(maxsize=8)
 def _window_energy(window: str, win_length: int) -> float:
     """Sum of the squared analysis window (periodic, as vc.dsp builds it)."""
     phase = 2.0 * np.pi * np.arange(win_length) / win_length
@@ -143,9 +163,11 @@ def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
 class StreamingConverter:
     """Block in, block out voice conversion; see the module docstring for the timing.
 
-    model: a `vc.model.Model`; target: a `vc.speakers.Speaker` or its float32 (f_dim,) code. The engine
-    uses the code only: harmonics at the target's pitch are rebuilt on the file path (`vc.conversion`),
-    which sees whole utterances; here the output is the DSAE's own envelope.
+    model: a `vc.model.Model`; target: a `vc.speakers.Speaker` (code and pitch register) or a bare float32
+    (f_dim,) code (no register: the source's pitch is kept).
+    strength: f = f_source + strength * (f_target - f_source), f_source averaged over the speech so far.
+    harmonics: rebuild the harmonics at the source's F0 moved to the target's register (False: the DSAE's
+    envelope alone, and no pitch tracker in the latency).
     hop_ms: how much audio each model call adds (a multiple of the frame hop, at most the model's segment).
     lookahead_ms: frames Griffin-Lim keeps open for the next hop (rounded to whole frames).
     gate_db: frames below this level fade to silence; None disables the gate.
@@ -154,7 +176,8 @@ class StreamingConverter:
     def __init__(self, model, target, hop_ms: float = MODES["default"]["hop_ms"],
                  lookahead_ms: float = MODES["default"]["lookahead_ms"], n_iter: int = DEFAULT_N_ITER,
                  momentum: float = DEFAULT_MOMENTUM, gate_db: float | None = DEFAULT_GATE_DB,
-                 gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False):
+                 gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False,
+                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True):
         cfg = model.feature_config
         self.model = model
         self.cfg = cfg
@@ -181,6 +204,12 @@ class StreamingConverter:
         self.momentum = float(momentum)
         self.gate_db = gate_db
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
+        try:
+            self.strength = check_strength(strength)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
+        self.harmonics = bool(harmonics)
+        self.target_register = getattr(target, "register", None)
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -191,10 +220,14 @@ class StreamingConverter:
         self.hop_samples = self.hop_frames * cfg.hop_length
         self._silence = np.float32(np.log(cfg.log_floor))
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
+        # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
+        self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples)
+                                      if self.harmonics else 0)
         # Worst case just before a hop completes: the hop's first frame waits H - hop_length samples
         # for the rest of the hop and hop_length - 1 for its own last sample beyond the STFT's latency.
         self.latency_samples = (self.hop_samples - 1 + self._features.latency_samples
-                                + self._griffinlim.latency_samples - cfg.hop_length)
+                                + self.pitch_latency_samples + self._griffinlim.latency_samples
+                                - cfg.hop_length)
         self._crossfade = max(1, int(round(CROSSFADE_MS * self.sr / 1000)))
         self._passthrough_wanted = bool(passthrough)
         self.reset()
@@ -220,10 +253,28 @@ class StreamingConverter:
     def passthrough(self, value: bool) -> None:
         self._passthrough_wanted = bool(value)
 
+    @property
+    def pitch_latency_ms(self) -> float:
+        """What the pitch tracker adds to the latency (0 without harmonics)."""
+        return 1000.0 * self.pitch_latency_samples / self.sr
+
+    @property
+    def source_register(self):
+        """The source speaker's running pitch register (None until enough voiced speech)."""
+        return self._register.current()
+
+    @property
+    def current_f0(self) -> float:
+        """F0 (Hz) of the newest frame converted, 0 when unvoiced or without harmonics."""
+        return self._pitch.last_f0 if self.harmonics else 0.0
+
     def describe(self) -> str:
+        pitch = (f"harmonics on (pitch tracker +{self.pitch_latency_ms:.1f} ms)" if self.harmonics
+                 else "harmonics off")
         return (f"hop {self.hop_ms:g} ms, look-ahead {self.lookahead_ms:g} ms, window "
                 f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms, {self.n_iter} Griffin-Lim "
-                f"iterations, algorithmic latency {self.algorithmic_latency_ms:.1f} ms")
+                f"iterations, strength {self.strength:g}, {pitch}, algorithmic latency "
+                f"{self.algorithmic_latency_ms:.1f} ms")
 
     def _make_streams(self) -> None:
         cfg = self.cfg
@@ -231,6 +282,8 @@ class StreamingConverter:
         self._griffinlim = dsp.StreamingGriffinLim(
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, n_iter=self.n_iter,
             momentum=self.momentum, lookahead=self.lookahead_frames, window=cfg.window, center=cfg.center)
+        self._pitch = StreamingPitch(cfg.sr, cfg.hop_length)
+        self._register = RunningRegister()
 
     def reset(self) -> None:
         """Forget all audio: the next push starts like a fresh engine (same settings)."""
@@ -238,8 +291,14 @@ class StreamingConverter:
         self._make_streams()
         # Encoder context: the newest window_frames raw frames, silence before the first.
         self._context = np.full((self.window_frames, cfg.n_features), self._silence, np.float32)
+        self._context_power = np.zeros(self.window_frames)     # mean square of each context frame
         self._pending_frames: list[np.ndarray] = []
         self._n_pending = 0
+        # The source speaker so far: f summed over speech windows (for strength), the pulse train's phase.
+        self._source_f_sum = np.zeros(self.model.f_dim, np.float64)
+        self._source_windows = 0
+        self._loudest_window_db = -math.inf
+        self._harmonic_phase = 0.0
         # Output = D zeros, then the Griffin-Lim signal: one constant delay whatever the block size.
         self._converted = _SampleQueue()
         self._converted.put(np.zeros(self.latency_samples, np.float32))
@@ -261,12 +320,14 @@ class StreamingConverter:
 
     # --- processing -------------------------------------------------------------------------------------
     def push(self, samples) -> np.ndarray:
-        """Input samples at the model's rate (any count) -> the same number of output samples."""
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        """Input samples at the model's rate (any count; (n,) or (n, channels), float or integer PCM: see
+        `vc.audio.check_audio`) -> the same number of output samples, mono."""
+        try:
+            x = check_audio(samples, name="input block")
+        except AudioError as exc:
+            raise EngineError(str(exc)) from None
         if x.size == 0:
             return np.zeros(0, np.float32)
-        if not np.all(np.isfinite(x)):
-            raise EngineError("input block contains NaN or infinity")
         started = time.perf_counter()
         self.samples_in += x.size
         self._dry.put(x)
@@ -274,8 +335,10 @@ class StreamingConverter:
         if frames.shape[0]:
             self._pending_frames.append(frames)
             self._n_pending += frames.shape[0]
-        while self._n_pending >= self.hop_frames:
+        pitch_ready = self._pitch.push(x) if self.harmonics else self._n_pending
+        while self._n_pending >= self.hop_frames and pitch_ready >= self.hop_frames:
             self._process_hop(self._take_pending(self.hop_frames))
+            pitch_ready -= self.hop_frames
         out = self._mix(x.size)
         self.last_compute_s = time.perf_counter() - started
         self.compute_s_total += self.last_compute_s
@@ -287,7 +350,10 @@ class StreamingConverter:
 
     def convert(self, audio, block: int | None = None) -> np.ndarray:
         """A whole signal through `push` (in blocks of `block` samples, default one hop), delay removed."""
-        audio = np.asarray(audio, np.float32).reshape(-1)
+        try:
+            audio = check_audio(audio)
+        except AudioError as exc:
+            raise EngineError(str(exc)) from None
         block = block or self.hop_samples
         pieces = [self.push(audio[i:i + block]) for i in range(0, audio.size, block)]
         pieces.append(self.flush())
@@ -306,21 +372,41 @@ class StreamingConverter:
         model = self.model
         h = new_frames.shape[0]
         self._context = np.concatenate([self._context[h:], new_frames], axis=0)
-        _, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
-        decoded = model.denormalise(model.decode(self.target, z_mean)[0, -h:])
-        magnitude = dsp.magnitude_from_features(decoded, self.cfg)
+        levels = frame_level_db(new_frames, self.cfg)
+        self._context_power = np.concatenate([self._context_power[h:], np.power(10.0, levels / 10.0)])
+        f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
+        code = mixed_code(self._source_code(f_mean[0]), self.target[0], self.strength)
+        decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
+        if self.harmonics:
+            f0, voiced = self._pitch.take(h)
+            self._register.update(f0, voiced)
+            decoded, self._harmonic_phase = rebuild_harmonics(
+                decoded, f0, voiced, self._register.current(), self.target_register, self.cfg,
+                self._harmonic_phase)
+        magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
-        self._update_gate(new_frames)
+        self._update_gate(levels)
         if samples.shape[0]:
             self._converted.put(self._apply_gate(np.asarray(samples, np.float32)))
         self.hops += 1
 
-    def _update_gate(self, frames: np.ndarray) -> None:
-        levels = frame_level_db(frames, self.cfg)
+    def _source_code(self, window_f: np.ndarray):
+        """The running mean of f over the encoder windows that hold speech, this one included; None before
+        the first. Speech as `vc.speakers.speech_flags` decides it for a file, the loudest window so far
+        standing in for the file's loudest segment."""
+        if self.strength != 1.0:
+            level = 10.0 * math.log10(max(float(np.mean(self._context_power)), 1e-20))
+            self._loudest_window_db = max(self._loudest_window_db, level)
+            if level > SILENCE_DBFS and level > self._loudest_window_db - RELATIVE_GATE_DB:
+                self._source_f_sum += window_f
+                self._source_windows += 1
+        return self._source_f_sum / self._source_windows if self._source_windows else None
+
+    def _update_gate(self, levels: np.ndarray) -> None:
         self.input_level_db = float(np.max(levels))
         if self.gate_db is None:
             return
-        gains = np.empty(frames.shape[0], np.float32)
+        gains = np.empty(levels.shape[0], np.float32)
         g = self._gain_state
         for i, level in enumerate(levels):
             if level >= self.gate_db:

@@ -14,21 +14,13 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-SUPPORTED_FORMAT_VERSIONS = (1,)
+from vc.model_format import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS,
+                             ENCODER_OUTPUTS, METADATA_KEY, REQUIRED_KEYS, SHARED_KEYS, SUPPORTED_FORMAT_VERSIONS,
+                             VARIANTS)
+
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"
-VARIANTS = ("full", "factorised")
-REQUIRED_KEYS = (
-    "format_version", "role", "feature_config", "feature_config_hash", "norm_mean", "norm_std",
-    "f_dim", "z_dim", "hidden_dim", "variant", "segment_length", "corpus", "model_id",
-)
-# Keys that describe the model as a whole, so encoder and decoder must agree on them.
-SHARED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "role")
-ENCODER_INPUTS = ("x",)
-ENCODER_OUTPUTS = ("f_mean", "f_logvar", "z_mean", "z_logvar")
-DECODER_INPUTS = ("f", "z")
-DECODER_OUTPUTS = ("x_mean",)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -104,18 +96,56 @@ def _driver_problem() -> str | None:
 
 def _read_metadata(session: ort.InferenceSession, path: Path) -> dict:
     custom = session.get_modelmeta().custom_metadata_map
-    if "dsae" not in custom:
-        raise ModelError(f"{path}: no 'dsae' metadata property (not exported by vc-export?)")
+    key = METADATA_KEY
+    if key not in custom:
+        raise ModelError(f"{path}: no '{key}' metadata property (not exported by vc-export?)")
     try:
-        meta = json.loads(custom["dsae"])
+        meta = json.loads(custom[key])
     except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: 'dsae' metadata is not valid JSON: {exc}") from None
+        raise ModelError(f"{path}: '{key}' metadata is not valid JSON: {exc}") from None
     if not isinstance(meta, dict):
-        raise ModelError(f"{path}: 'dsae' metadata is not a JSON object")
+        raise ModelError(f"{path}: '{key}' metadata is not a JSON object")
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
-        raise ModelError(f"{path}: 'dsae' metadata lacks {', '.join(missing)}")
+        raise ModelError(f"{path}: '{key}' metadata lacks {', '.join(missing)}")
     return meta
+
+
+def _check_roles(enc_meta: dict, dec_meta: dict, enc_path: Path, dec_path: Path) -> None:
+    for meta, path, role in ((enc_meta, enc_path, "encoder"), (dec_meta, dec_path, "decoder")):
+        if meta["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
+            raise ModelError(f"{path}: format_version {meta['format_version']!r} is not supported "
+                             f"(this runtime reads {SUPPORTED_FORMAT_VERSIONS})")
+        if meta["role"] != role:
+            raise ModelError(f"{path}: metadata role is {meta['role']!r}, expected {role!r}")
+    differing = [k for k in SHARED_KEYS if enc_meta[k] != dec_meta[k]]
+    if differing:
+        raise ModelError(f"{enc_path.parent}: encoder and decoder metadata differ in {', '.join(differing)}")
+
+
+def _feature_config_and_norm(meta: dict, path: Path):
+    """-> (FeatureConfig, mean, std) from validated metadata."""
+    from vc.dsp import FeatureConfig  # the C++ kernel's config class; imported late to keep import cheap
+
+    try:
+        cfg = FeatureConfig.from_dict(meta["feature_config"])
+    except Exception as exc:  # noqa: BLE001 - any malformed config becomes one clear message
+        raise ModelError(f"{path}: bad feature_config in metadata: {exc}") from None
+    if cfg.hash() != meta["feature_config_hash"]:
+        raise ModelError(f"{path}: feature_config_hash {meta['feature_config_hash']!r} does not match "
+                         f"its feature_config (hash {cfg.hash()!r})")
+    mean = np.asarray(meta["norm_mean"], dtype=np.float32)
+    std = np.asarray(meta["norm_std"], dtype=np.float32)
+    for name, arr in (("norm_mean", mean), ("norm_std", std)):
+        if arr.shape != (cfg.n_features,):
+            raise ModelError(f"{path}: {name} has shape {arr.shape}, expected ({cfg.n_features},)")
+        if not np.all(np.isfinite(arr)):
+            raise ModelError(f"{path}: {name} has non-finite values")
+    if np.any(std <= 0):
+        raise ModelError(f"{path}: norm_std has values <= 0")
+    if meta["variant"] not in VARIANTS:
+        raise ModelError(f"{path}: variant {meta['variant']!r} is not one of {VARIANTS}")
+    return cfg, mean, std
 
 
 def _positive_int(meta: dict, key: str, path: Path) -> int:
@@ -147,8 +177,6 @@ class Model:
     """A loaded DSAE: ONNX Runtime sessions for encoder and decoder plus their validated metadata."""
 
     def __init__(self, model_dir=None, device: str = "auto", threads: int | None = None):
-        from vc.dsp import FeatureConfig  # the C++ kernel's config class; imported late to keep import cheap
-
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         if device not in DEVICES:
             raise ModelError(f"device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -158,12 +186,30 @@ class Model:
         if not self.model_dir.is_dir():
             hint = " (train one, or set $VC_MODEL / --model)" if model_dir is None else ""
             raise ModelError(f"{self.model_dir}: model directory not found{hint}")
-        enc_path = self.model_dir / "encoder.onnx"
-        dec_path = self.model_dir / "decoder.onnx"
+        enc_path = self.model_dir / ENCODER_FILE
+        dec_path = self.model_dir / DECODER_FILE
         for p in (enc_path, dec_path):
             if not p.is_file():
-                raise ModelError(f"{p}: missing (a model directory holds encoder.onnx and decoder.onnx)")
+                raise ModelError(f"{p}: missing (a model directory holds {ENCODER_FILE} and {DECODER_FILE})")
+        self.device = device
+        self._open_sessions(enc_path, dec_path, device)
 
+        enc_meta = _read_metadata(self._encoder, enc_path)
+        _check_roles(enc_meta, _read_metadata(self._decoder, dec_path), enc_path, dec_path)
+        self.feature_config, self.mean, self.std = _feature_config_and_norm(enc_meta, enc_path)
+        self.n_features = self.feature_config.n_features
+        self._inv_std = (1.0 / self.std).astype(np.float32)
+        self.f_dim = _positive_int(enc_meta, "f_dim", enc_path)
+        self.z_dim = _positive_int(enc_meta, "z_dim", enc_path)
+        self.hidden_dim = _positive_int(enc_meta, "hidden_dim", enc_path)
+        self.segment_length = _positive_int(enc_meta, "segment_length", enc_path)
+        self.metadata = enc_meta
+        self.variant = enc_meta["variant"]
+        self.model_id = enc_meta["model_id"]
+        self._check_graphs(enc_path, dec_path)
+        self._probe(enc_path, dec_path)
+
+    def _open_sessions(self, enc_path: Path, dec_path: Path, device: str) -> None:
         providers, self.provider_note = self._choose_providers(device)
         self._encoder = self._session(enc_path, providers)
         self._decoder = self._session(dec_path, providers)
@@ -174,61 +220,17 @@ class Model:
         if device == "auto" and CUDA_PROVIDER in providers and self.provider != CUDA_PROVIDER:
             self.provider_note = "CUDA provider failed to start, using the CPU"
 
-        enc_meta = _read_metadata(self._encoder, enc_path)
-        dec_meta = _read_metadata(self._decoder, dec_path)
-        for meta, path, role in ((enc_meta, enc_path, "encoder"), (dec_meta, dec_path, "decoder")):
-            if meta["format_version"] not in SUPPORTED_FORMAT_VERSIONS:
-                raise ModelError(f"{path}: format_version {meta['format_version']!r} is not supported "
-                                 f"(this runtime reads {SUPPORTED_FORMAT_VERSIONS})")
-            if meta["role"] != role:
-                raise ModelError(f"{path}: metadata role is {meta['role']!r}, expected {role!r}")
-        differing = [k for k in SHARED_KEYS if enc_meta[k] != dec_meta[k]]
-        if differing:
-            raise ModelError(f"{self.model_dir}: encoder and decoder metadata differ in {', '.join(differing)}")
-        meta = enc_meta
-        try:
-            cfg = FeatureConfig.from_dict(meta["feature_config"])
-        except Exception as exc:  # noqa: BLE001 - any malformed config becomes one clear message
-            raise ModelError(f"{enc_path}: bad feature_config in metadata: {exc}") from None
-        if cfg.hash() != meta["feature_config_hash"]:
-            raise ModelError(f"{enc_path}: feature_config_hash {meta['feature_config_hash']!r} does not match "
-                             f"its feature_config (hash {cfg.hash()!r})")
-        n_features = cfg.n_features
-        mean = np.asarray(meta["norm_mean"], dtype=np.float32)
-        std = np.asarray(meta["norm_std"], dtype=np.float32)
-        for name, arr in (("norm_mean", mean), ("norm_std", std)):
-            if arr.shape != (n_features,):
-                raise ModelError(f"{enc_path}: {name} has shape {arr.shape}, expected ({n_features},)")
-            if not np.all(np.isfinite(arr)):
-                raise ModelError(f"{enc_path}: {name} has non-finite values")
-        if np.any(std <= 0):
-            raise ModelError(f"{enc_path}: norm_std has values <= 0")
-        if meta["variant"] not in VARIANTS:
-            raise ModelError(f"{enc_path}: variant {meta['variant']!r} is not one of {VARIANTS}")
-        self.f_dim = _positive_int(meta, "f_dim", enc_path)
-        self.z_dim = _positive_int(meta, "z_dim", enc_path)
-        self.hidden_dim = _positive_int(meta, "hidden_dim", enc_path)
-        self.segment_length = _positive_int(meta, "segment_length", enc_path)
-
+    def _check_graphs(self, enc_path: Path, dec_path: Path) -> None:
+        """Input/output names and the sizes the graphs declare, against the metadata."""
         _check_io(self._encoder, enc_path, ENCODER_INPUTS, ENCODER_OUTPUTS)
         _check_io(self._decoder, dec_path, DECODER_INPUTS, DECODER_OUTPUTS)
-        _check_last_dim(self._encoder.get_inputs(), "x", n_features, enc_path)
-        _check_last_dim(self._encoder.get_outputs(), "f_mean", self.f_dim, enc_path)
-        _check_last_dim(self._encoder.get_outputs(), "z_mean", self.z_dim, enc_path)
-        _check_last_dim(self._decoder.get_inputs(), "f", self.f_dim, dec_path)
-        _check_last_dim(self._decoder.get_inputs(), "z", self.z_dim, dec_path)
-        _check_last_dim(self._decoder.get_outputs(), "x_mean", n_features, dec_path)
-
-        self.metadata = meta
-        self.feature_config = cfg
-        self.n_features = n_features
-        self.mean = mean
-        self.std = std
-        self._inv_std = (1.0 / std).astype(np.float32)
-        self.variant = meta["variant"]
-        self.model_id = meta["model_id"]
-        self.device = device
-        self._probe(enc_path, dec_path)
+        for session, path, which, sizes in (
+                (self._encoder, enc_path, "get_inputs", {"x": self.n_features}),
+                (self._encoder, enc_path, "get_outputs", {"f_mean": self.f_dim, "z_mean": self.z_dim}),
+                (self._decoder, dec_path, "get_inputs", {"f": self.f_dim, "z": self.z_dim}),
+                (self._decoder, dec_path, "get_outputs", {"x_mean": self.n_features})):
+            for name, size in sizes.items():
+                _check_last_dim(getattr(session, which)(), name, size, path)
 
     def _probe(self, enc_path: Path, dec_path: Path) -> None:
         # Graphs do not always declare output sizes; one run on silence settles them (and wakes the provider).

@@ -16,6 +16,7 @@ to feature frame t.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -25,21 +26,31 @@ THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
 SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) are never voiced
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
+RELATIVE_DB = 40.0     # ... or this far under the loudest frame (of the file; of the recent past, streaming)
 
 
-def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
-        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
-    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
-    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 1:
-        raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
+def _geometry(sr: int, fmin: float, fmax: float, frame_length: int | None) -> tuple[int, int, int, int]:
+    """(min_lag, max_lag, width, span): lags searched, the integration window, samples one frame reads."""
     if not 0 < fmin < fmax < sr / 2:
         raise ValueError(f"yin: need 0 < fmin < fmax < sr/2, got fmin={fmin}, fmax={fmax}, sr={sr}")
     min_lag = max(2, int(np.floor(sr / fmax)))
     max_lag = int(np.ceil(sr / fmin))
     width = frame_length or 2 * max_lag        # integration window: two periods of the lowest voice
-    span = width + max_lag + 1
+    return min_lag, max_lag, width, width + max_lag + 1
+
+
+def yin_periodicity(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+                    frame_length: int | None = None, threshold: float = THRESHOLD):
+    """YIN per frame, before any voicing decision: (F0 in Hz, aperiodicity (the normalised difference at the
+    chosen period: near 0 for periodic frames), level in dBFS of the integration window). Frames are
+    centred at t * hop_length like a centred STFT (1 + len(y) // hop_length frames). This is the project's
+    one YIN: `yin` decides voicing from it, the corpus synthesiser describes its voices with it."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:
+        raise ValueError(f"yin: expected a mono signal, got shape {y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise ValueError("yin: the signal contains NaN or infinity")
+    min_lag, max_lag, width, span = _geometry(sr, fmin, fmax, frame_length)
     n_frames = 1 + y.shape[0] // hop_length
     padded = np.pad(y, (span // 2, span))
     period = np.empty(n_frames)
@@ -50,12 +61,17 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
         frames = padded[starts[:, None] + np.arange(span)[None, :]]
         block = slice(first, first + starts.shape[0])
         period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
+    return sr / period, dip, 10.0 * np.log10(np.maximum(energy / width, 1e-20))
 
-    level = 10.0 * np.log10(np.maximum(energy / width, 1e-20))
-    loud = (level > SILENCE_DBFS) & (level > level.max() - 40.0)
+
+def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
+        frame_length: int | None = None, threshold: float = THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
+    """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
+    (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
+    f0, dip, level = yin_periodicity(y, sr, hop_length, fmin, fmax, frame_length, threshold)
+    loud = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_DB)
     voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
-    f0 = np.where(voiced, sr / period, 0.0)
-    return _median_within_runs(f0, voiced), voiced
+    return _median_within_runs(np.where(voiced, f0, 0.0), voiced), voiced
 
 
 def _yin_frames(frames: np.ndarray, width: int, min_lag: int, max_lag: int, threshold: float):
@@ -98,18 +114,25 @@ def _median_within_runs(f0: np.ndarray, voiced: np.ndarray, width: int = 5) -> n
     logs = np.where(voiced, np.log(np.where(voiced, f0, 1.0)), np.nan)
     half = width // 2
     padded = np.pad(logs, half, constant_values=np.nan)
-    windows = padded[np.arange(f0.shape[0])[:, None] + np.arange(width)[None, :]]
+    rows = np.flatnonzero(voiced)
     out = np.zeros_like(f0)
-    if voiced.any():
-        out[voiced] = np.exp(np.nanmedian(windows[voiced], axis=1))
+    if rows.size:
+        # np.nanmedian, written out: a sort puts the NaNs last, the median of the n valid values follows.
+        windows = np.sort(padded[rows[:, None] + np.arange(width)[None, :]], axis=1)
+        n = np.sum(~np.isnan(windows), axis=1)
+        lower = windows[np.arange(rows.size), (n - 1) // 2]
+        upper = windows[np.arange(rows.size), n // 2]
+        out[rows] = np.exp(0.5 * (lower + upper))
     return out
 
 
-def _drop_short_runs(flags: np.ndarray, min_run: int) -> np.ndarray:
+def _drop_short_runs(flags: np.ndarray, min_run: int, open_end: bool = False) -> np.ndarray:
+    """Clear voiced runs shorter than min_run. open_end: the signal goes on after the last flag, so a run
+    that reaches it may still grow and is kept."""
     flags = flags.copy()
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
     for start, stop in zip(edges[::2], edges[1::2]):
-        if stop - start < min_run:
+        if stop - start < min_run and not (open_end and stop == flags.shape[0]):
             flags[start:stop] = False
     return flags
 
@@ -141,29 +164,51 @@ def transpose(f0: np.ndarray, voiced: np.ndarray, source: Register, target: Regi
 def smooth_across_frequency(frames: np.ndarray, bins: int = 9) -> np.ndarray:
     """(T, D) log-magnitude -> its envelope: a Hann-weighted moving average across `bins` frequency bins,
     wider than the harmonic spacing of low voices (the same split as training.augment)."""
+    return (np.asarray(frames, np.float32) @ _smoothing_matrix(frames.shape[1], bins)).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _analysis_window(window: str, n_fft: int, win_length: int) -> np.ndarray:
+    from vc.dsp import _padded_window
+
+    return _padded_window(window, n_fft, win_length).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _smoothing_matrix(n_bins: int, bins: int) -> np.ndarray:
+    """The moving average as one (n_bins, n_bins) matrix: a stream smooths a few frames at a time, where a
+    loop over the kernel's taps would cost more than the arithmetic. Edge bins repeat past the ends."""
     kernel = np.hanning(bins + 2)[1:-1]
     kernel /= kernel.sum()
     half = bins // 2
-    padded = np.pad(frames, ((0, 0), (half, half)), mode="edge")
-    out = np.zeros_like(frames, dtype=np.float32)
+    matrix = np.zeros((n_bins, n_bins), np.float64)
+    columns = np.arange(n_bins)
     for k, weight in enumerate(kernel):
-        out += weight * padded[:, k:k + frames.shape[1]]
-    return out
+        np.add.at(matrix, (np.clip(columns + k - half, 0, n_bins - 1), columns), weight)
+    return matrix.astype(np.float32)
 
 
-def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, n_samples: int) -> np.ndarray:
+def harmonic_fine_structure(f0: np.ndarray, voiced: np.ndarray, cfg, phase: float = 0.0) -> tuple[np.ndarray, float]:
     """(T, cfg.n_features) log-magnitude fine structure of a pulse train that follows `f0`: the harmonic
-    peaks and valleys around a zero envelope, measured with the model's own STFT so the peak shapes match
-    its window. Zero in unvoiced frames."""
-    from vc.dsp import log_magnitude
+    peaks and valleys around a zero envelope, zero in unvoiced frames; and the pulse train's phase (in
+    cycles) at the frame after the last, to continue it.
 
+    Each frame is the model's window over pulses at that frame's own F0, placed from the phase at its
+    centre: frame t needs nothing after F0[t], so a stream can build frames as soon as their F0 is known
+    and gets the same frames, cut anywhere, as one call over the whole signal."""
     T = f0.shape[0]
-    centres = np.arange(T) * cfg.hop_length
-    hz = np.interp(np.arange(n_samples), centres, np.where(voiced, f0, 0.0))
-    cycles = np.cumsum(hz / cfg.sr)
-    pulses = np.zeros(max(n_samples, cfg.n_fft), np.float32)
-    pulses[1 + np.flatnonzero(np.diff(np.floor(cycles)) > 0)] = 1.0
-    spectrum = log_magnitude(pulses, cfg)[:T]
+    hz = np.where(voiced, f0, 0.0).astype(np.float64)
+    step = hz * (cfg.hop_length / cfg.sr)                    # cycles from one frame centre to the next
+    centre_phase = phase + np.concatenate([[0.0], np.cumsum(step)[:-1]])
+    offsets = np.arange(cfg.n_fft) - cfg.n_fft // 2           # window samples around the centre
+    cycles = centre_phase[:, None] + offsets[None, :] * (hz[:, None] / cfg.sr)
+    whole = np.floor(cycles)
+    pulses = np.zeros((T, cfg.n_fft), np.float32)
+    pulses[:, 1:] = whole[:, 1:] > whole[:, :-1]              # a pulse where a new cycle starts
+    window = _analysis_window(cfg.window, cfg.n_fft, cfg.win_length)
+    magnitude = np.abs(np.fft.rfft(pulses * window, axis=1))
+    spectrum = np.log(np.maximum(magnitude, cfg.log_floor)).astype(np.float32)[:, int(cfg.drop_dc):]
     fine = spectrum - smooth_across_frequency(spectrum)
-    fine[~voiced[: fine.shape[0]]] = 0.0
-    return fine
+    fine[~voiced] = 0.0
+    next_phase = float(phase + step.sum()) % 1.0 if T else float(phase)
+    return fine, next_phase

@@ -109,7 +109,7 @@ def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
     speech = speech_flags(audio, model)
     if speech.size == 0:
         return np.zeros((0, L, model.n_features), np.float32), 0
-    frames = log_magnitude(audio, model.feature_config)  # centred frames: at least n_seg * L of them
+    frames = log_magnitude(audio, cfg=model.feature_config)  # centred frames: at least n_seg * L of them
     segments = frames[: speech.size * L].reshape(speech.size, L, -1)[speech]
     return np.ascontiguousarray(segments, dtype=np.float32), int(speech.size - speech.sum())
 

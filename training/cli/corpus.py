@@ -1,6 +1,8 @@
 """vc-corpus: build corpora for training.
 
     vc-corpus synth OUT [--speakers N] [--utterances M] [--seed S] [--jobs J]
+    vc-corpus assemble OUT SOURCE [SOURCE ...] [--test-speakers N] [--dev-speakers M] [--copy]
+                       [--keep-splits NAME]
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ import argparse
 import os
 import sys
 
+from training.cli import run_command
+from training.data.assemble import AssembleConfig, assemble_corpus, parse_source
+from training.data.corpora import CorpusError as ReaderError
 from training.data.synth import DEFAULT_THRESHOLD, ENGINES, BuildConfig, CorpusError, build_corpus
 from vc.cli.args import positive_int
 
@@ -45,22 +50,55 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
                        help=f"minimum distance between kept voices (default {DEFAULT_THRESHOLD})")
     synth.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    assemble = commands.add_parser(
+        "assemble", help="one corpus from several (speechocean762, LibriSpeech, VCTK, TIMIT, folders ...)",
+        description="Write OUT/metadata.csv (the open corpus's format) and OUT/audio/ links for all "
+                    "utterances of the sources, speaker ids prefixed by the source's name, with new "
+                    "speaker-disjoint splits drawn across sources, sexes and age groups.")
+    assemble.add_argument("out", help="output directory")
+    assemble.add_argument("sources", nargs="+", metavar="SOURCE",
+                          help="corpus directory, or NAME=DIR to choose the speaker-id prefix")
+    assemble.add_argument("--test-speakers", type=positive_int, default=40, help="held-out test speakers (40)")
+    assemble.add_argument("--dev-speakers", type=positive_int, default=20, help="development speakers (20)")
+    assemble.add_argument("--min-utterances", type=positive_int, default=8,
+                          help="utterances a test or dev speaker needs at least (8)")
+    assemble.add_argument("--copy", action="store_true", help="copy the audio instead of linking it")
+    assemble.add_argument("--keep-splits", action="append", default=[], metavar="NAME",
+                          help="source whose speakers keep their own corpus's split (repeatable)")
     return parser
+
+
+def _assemble(args) -> int:
+    config = AssembleConfig(test_speakers=args.test_speakers, dev_speakers=args.dev_speakers,
+                            min_utterances=args.min_utterances, copy=args.copy,
+                            keep_splits=tuple(args.keep_splits))
+    summary = assemble_corpus(args.out, [parse_source(s) for s in args.sources], config)
+    sizes = ", ".join(f"{k} {v['speakers']} speakers / {v['utterances']} files"
+                      for k, v in summary["splits"].items())
+    print(f"{args.out}: {summary['speakers']} speakers, {summary['utterances']} files from "
+          f"{len(summary['sources'])} sources ({sizes}); {len(summary['skipped'])} skipped")
+    for split in ("test", "dev"):
+        if summary["splits"].get(split, {}).get("speakers", 0) < getattr(config, f"{split}_speakers"):
+            print(f"vc-corpus: warning: only {summary['splits'].get(split, {}).get('speakers', 0)} "
+                  f"{split} speakers have {config.min_utterances} or more files", file=sys.stderr)
+    return 0
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "assemble":
+        return run_command("vc-corpus", lambda: _assemble(args), {(CorpusError, ReaderError, OSError): 2},
+                           interrupted="interrupted; rerun the same command")
     config = BuildConfig(speakers=args.speakers, utterances=args.utterances, seed=args.seed,
                          engines=args.engines, generated=max(0, args.candidates),
                          stock=not args.no_stock, threshold=args.threshold)
-    try:
-        summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
-    except CorpusError as error:
-        print(f"vc-corpus: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vc-corpus: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+    return run_command("vc-corpus", lambda: _build(args, config), {CorpusError: 2},
+                       interrupted="interrupted; rerun the same command to resume")
+
+
+def _build(args, config: BuildConfig) -> int:
+    summary = build_corpus(args.out, config, jobs=args.jobs, progress=not args.quiet)
     d = summary["distinctness"]
     print(f"{args.out}: {summary['speakers']} speakers x {summary['utterances_per_speaker']} "
           f"utterances ({summary['hours']:.2f} h), splits {summary['split_sizes']}, "

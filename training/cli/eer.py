@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from training.cli import run_command
 from training.eer import EMBEDDINGS, EvaluationError, IVectorOptions, evaluate, format_table
 from vc.cli.args import non_negative_int, positive_int
 
@@ -74,22 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         lda_dim=args.ivector_lda,
         ubm_max_frames=args.ubm_frames, max_train_utterances=args.ivector_max_utterances,
     )
-    try:
-        report = evaluate(
-            data=args.data, model_dir=args.model, split=args.split, embeddings=args.embedding, trials=args.trials,
-            mc=args.mc, plot=args.plot, scatter=args.scatter, train_split=args.train_split, ivector=options,
-            p_target=args.p_target, device=args.device, segment_hop=args.segment_hop, seed=args.seed, log=log,
-        )
-    except (EvaluationError, OSError) as exc:
-        print(f"vc-eer: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vc-eer: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(format_table(report))
+    return run_command("vc-eer", lambda: _evaluate(args, options, log), {(EvaluationError, OSError): 1},
+                       interrupted="interrupted")
+
+
+def _evaluate(args, options: IVectorOptions, log) -> int:
+    report = evaluate(
+        data=args.data, model_dir=args.model, split=args.split, embeddings=args.embedding, trials=args.trials,
+        mc=args.mc, plot=args.plot, scatter=args.scatter, train_split=args.train_split, ivector=options,
+        p_target=args.p_target, device=args.device, segment_hop=args.segment_hop, seed=args.seed, log=log,
+    )
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0
 
 

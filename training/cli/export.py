@@ -15,14 +15,12 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", help="a checkpoint directory of the run (default: the latest)")
     p.add_argument("--model-id", help="model id stored in the metadata (default: run name, variant, weights hash)")
     args = p.parse_args(argv)
+    from training.cli import run_command
     from training.export import ExportError, export
-    try:
-        export(args.run, args.out, checkpoint=args.checkpoint, model_id=args.model_id,
-               log=lambda msg: print(msg, file=sys.stderr))
-    except (ExportError, OSError, ValueError) as exc:
-        print(f"vc-export: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("vc-export", lambda: export(args.run, args.out, checkpoint=args.checkpoint,
+                                                   model_id=args.model_id,
+                                                   log=lambda msg: print(msg, file=sys.stderr)) and 0,
+                       {(ExportError, OSError, ValueError): 1}, interrupted="interrupted")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """vc-features: extract log-magnitude features of a corpus into a feature cache.
 
-    vc-features CORPUS OUT [--kind auto|timit|vctk|librispeech|folder|open] [--split NAME ...]
+    vc-features CORPUS OUT [--kind auto|KIND] [--split NAME ...]
                 [--segment-hop 10] [--segment-length 20] [--jobs J] [--force] [--no-progress]
                 [--include-sa] [--mic mic1|mic2] [--dev-fraction 0.1] [--test-fraction 0.1]
 
@@ -12,16 +12,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from training.cli import run_command
+from training.data.corpora import KINDS
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="vc-features",
         description="Extract log-magnitude features of a corpus into a feature cache (see README).")
-    p.add_argument("corpus", help="corpus directory (TIMIT, VCTK, LibriSpeech, open corpus or "
-                                  "one folder per speaker)")
+    p.add_argument("corpus", help="corpus directory (TIMIT, VCTK, LibriSpeech, speechocean762, "
+                                  "open or assembled corpus, or one folder per speaker)")
     p.add_argument("out", help="feature cache directory to write")
     p.add_argument("--kind", default="auto",
-                   choices=["auto", "timit", "vctk", "librispeech", "folder", "open"],
+                   choices=["auto", *KINDS],
                    help="corpus layout (default: detected)")
     p.add_argument("--split", action="append", metavar="NAME",
                    help="split to build; repeat or separate by commas (default: train,dev,test; "
@@ -42,8 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from training.data.audio import AudioError
-    from training.data.corpora import CorpusError, open_corpus
-    from training.data.features import FeatureCacheError, build_feature_cache
+    from training.data.corpora import CorpusError
+    from training.data.features import FeatureCacheError
+
+    return run_command("vc-features", lambda: _build(args),
+                       {(CorpusError, FeatureCacheError, AudioError): 2, OSError: 1},
+                       interrupted="interrupted; nothing was written")
+
+
+def _build(args) -> int:
+    from training.data.corpora import open_corpus
+    from training.data.features import build_feature_cache
 
     options = {k: v for k, v in (("include_sa", args.include_sa), ("mic", args.mic),
                                  ("dev_fraction", args.dev_fraction),
@@ -51,21 +63,11 @@ def main(argv=None) -> int:
     splits = None
     if args.split:
         splits = [s.strip() for item in args.split for s in item.split(",") if s.strip()]
-    try:
-        corpus = open_corpus(args.corpus, kind=args.kind, **options)
-        kwargs = {} if splits is None else {"splits": splits}
-        report = build_feature_cache(corpus, args.out, segment_hop=args.segment_hop,
-                                     segment_length=args.segment_length, jobs=args.jobs,
-                                     progress=not args.no_progress, force=args.force, **kwargs)
-    except (CorpusError, FeatureCacheError, AudioError) as exc:
-        print(f"vc-features: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"vc-features: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vc-features: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    corpus = open_corpus(args.corpus, kind=args.kind, **options)
+    kwargs = {} if splits is None else {"splits": splits}
+    report = build_feature_cache(corpus, args.out, segment_hop=args.segment_hop,
+                                 segment_length=args.segment_length, jobs=args.jobs,
+                                 progress=not args.no_progress, force=args.force, **kwargs)
     print(report.summary())
     return 0
 

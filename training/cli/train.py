@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the Sprites render cache (default data/sprites, rendered there from $SPRITES_LPC when absent)")
     p.add_argument("--data", choices=["speech", "sprites"], help="what to train on (default speech)")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
-    p.add_argument("--config", help="JSON or TOML file with training options (model options under 'model')")
+    p.add_argument("--config", help="JSON or TOML file with training options (architecture under 'model', loss weights "
+                   "and schedule under 'objective'; older files with both under 'model' still load)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--variant", choices=["full", "factorised"])
     p.add_argument("--epochs", type=int)
@@ -65,35 +66,35 @@ def config_from_args(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from training.train import TrainingError, train
+    from training.cli import run_command
+    from training.train import TrainingError
     try:
-        if args.resume:
-            from training.train import resume_config
-            given = [name for name in ("config", "data", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
-                                       "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
-            if given:
-                raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
-                                    f"--{given[0].replace('_', '-')} cannot change it")
-            config = resume_config(args.out, epochs=args.epochs, device=args.device, threads=args.threads,
-                                   features=args.features, progress=False if args.no_progress else None)
-        else:
-            config = config_from_args(args)
-            if not config.features and config.data == "sprites":
-                from training.sprites_data import DEFAULT_CACHE
-                config.features = DEFAULT_CACHE
-            if not config.features:
-                raise TrainingError("--features is required")
-        train(config, resume=args.resume)
-    except (TrainingError, ValueError) as exc:
-        print(f"vc-train: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("vc-train: interrupted; continue with --resume", file=sys.stderr)
-        return 130
+        return run_command("vc-train", lambda: _train(args), {(TrainingError, ValueError): 1},
+                           interrupted="interrupted; continue with --resume")
     finally:
         from torch import distributed as dist
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _train(args) -> int:
+    from training.train import TrainingError, resume_config, train
+    if args.resume:
+        given = [name for name in ("config", "data", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
+                                   "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
+        if given:
+            raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
+                                f"--{given[0].replace('_', '-')} cannot change it")
+        config = resume_config(args.out, epochs=args.epochs, device=args.device, threads=args.threads,
+                               features=args.features, progress=False if args.no_progress else None)
+    else:
+        config = config_from_args(args)
+        if not config.features and config.data == "sprites":
+            from training.sprites_data import DEFAULT_CACHE
+            config.features = DEFAULT_CACHE
+        if not config.features:
+            raise TrainingError("--features is required")
+    train(config, resume=args.resume)
     return 0
 
 

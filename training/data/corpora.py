@@ -25,17 +25,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Iterable, Iterator, Mapping
 
+from vc.audio import AUDIO_EXTENSIONS as VC_AUDIO_EXTENSIONS
+
 __all__ = [
     "Utterance", "Corpus", "CorpusError", "TimitCorpus", "VctkCorpus", "LibriSpeechCorpus",
-    "FolderCorpus", "OpenCorpus", "open_corpus", "detect_layout", "speaker_split",
+    "FolderCorpus", "OpenCorpus", "SpeechOceanCorpus", "open_corpus", "detect_layout", "speaker_split",
     "read_timit_segments", "TIMIT_CORE_TEST_SPEAKERS", "TIMIT_DEV_SPEAKERS", "SPLITS", "KINDS",
 ]
 
 SPLITS = ("train", "dev", "test")
 
-# Extensions libsndfile reads (plus SPHERE, which training.data.audio reads itself).
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au",
-                              ".snd", ".sph", ".nist", ".mp3", ".caf", ".w64", ".rf64"})
+# The runtime's list (vc.audio) plus SPHERE, which training.data.audio reads itself, and two more
+# libsndfile formats (.snd, .rf64) that vc.audio's list does not name yet.
+AUDIO_EXTENSIONS = VC_AUDIO_EXTENSIONS | {".sph", ".nist", ".snd", ".rf64"}
 
 # The standard TIMIT core test set: 2 men and 1 woman from each of the 8 dialect regions.
 TIMIT_CORE_TEST_SPEAKERS = frozenset("""
@@ -67,6 +69,7 @@ class Utterance:
     split: str
     text: str | None = None
     gender: str | None = None
+    age: int | None = None
     annotations: Mapping[str, Path] = field(default_factory=dict, compare=False, hash=False)
 
 
@@ -350,11 +353,26 @@ class VctkCorpus(Corpus):
 _LIBRI_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
 
+def read_librispeech_speakers(path: Path) -> dict[str, str]:
+    """SPEAKERS.TXT (``id | sex | subset | minutes | name``) -> {speaker id: "f" | "m"}."""
+    genders = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.startswith(";"):
+                continue
+            fields = [x.strip() for x in line.split("|")]
+            if len(fields) >= 2 and fields[0].isdigit() and fields[1].upper() in ("F", "M"):
+                genders[fields[0]] = fields[1].lower()
+    return genders
+
+
 class LibriSpeechCorpus(Corpus):
     """LibriSpeech: ``[subset/]speaker/chapter/speaker-chapter-NNNN.flac`` with
-    ``speaker-chapter.trans.txt`` beside them. All subsets under the root are read together and
-    split by :func:`speaker_split` (the official subsets are speaker-disjoint, but a copy often
-    holds only one of them)."""
+    ``speaker-chapter.trans.txt`` beside them, or the flat layouts of excerpts
+    (``folder/speaker-chapter-NNNN.flac``, ``speaker/speaker-chapter-NNNN.flac``): the file name
+    names the speaker. A ``SPEAKERS.TXT`` anywhere under the root gives the readers' sex. All subsets
+    under the root are read together and split by :func:`speaker_split` (the official subsets are
+    speaker-disjoint, but a copy often holds only one of them)."""
 
     kind = "librispeech"
 
@@ -369,9 +387,13 @@ class LibriSpeechCorpus(Corpus):
     def _scan(self) -> list[Utterance]:
         found = []
         texts: dict[str, str] = {}
+        genders: dict[str, str] = {}
         for directory, dirnames, filenames in os.walk(self.root):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
             for name in filenames:
+                if name.upper() == "SPEAKERS.TXT":
+                    genders.update(read_librispeech_speakers(Path(directory) / name))
+                    continue
                 if name.endswith(".trans.txt"):
                     with open(os.path.join(directory, name), encoding="utf-8", errors="replace") as f:
                         for line in f:
@@ -381,15 +403,94 @@ class LibriSpeechCorpus(Corpus):
                     continue
                 stem, ext = os.path.splitext(name)
                 m = _LIBRI_NAME.match(stem)
-                if not m or ext.lower() != ".flac":
-                    continue
-                chapter_dir = Path(directory)
-                # The file name repeats its directories; a mismatch means some other tree.
-                if chapter_dir.name != m.group(2) or chapter_dir.parent.name != m.group(1):
-                    continue
-                found.append((m.group(1), stem, chapter_dir / name))
+                if m and ext.lower() == ".flac" and _libri_tree_agrees(Path(directory), m):
+                    found.append((m.group(1), stem, Path(directory) / name))
         splits = speaker_split({s for s, _, _ in found}, self.dev_fraction, self.test_fraction)
-        return [Utterance(s, stem, p, splits[s], texts.get(stem)) for s, stem, p in found]
+        return [Utterance(s, stem, p, splits[s], texts.get(stem), genders.get(s))
+                for s, stem, p in found]
+
+
+def _libri_tree_agrees(directory: Path, name: re.Match) -> bool:
+    """The file name repeats its speaker/chapter directories where there are any; a numeric folder
+    that names another speaker or chapter means some other tree, not LibriSpeech."""
+    speaker, chapter = name.group(1), name.group(2)
+    if directory.name == chapter:
+        return directory.parent.name == speaker
+    return directory.name == speaker or not directory.name.isdigit()
+
+
+# ---------------------------------------------------------------------------- speechocean762
+
+def _read_kaldi_map(path: Path) -> dict[str, str]:
+    """A Kaldi list (``key value...`` per line, space or tab separated) as a dict; {} if absent."""
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            parts = line.split(None, 1)
+            if parts:
+                out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
+    return out
+
+
+class SpeechOceanCorpus(Corpus):
+    """speechocean762: ``WAVE/SPEAKERnnnn/<utt>.WAV`` with Kaldi lists in ``train/`` and ``test/``
+    (``wav.scp``, ``text``, ``utt2spk``, ``spk2gender``, ``spk2age``). Speakers come from ``utt2spk``,
+    gender and age are kept. Splits: the corpus's own ``test`` speakers are ``test``; its ``train``
+    speakers are divided by :func:`speaker_split` into ``dev`` (``dev_fraction``) and ``train``."""
+
+    kind = "speechocean762"
+
+    def __init__(self, root: os.PathLike | str, dev_fraction: float = 0.1):
+        super().__init__(root)
+        self.dev_fraction = dev_fraction
+
+    @property
+    def name(self) -> str:
+        return "speechocean762"
+
+    def options(self) -> dict:
+        return {"dev_fraction": self.dev_fraction}
+
+    def _scan(self) -> list[Utterance]:
+        found = []
+        for part in ("train", "test"):
+            lists = self.root / part
+            wavs = _read_kaldi_map(lists / "wav.scp")
+            if not wavs:
+                raise CorpusError(f"{lists / 'wav.scp'}: missing or empty")
+            speakers = _read_kaldi_map(lists / "utt2spk")
+            texts = _read_kaldi_map(lists / "text")
+            genders = _read_kaldi_map(lists / "spk2gender")
+            ages = _read_kaldi_map(lists / "spk2age")
+            for utt, rel in wavs.items():
+                speaker = speakers.get(utt)
+                if speaker is None:
+                    raise CorpusError(f"{lists / 'utt2spk'}: no speaker for utterance {utt}")
+                age = ages.get(speaker, "")
+                found.append((part, speaker, utt, self.root / rel, texts.get(utt) or None,
+                              (genders.get(speaker) or "").lower() or None,
+                              int(age) if age.isdigit() else None))
+        found += self._unlisted(found)
+        dev = speaker_split({s for part, s, *_ in found if part == "train"}, self.dev_fraction, 0.0)
+        return [Utterance(s, u, p, "test" if part == "test" else dev[s], t, g, a)
+                for part, s, u, p, t, g, a in found]
+
+    def _unlisted(self, listed: list[tuple]) -> list[tuple]:
+        """WAVs under WAVE/SPEAKERnnnn/ that the lists leave out (245 in the public release: prompts
+        without scores) still are that speaker's speech; they join the speaker's part, without text."""
+        known = {p for _, _, _, p, *_ in listed}
+        speaker_info = {s: (part, g, a) for part, s, _, _, _, g, a in listed}
+        extra = []
+        for speaker_dir in _subdirs(self.root / "WAVE"):
+            speaker = speaker_dir.name[len("SPEAKER"):] if speaker_dir.name.startswith("SPEAKER") else ""
+            for path in sorted(speaker_dir.iterdir()):
+                if path.suffix.lower() != ".wav" or path in known:
+                    continue
+                part, gender, age = speaker_info.get(speaker, ("train", None, None))
+                extra.append((part, speaker or speaker_dir.name, path.stem, path, None, gender, age))
+        return extra
 
 
 # ------------------------------------------------------------------------------- Folder trees
@@ -439,12 +540,15 @@ class FolderCorpus(Corpus):
 # -------------------------------------------------------------------------------- Open corpus
 
 OPEN_CORPUS_COLUMNS = ("speaker", "utterance", "path", "text", "engine", "voice", "gender", "split")
+# Optional columns of assembled corpora (training.data.assemble): where each speaker came from, age.
+_OPEN_OPTIONAL = ("source", "age")
 _OPEN_REQUIRED = ("speaker", "utterance", "path", "split")
 
 
 class OpenCorpus(Corpus):
     """The project's open corpus: ``metadata.csv`` with columns
-    ``speaker,utterance,path,text,engine,voice,gender,split``; ``path`` is relative to the root."""
+    ``speaker,utterance,path,text,engine,voice,gender,split``; ``path`` is relative to the root.
+    Assembled corpora (``vc-corpus assemble``) use the same file with ``source`` and ``age`` columns."""
 
     kind = "open"
 
@@ -467,7 +571,7 @@ class OpenCorpus(Corpus):
                 raise CorpusError(f"{self.metadata}: missing column(s) {', '.join(missing)}")
             for row in reader:
                 line = reader.line_num
-                values = {c: (row.get(c) or "").strip() for c in OPEN_CORPUS_COLUMNS}
+                values = {c: (row.get(c) or "").strip() for c in OPEN_CORPUS_COLUMNS + _OPEN_OPTIONAL}
                 empty = [c for c in _OPEN_REQUIRED if not values[c]]
                 if empty:
                     raise CorpusError(f"{self.metadata}:{line}: empty {', '.join(empty)}")
@@ -479,14 +583,15 @@ class OpenCorpus(Corpus):
                     raise CorpusError(f"{self.metadata}:{line}: path must be relative to the corpus")
                 out.append(Utterance(values["speaker"], values["utterance"], self.root / rel,
                                      values["split"], values["text"] or None,
-                                     values["gender"] or None))
+                                     values["gender"] or None,
+                                     int(values["age"]) if values["age"].isdigit() else None))
         return out
 
 
 # ---------------------------------------------------------------------------------- Detection
 
 KINDS = {"timit": TimitCorpus, "vctk": VctkCorpus, "librispeech": LibriSpeechCorpus,
-         "folder": FolderCorpus, "open": OpenCorpus}
+         "speechocean762": SpeechOceanCorpus, "folder": FolderCorpus, "open": OpenCorpus}
 
 
 def _looks_timit(d: Path) -> bool:
@@ -508,7 +613,17 @@ def _looks_librispeech(d: Path) -> bool:
             parts = hit.name[: -len(".trans.txt")].split("-")
             if len(parts) == 2 and parts == [hit.parent.parent.name, hit.parent.name]:
                 return True
+    # Excerpts: speaker-chapter-utt.flac files directly in a folder, one or two levels down.
+    for depth in (0, 1, 2):
+        for hit in d.glob("/".join(["*"] * depth + ["*-*-*.flac"])):
+            m = _LIBRI_NAME.match(hit.stem)
+            if m and _libri_tree_agrees(hit.parent, m):
+                return True
     return False
+
+
+def _looks_speechocean(d: Path) -> bool:
+    return (d / "WAVE").is_dir() and (d / "train" / "wav.scp").is_file()
 
 
 def _looks_folder(d: Path) -> bool:
@@ -527,7 +642,8 @@ def detect_layout(path: os.PathLike | str) -> tuple[str, Path]:
         raise CorpusError(f"{path}: no such directory")
     candidates = [path] + _subdirs(path)
     checks = (("open", lambda d: (d / "metadata.csv").is_file()), ("timit", _looks_timit),
-              ("vctk", _looks_vctk), ("librispeech", _looks_librispeech))
+              ("vctk", _looks_vctk), ("speechocean762", _looks_speechocean),
+              ("librispeech", _looks_librispeech))
     for kind, check in checks:
         for d in candidates:
             if check(d):
@@ -535,7 +651,8 @@ def detect_layout(path: os.PathLike | str) -> tuple[str, Path]:
     if _looks_folder(path):
         return "folder", path
     raise CorpusError(f"{path}: unknown corpus layout (expected metadata.csv, TIMIT TRAIN/TEST, VCTK "
-                      "wav48*, LibriSpeech speaker/chapter, or one folder of audio per speaker)")
+                      "wav48*, speechocean762 WAVE + train/wav.scp, LibriSpeech speaker-chapter-utt.flac, "
+                      "or one folder of audio per speaker)")
 
 
 def open_corpus(path: os.PathLike | str, kind: str = "auto", **options) -> Corpus:

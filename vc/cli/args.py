@@ -31,3 +31,26 @@ def non_negative_float(text: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
     return value
+
+
+def one_line_warnings(prog: str) -> None:
+    """Show Python warnings (a truncated input file) as `prog: warning: message`, one line each, instead of
+    Python's two-line form with a source line."""
+    import sys
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {message}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --device and --threads: which model runs where, the same in every command."""
+    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
+                        help="model directory (default: $VC_MODEL, else models/default)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the model runs (default auto: CUDA when usable, else the CPU)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="ONNX Runtime intra-op threads (default: the cores available, at most 4; "
+                             "vc-batch: divided among the jobs)")

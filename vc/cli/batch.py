@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import non_negative_int, positive_int
+from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,17 +18,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("in_dir", metavar="IN_DIR")
     parser.add_argument("out_dir", metavar="OUT_DIR")
     parser.add_argument("--target", required=True, metavar="SPEAKER.npy", help="target speaker (vc-enroll)")
-    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
-                        help="model directory (default: $VC_MODEL, else models/default)")
     parser.add_argument("--n-iter", type=non_negative_int, default=DEFAULT_N_ITER,
                         help=f"Griffin-Lim iterations (default {DEFAULT_N_ITER})")
     parser.add_argument("--jobs", type=positive_int, default=1, help="worker processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     parser.add_argument("--sr", type=positive_int, default=None,
                         help="output sample rate (default: each input's own rate)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=positive_int, default=None,
-                        help="ONNX Runtime intra-op threads per job (default: cores / jobs, at most 4)")
+    add_model_arguments(parser)
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, metavar="S",
                         help=f"how far the speaker code moves from the source's to the target's: 0 keeps the "
                              f"source voice, 1 is the plain code swap, up to {MAX_STRENGTH:g} (default "
@@ -43,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    one_line_warnings("vc-batch")
     from tqdm import tqdm
 
-    from vc.conversion import BatchError, batch_convert
+    from vc.batch import BatchError, batch_convert
     from vc.model import ModelError
     from vc.speakers import SpeakerError
 

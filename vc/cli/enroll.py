@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vc.cli.args import add_model_arguments, one_line_warnings
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -14,10 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "register (median and spread of log F0), and save both as speaker.npy.")
     parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files or folders")
     parser.add_argument("-o", "--output", required=True, metavar="SPEAKER.npy", help="where to write the speaker")
-    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
-                        help="model directory (default: $VC_MODEL, else models/default)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    add_model_arguments(parser)
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip unreadable files (reported) instead of stopping")
     return parser
@@ -25,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    one_line_warnings("vc-enroll")
     from vc.audio import AudioError
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, audio_files, enroll, save_speaker

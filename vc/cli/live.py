@@ -6,7 +6,8 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
+from vc.cli.args import (add_model_arguments, non_negative_float, non_negative_int, one_line_warnings,
+                         positive_float, positive_int)
 
 
 def _gate(text: str):
@@ -18,6 +19,15 @@ def _gate(text: str):
     return value
 
 
+def _strength(text: str) -> float:
+    from vc.conversion import MAX_STRENGTH
+
+    value = float(text)
+    if not 0.0 <= value <= MAX_STRENGTH:
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_STRENGTH:g}, not {text}")
+    return value
+
+
 def _latency(text: str):
     if text in ("low", "high"):
         return text
@@ -25,6 +35,7 @@ def _latency(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vc.conversion import DEFAULT_STRENGTH
     from vc.engine import DEFAULT_GATE_DB, DEFAULT_N_ITER, MODES
 
     default, lowlat = MODES["default"], MODES["lowlat"]
@@ -33,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live voice conversion: microphone in, the target speaker's voice out. Ctrl-C stops and "
                     "prints a summary.")
     parser.add_argument("--target", metavar="SPEAKER.npy", help="target speaker (made by vc-enroll)")
-    parser.add_argument("--model", metavar="MODEL_DIR", default=None,
-                        help="model directory (default: $VC_MODEL, else models/default)")
+    add_model_arguments(parser)
     parser.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     parser.add_argument("-i", "--input-device", metavar="DEV", default=None,
                         help="capture device: index or part of its name (default: the system's default)")
@@ -45,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "from the model's 16 kHz")
     parser.add_argument("--low-latency", action="store_true",
                         help=f"preset: {lowlat['hop_ms']:g} ms hop, {lowlat['lookahead_ms']:g} ms look-ahead "
-                             "(about 85 ms instead of 245 ms; five times as many model calls)")
+                             "(about 98 ms instead of 258 ms; five times as many model calls)")
     parser.add_argument("--hop-ms", type=positive_float, default=None,
                         help=f"audio per model call, a multiple of 10 ms up to 200 (default {default['hop_ms']:g})")
     parser.add_argument("--lookahead-ms", type=non_negative_float, default=None,
@@ -55,14 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--gate-db", type=_gate, default=DEFAULT_GATE_DB, metavar="DB",
                         help=f"noise gate: input below this level (dBFS) fades to silence; 'off' disables "
                              f"(default {DEFAULT_GATE_DB:g})")
+    parser.add_argument("--strength", type=_strength, default=None, metavar="S",
+                        help=f"how far the voice moves: f = f_source + S (f_target - f_source), f_source averaged "
+                             f"over your speech so far (default {DEFAULT_STRENGTH:g}; 1: the plain code swap)")
+    parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
+                        help="output the model's envelope alone (breathy, no pitch; saves the pitch tracker's "
+                             "12.6 ms of latency)")
     parser.add_argument("--passthrough", action="store_true",
                         help="play the input unconverted, with the same delay (for A/B comparison)")
     parser.add_argument("--record", metavar="OUT.wav", default=None, help="also write the output to a WAV file")
     parser.add_argument("--duration", type=positive_float, default=None, metavar="SECONDS",
                         help="stop after this many seconds")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where the model runs (default auto)")
-    parser.add_argument("--threads", type=positive_int, default=None, help="ONNX Runtime threads")
     parser.add_argument("--input-file", metavar="IN.wav", default=None,
                         help="play this file into the converter in real time instead of the microphone")
     parser.add_argument("--latency", type=_latency, default="high", metavar="low|high|SECONDS",
@@ -79,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from vc.live import LiveError, LiveOptions, format_device_list, format_summary, import_sounddevice, run_live
+    one_line_warnings("vc-live")
+    from vc.live import (DeviceSettings, EngineSettings, LiveError, LiveSettings, SessionSettings,
+                         format_device_list, format_summary, import_sounddevice, run_live)
 
     try:
         if args.list_devices:
@@ -87,14 +102,16 @@ def main(argv=None) -> int:
             return 0
         if not args.target:
             parser.error("--target SPEAKER.npy is required (make one with vc-enroll)")
-        options = LiveOptions(
-            target=args.target, model=args.model, input_device=args.input_device,
-            output_device=args.output_device, samplerate=args.samplerate, hop_ms=args.hop_ms,
-            lookahead_ms=args.lookahead_ms, n_iter=args.n_iter, gate_db=args.gate_db,
-            gate=args.gate_db is not None, low_latency=args.low_latency, passthrough=args.passthrough,
-            record=args.record, duration=args.duration, device=args.device, threads=args.threads,
-            input_file=args.input_file, latency=args.latency, status=args.status)
-        summary = run_live(options)
+        settings = LiveSettings(
+            engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
+                                  low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
+                                  n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
+                                  strength=args.strength, harmonics=args.harmonics),
+            devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
+                                   samplerate=args.samplerate, latency=args.latency),
+            session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,
+                                    status=args.status))
+        summary = run_live(settings)
     except LiveError as exc:
         print(f"vc-live: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,417 @@
+"""One vc-live run: choose and open the devices, wire capture ring -> worker -> playout/recorder, start
+the streams, supervise them with a status line, and sum the run up. Every failure becomes a LiveError
+with one sentence and its fix."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vc.live import devices
+from vc.live.playout import Playout, initial_margin_s
+from vc.live.quiet import NativeStderrFilter
+from vc.live.recorder import Recorder
+from vc.live.ring import RingBuffer
+from vc.live.settings import (BLOCK_MS, RING_SECONDS, STALL_SECONDS, STATUS_PERIOD_S, TOO_SLOW_FRACTION,
+                              EngineSettings, LiveError, LiveSettings, LiveStats)
+from vc.live.worker import Worker, feed_file, resampler_delay_ms
+
+
+def pitch_status(engine) -> str:
+    """'F0 182 Hz, source ~175 Hz +-2.1 st': the newest frame's F0 and the speaker's running register
+    (median, spread in semitones); dashes while unvoiced or not yet known."""
+    if not getattr(engine, "harmonics", False):
+        return "F0 off"
+    f0 = f"{engine.current_f0:3.0f} Hz" if engine.current_f0 > 0 else "  - Hz"
+    register = engine.source_register
+    if register is None:
+        return f"F0 {f0}, source   - Hz"
+    return (f"F0 {f0}, source ~{math.exp(register.log_mean):3.0f} Hz "
+            f"+-{12.0 * register.log_std / math.log(2.0):.1f} st")
+
+
+def pitch_summary(engine) -> dict:
+    register = getattr(engine, "source_register", None)
+    return {"harmonics": getattr(engine, "harmonics", False), "strength": getattr(engine, "strength", None),
+            "source_f0_hz": round(math.exp(register.log_mean), 1) if register is not None else None}
+
+
+def slow_advice(settings: EngineSettings, engine) -> str:
+    tips = [f"lower --n-iter (now {engine.n_iter})"]
+    if engine.hop_ms < 200:
+        tips.append(f"raise --hop-ms (now {engine.hop_ms:g}; the default 200 costs least per second)")
+    if settings.device != "cuda":
+        tips.append("run the model with --device cuda if there is a GPU")
+    return "; ".join(tips)
+
+
+class LiveSession:
+    """Owns the ring buffers, streams, worker, playout and recorder around an engine; `run()` blocks until
+    the duration is over, the input file has played, Ctrl-C, or a failure."""
+
+    def __init__(self, settings: LiveSettings, engine, sd=None, log=None, model_description: str = ""):
+        self.settings = settings
+        self.engine = engine
+        self.sd = sd  # None: file in, no playback, PortAudio not needed
+        self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.model_description = model_description
+        self.stats = LiveStats()
+        self.stop = threading.Event()
+        self.error: str | None = None
+        self.model_rate = engine.sr
+        self.in_index = self.out_index = None
+        self.in_name, self.out_name = f"file {settings.session.input_file}", "none"
+        self.in_rate = self.out_rate = int(settings.devices.samplerate or self.model_rate)
+        self.in_channels = self.out_channels = 1
+        self.block_in = 1
+        self.in_ring: RingBuffer | None = None
+        self.playout: Playout | None = None
+        self.recorder: Recorder | None = None
+        self.worker: Worker | None = None
+        self.streams = []
+        self.resampler_ms = 0.0
+        self._too_slow_warned = False
+
+    # --- set-up ---------------------------------------------------------------------------------------------
+    def _choose_devices(self) -> None:
+        sd, d = self.sd, self.settings.devices
+        if self.settings.session.input_file is None:
+            self.in_index = devices.resolve_device(sd, d.input_device, "input")
+            self.in_rate = devices.device_rate(sd, self.in_index, d.samplerate)
+            self.in_channels = devices.stream_channels(sd, self.in_index, "input", self.in_rate)
+            self.in_name = sd.query_devices(self.in_index)["name"]
+        if d.plays:
+            self.out_index = devices.resolve_device(sd, d.output_device, "output")
+            self.out_rate = devices.device_rate(sd, self.out_index, d.samplerate)
+            self.out_channels = devices.stream_channels(sd, self.out_index, "output", self.out_rate)
+            self.out_name = sd.query_devices(self.out_index)["name"]
+            if self.settings.session.input_file is not None:
+                self.in_rate = self.out_rate  # a file is resampled on reading: no second resampler
+        else:
+            self.out_rate = self.in_rate
+
+    def _read_input_file(self):
+        path = self.settings.session.input_file
+        if path is None:
+            return None
+        from vc.audio import AudioError, read_audio
+
+        try:
+            return read_audio(path, sr=self.in_rate)[0]
+        except AudioError as exc:
+            raise LiveError(str(exc)) from None
+
+    def _warm_up(self) -> float:
+        """Seconds the slowest of a few hops takes (also loads ONNX Runtime's kernels); engine is reset."""
+        hop = np.zeros(self.engine.hop_samples, np.float32)
+        rng = np.random.default_rng(0)
+        worst = 0.0
+        for i in range(4):
+            started = time.perf_counter()
+            self.engine.push(hop + (0.05 * rng.standard_normal(hop.size)).astype(np.float32))
+            if i:
+                worst = max(worst, time.perf_counter() - started)
+        self.engine.reset()
+        return worst
+
+    def _prepare(self):
+        """Everything before the streams start; returns the input file's audio (None: a microphone)."""
+        if self.sd is not None:
+            self._choose_devices()
+        self.block_in = max(1, int(round(self.in_rate * BLOCK_MS / 1000.0)))
+        block_out = max(1, int(round(self.out_rate * BLOCK_MS / 1000.0)))
+        self.in_ring = RingBuffer(int(RING_SECONDS * self.in_rate))
+        self.resampler_ms = resampler_delay_ms((self.in_rate, self.model_rate), (self.model_rate, self.out_rate))
+        file_audio = self._read_input_file()
+        worst_hop = self._warm_up()
+        hop_s = self.engine.hop_ms / 1000.0
+        if worst_hop > TOO_SLOW_FRACTION * hop_s:
+            self.log(f"warning: one hop takes {1000 * worst_hop:.0f} ms of compute for {1000 * hop_s:.0f} ms of "
+                     f"audio: this machine is too slow for these settings; "
+                     f"{slow_advice(self.settings.engine, self.engine)}.")
+        if self.out_index is not None:
+            self.playout = Playout(self.out_rate, initial_margin_s(worst_hop), self.stats,
+                                   ring_seconds=RING_SECONDS, max_block=max(block_out * 16, 16384))
+        if self.settings.session.record:
+            self.recorder = Recorder(self.settings.session.record, self.out_rate)
+        self.worker = Worker(self.engine, self.in_ring, self.in_rate, self.out_rate, self.stats, self._sink,
+                             self.block_in, self.stop)
+        return file_audio
+
+    def _sink(self, out: np.ndarray) -> None:
+        if self.recorder is not None:
+            self.recorder.write(out)
+        if self.playout is not None:
+            self.playout.deliver(out)
+
+    # --- callbacks (real-time: copy and count only) ---------------------------------------------------------
+    def _input_callback(self, indata, frames, time_info, status):
+        if status.input_overflow:
+            self.stats.overflows += 1
+        mono = indata[:, 0] if indata.shape[1] == 1 else indata.mean(axis=1)
+        if self.in_ring.write(mono) < frames:
+            self.stats.overflows += 1
+        self.stats.input_blocks += 1
+        self.stats.last_input_time = time.monotonic()
+
+    def _output_callback(self, outdata, frames, time_info, status):
+        buf = self.playout.fill(frames, bool(status.output_underflow), self.worker.input_finished)
+        outdata[:] = buf[:, None]  # the same mono signal on every channel
+        self.stats.output_blocks += 1
+        self.stats.last_output_time = time.monotonic()
+
+    def _stream_finished(self, what: str):
+        def finished():
+            if not self.stop.is_set() and self.error is None:
+                self.error = (f"The {what} stream stopped unexpectedly (device unplugged or taken over?). "
+                              "Check the device and start vc-live again.")
+        return finished
+
+    def _open_stream(self, kind: str):
+        sd, latency = self.sd, self.settings.devices.latency
+        try:
+            if kind == "output":
+                stream = sd.OutputStream(device=self.out_index, samplerate=self.out_rate, channels=self.out_channels,
+                                         dtype="float32", blocksize=max(1, int(round(self.out_rate * BLOCK_MS / 1000))),
+                                         latency=latency, callback=self._output_callback,
+                                         finished_callback=self._stream_finished("output"))
+            else:
+                stream = sd.InputStream(device=self.in_index, samplerate=self.in_rate, channels=self.in_channels,
+                                        dtype="float32", blocksize=self.block_in, latency=latency,
+                                        callback=self._input_callback, finished_callback=self._stream_finished("input"))
+            self.streams.append(stream)
+            stream.start()
+        except Exception as exc:  # noqa: BLE001 - PortAudio's errors come in several types
+            raise devices.stream_error(exc, kind) from None
+
+    # --- run --------------------------------------------------------------------------------------------------
+    def run(self) -> dict:
+        file_audio = self._prepare()
+        e = self.engine
+        self.log(f"vc-live: {self.in_name} -> {self.out_name}; {self.in_rate} Hz in, {self.out_rate} Hz out; "
+                 f"{e.describe()}" + ("; pass-through" if self.settings.engine.passthrough else ""))
+        if self.model_description:
+            self.log(self.model_description)
+        threads = []
+        interrupted = False
+        self._install_ab_switch()
+        started = time.monotonic()
+        try:
+            if self.out_index is not None:
+                self._open_stream("output")
+            threads.append(_start_thread(self.worker.run, "vc-live-worker"))
+            if file_audio is not None:
+                tail = int(e.latency_samples / self.model_rate * self.in_rate)
+                threads.append(_start_thread(lambda: feed_file(file_audio, self.in_ring, self.in_rate, self.block_in,
+                                                               self.stats, self.worker, tail), "vc-live-file"))
+            else:
+                self._open_stream("input")
+            self.stats.last_input_time = self.stats.last_output_time = time.monotonic()
+            interrupted = self._supervise(threads[0])
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self._shut_down(threads)
+        if self.error is not None:
+            raise LiveError(self.error)
+        return self._summary(time.monotonic() - started, interrupted)
+
+    def _shut_down(self, threads) -> None:
+        self.stop.set()
+        for stream in self.streams:
+            try:
+                stream.abort(ignore_errors=True)
+                stream.close(ignore_errors=True)
+            except Exception:  # noqa: BLE001 - a vanished device may fail to close; nothing to do
+                pass
+        for thread in threads:
+            thread.join(timeout=5)
+        if self.recorder is not None:  # a complete WAV of what was played, also when a device failed: keep it
+            self.recorder.close(keep=True)
+        if self._status_enabled():
+            print(file=sys.stderr)
+
+    def _status_enabled(self) -> bool:
+        status = self.settings.session.status
+        return sys.stderr.isatty() if status is None else status
+
+    # --- A/B switch -----------------------------------------------------------------------------------------
+    def toggle_passthrough(self, *_signal_args) -> None:
+        self.engine.passthrough = not self.engine.passthrough
+
+    def _install_ab_switch(self) -> None:
+        """Enter on the terminal, or SIGUSR1 from a script, switches between conversion and pass-through."""
+        try:
+            import signal
+            signal.signal(signal.SIGUSR1, self.toggle_passthrough)
+        except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGUSR1 (Windows)
+            pass
+        try:
+            interactive = sys.stdin is not None and sys.stdin.isatty()
+        except (ValueError, OSError):
+            interactive = False
+        if interactive:
+            self.log("press Enter to switch between the converted voice and pass-through (A/B), Ctrl-C to stop")
+
+            def read_keys():
+                for _ in iter(sys.stdin.readline, ""):
+                    if self.stop.is_set():
+                        return
+                    self.toggle_passthrough()
+
+            _start_thread(read_keys, "vc-live-keys")
+
+    # --- supervision ----------------------------------------------------------------------------------------
+    def _supervise(self, worker_thread: threading.Thread) -> bool:
+        """Until a reason to stop; returns False (interrupted=False) — Ctrl-C arrives as KeyboardInterrupt."""
+        duration = self.settings.session.duration
+        deadline = math.inf if duration is None else time.monotonic() + duration
+        next_status = time.monotonic()
+        while not self._should_stop(time.monotonic(), worker_thread, deadline):
+            self._warn_if_too_slow()
+            now = time.monotonic()
+            if now >= next_status and self._status_enabled():
+                print("\r" + self.status_line(), end="", file=sys.stderr, flush=True)
+                next_status = now + STATUS_PERIOD_S
+            time.sleep(0.02)
+        return False
+
+    def _should_stop(self, now: float, worker_thread: threading.Thread, deadline: float) -> bool:
+        self.error = self.error or self.worker.error
+        if self.error is not None or now >= deadline:
+            return True
+        if not worker_thread.is_alive():
+            if not self.worker.input_finished:
+                self.error = "conversion stopped unexpectedly"
+                return True
+            return self.playout is None or self.playout.ring.available() == 0  # played to the end
+        if self.settings.session.input_file is None and now - self.stats.last_input_time > STALL_SECONDS:
+            self.error = ("The input device stopped delivering audio (unplugged, or taken by another program?). "
+                          "Check it and start vc-live again.")
+        elif self.playout is not None and now - self.stats.last_output_time > STALL_SECONDS:
+            self.error = ("The output device stopped playing (unplugged, or taken by another program?). "
+                          "Check it and start vc-live again.")
+        return self.error is not None
+
+    def _warn_if_too_slow(self) -> None:
+        fraction = self.stats.recent_fraction()
+        if not self._too_slow_warned and self.stats.audio_s > 2.0 and fraction > TOO_SLOW_FRACTION:
+            self._too_slow_warned = True
+            self.log(("\n" if self._status_enabled() else "") + f"warning: conversion takes {fraction:.2f}x real "
+                     f"time: this machine is too slow for these settings; "
+                     f"{slow_advice(self.settings.engine, self.engine)}.")
+
+    def latency_estimate_ms(self) -> float:
+        total = self.engine.algorithmic_latency_ms + self.resampler_ms + 1000.0 * self.block_in / self.in_rate
+        if self.playout is not None:
+            total += 1000.0 * self.playout.margin_s
+        for stream in self.streams:
+            lat = stream.latency
+            total += 1000.0 * (lat if isinstance(lat, float) else sum(lat))
+        return total
+
+    def status_line(self) -> str:
+        s = self.stats
+        level = "  -inf" if not math.isfinite(s.level_db) or s.level_db < -99 else f"{s.level_db:6.1f}"
+        mode = " [pass-through]" if self.engine.passthrough else ""
+        line = (f"in {level} dBFS | {pitch_status(self.engine)} | "
+                f"compute {s.recent_fraction():4.2f}x (peak {s.max_fraction:4.2f}x) | "
+                f"latency ~{self.latency_estimate_ms():.0f} ms | overflows {s.overflows} | "
+                f"underflows {s.underflows}{mode}")
+        # One terminal line, or \r cannot redraw it; trailing blanks wipe a longer previous line.
+        # Not a terminal (a pipe, a log): nothing to redraw, so room for the whole line.
+        width = shutil.get_terminal_size((160, 24)).columns - 1
+        return line[:width].ljust(width)
+
+    def _summary(self, wall_s: float, interrupted: bool) -> dict:
+        s = self.stats
+        mean_fraction = s.compute_s / s.audio_s if s.audio_s > 0 else 0.0
+        summary = {
+            "seconds": round(wall_s, 2),
+            "audio_seconds": round(s.audio_s, 2),
+            "compute_fraction": round(mean_fraction, 4),
+            "hop_peak_fraction": round(s.max_fraction, 4),
+            "latency_ms": round(self.latency_estimate_ms(), 1),
+            "algorithmic_latency_ms": round(self.engine.algorithmic_latency_ms, 1),
+            **pitch_summary(self.engine),
+            "overflows": s.overflows,
+            "underflows": s.underflows,
+            "device_underflows": s.device_underflows,
+            "startup_underflows": s.startup_underflows,
+            "margin_ms": round(1000.0 * self.playout.margin_s, 1) if self.playout is not None else 0.0,
+            "drift_trims": s.trims,
+            "interrupted": interrupted,
+            "record": self.settings.session.record,
+        }
+        advice = None
+        if mean_fraction > TOO_SLOW_FRACTION or (s.underflows > 3 and s.max_fraction > 1.0):
+            advice = (f"This machine is too slow for these settings (conversion took {mean_fraction:.2f}x real "
+                      f"time); {slow_advice(self.settings.engine, self.engine)}.")
+        elif s.underflows > 3:
+            advice = ("Playback ran dry although conversion kept up: the system's audio scheduling is irregular; "
+                      "try --latency high.")
+        summary["advice"] = advice
+        return summary
+
+
+def _start_thread(target, name: str) -> threading.Thread:
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def format_summary(summary: dict) -> str:
+    text = (f"summary: {summary['audio_seconds']:.1f} s converted in {summary['seconds']:.1f} s; compute "
+            f"{summary['compute_fraction']:.3f}x real time (hop peak {summary['hop_peak_fraction']:.2f}x); "
+            f"latency ~{summary['latency_ms']:.0f} ms (algorithmic {summary['algorithmic_latency_ms']:.1f} ms); "
+            f"overflows {summary['overflows']}; underflows {summary['underflows']}")
+    if summary.get("record"):
+        text += f"; recorded to {summary['record']}"
+    if summary.get("advice"):
+        text += "\n" + summary["advice"]
+    return text
+
+
+def build_engine(settings: EngineSettings):
+    """Model, target and engine from the settings; every failure is a LiveError."""
+    from vc.engine import MODES, EngineError, StreamingConverter
+    from vc.model import ModelError, load_model
+    from vc.speakers import SpeakerError, load_speaker
+
+    try:
+        model = load_model(settings.model, device=settings.device, threads=settings.threads)
+    except ModelError as exc:
+        raise LiveError(str(exc)) from None
+    try:
+        target = load_speaker(settings.target, model)
+    except (SpeakerError, OSError, ValueError) as exc:
+        raise LiveError(str(exc)) from None
+    mode = dict(MODES["lowlat" if settings.low_latency else "default"])
+    chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms, "n_iter": settings.n_iter,
+              "strength": settings.strength}
+    mode.update({name: value for name, value in chosen.items() if value is not None})
+    try:
+        engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,
+                                    harmonics=settings.harmonics, **mode)
+    except EngineError as exc:
+        raise LiveError(str(exc)) from None
+    return model, engine
+
+
+def run_live(settings: LiveSettings, log=None) -> dict:
+    """The whole vc-live run; returns the summary dict. Raises LiveError with a user-facing sentence."""
+    input_file = settings.session.input_file
+    sd = devices.import_sounddevice() if input_file is None or settings.devices.plays else None
+    if input_file is not None and not Path(input_file).is_file():
+        raise LiveError(f"{input_file}: no such file")
+    model, engine = build_engine(settings.engine)
+    describe = getattr(model, "describe", None)
+    session = LiveSession(settings, engine, sd=sd, log=log, model_description=describe() if describe else "")
+    with NativeStderrFilter():
+        return session.run()
