@@ -28,8 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, metavar="S",
                         help=f"how far the speaker code moves from the source's to the target's: 0 keeps the "
                              f"source voice, 1 is the plain code swap, up to {MAX_STRENGTH:g} (default "
-                             f"{DEFAULT_STRENGTH:g}: half as far again past the target, which cancels the "
-                             f"source identity the dynamic codes still carry)")
+                             f"{DEFAULT_STRENGTH:g}: past the target, which cancels the source identity the "
+                             f"dynamic codes still carry)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="write the DSAE's own reconstruction: the target's spectral envelope without "
                              "harmonics rebuilt at the target's pitch (breathy; for studying the model)")
