@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from training.data.audio import AudioError, load_audio
-from training.data.cache import SEGMENT_LENGTH
+from training.data.cache import SEGMENT_LENGTH, FeatureCacheError
 from vc.dsp import FeatureConfig, log_magnitude
 
 
