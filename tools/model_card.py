@@ -39,7 +39,9 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     speakers = sorted({u.speaker for u in test})
     by_speaker = {s: [u for u in test if u.speaker == s] for s in speakers}
     picks = speakers[:: max(1, len(speakers) // n_examples)][:n_examples]
-    codes = {s: enroll([u.path for u in by_speaker[s][10:30]], model).embedding for s in speakers}
+    # Enrol on the second half of each speaker's files; the figures show files from the first half.
+    codes = {s: enroll([u.path for u in by_speaker[s][len(by_speaker[s]) // 2:]], model).embedding
+             for s in picks}
 
     def show(ax, frames, title):
         ax.imshow(frames.T, origin="lower", aspect="auto", cmap="magma", vmin=-9, vmax=3)
@@ -56,14 +58,17 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     plt.close(fig)
 
     source, target = picks[0], picks[-1]
-    # u000 is one of the sentences every open-corpus speaker reads, so the two rows say the same thing.
-    shared = {s: next(u for u in by_speaker[s] if u.utterance == "u000") for s in (source, target)}
+    # A sentence both speakers read (the open corpus's u000 is read by everyone) makes the rows comparable;
+    # corpora without one show each speaker's first file.
+    common = sorted({u.utterance for u in by_speaker[source]} & {u.utterance for u in by_speaker[target]})
+    shared = {s: next((u for u in by_speaker[s] if common and u.utterance == common[0]), by_speaker[s][0])
+              for s in (source, target)}
     src_frames = log_magnitude(read_audio(shared[source].path)[0], cfg=cfg)
     tgt_frames = log_magnitude(read_audio(shared[target].path)[0], cfg=cfg)
     fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False)
     show(axes[0, 0], src_frames, f"source: {source}")
     show(axes[0, 1], convert_features(src_frames, codes[target], model), f"z of source, f of {target}")
-    show(axes[0, 2], tgt_frames, f"{target}'s own speech (same sentence)")
+    show(axes[0, 2], tgt_frames, f"{target}'s own speech" + (" (same sentence)" if common else ""))
     save_figure(fig, model_dir / "swap.png", bbox_inches="tight")
     plt.close(fig)
     return {"reconstruction": "reconstruction.png", "swap": "swap.png", "source": source, "target": target}
