@@ -58,13 +58,15 @@ def write_flac(path: Path, audio: np.ndarray, sr: int) -> None:
         sf.write(fh, np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
 
 
-def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = ()) -> list[dict]:
-    """Greedy: each pick has the least-used gender, then the least-used engine so far (ties: list order)."""
+def pick_diverse(speakers: list[dict], n: int, seen: list[dict] = (),
+                 traits: tuple[str, ...] = ("gender", "engine")) -> list[dict]:
+    """Greedy: each pick has the least-used value of the first trait so far, then of the next ...
+    (ties: list order)."""
     pool, picked = list(speakers), []
     used = list(seen)
     while pool and len(picked) < n:
         def novelty(s):
-            return (sum(u["gender"] == s["gender"] for u in used), sum(u["engine"] == s["engine"] for u in used))
+            return tuple(sum(u[t] == s[t] for u in used) for t in traits)
         best = min(pool, key=novelty)  # min keeps the first of equals
         pool.remove(best)
         picked.append(best)
@@ -86,17 +88,9 @@ def human_targets(corpus: Path, n: int, model, out: Path) -> list[dict]:
     by_speaker: dict[str, list[dict]] = {}
     for r in rows:
         by_speaker.setdefault(r["speaker"], []).append(r)
-    pool = sorted(by_speaker, key=lambda s: (-len(by_speaker[s]), s))
-    picked: list[str] = []
-    while pool and len(picked) < n:
-        def novelty(s):
-            first = by_speaker[s][0]
-            return (sum(by_speaker[p][0]["gender"] == first["gender"] for p in picked),
-                    sum(_age_group(by_speaker[p][0]["age"]) == _age_group(first["age"]) for p in picked),
-                    sum(by_speaker[p][0]["source"] == first["source"] for p in picked))
-        best = min(pool, key=novelty)
-        pool.remove(best)
-        picked.append(best)
+    people = [{"id": s, "gender": rs[0]["gender"], "age_group": _age_group(rs[0]["age"]), "source": rs[0]["source"]}
+              for s, rs in sorted(by_speaker.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+    picked = [p["id"] for p in pick_diverse(people, n, traits=("gender", "age_group", "source"))]
     entries = []
     for speaker in picked:
         first = by_speaker[speaker][0]
