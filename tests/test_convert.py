@@ -22,7 +22,7 @@ class IdentityModel:
     def __init__(self, L=20, n_features=200):
         from vc.dsp import FeatureConfig
 
-        self.segment_length, self.n_features, self.f_dim = L, n_features, 3
+        self.segment_length, self.n_features, self.f_dim, self.z_dim = L, n_features, 3, n_features
         self.feature_config = FeatureConfig()
         self.windows_seen = []
 
@@ -344,3 +344,53 @@ def run_demo_quiet(out, model, examples):
     from vc.demo import run_demo
 
     return run_demo(out, model_dir=model.model_dir, n_iter=2, device="cpu", examples=examples)
+
+
+def test_code_statistics_estimate_and_move():
+    from vc.code_stats import CodeStats, RunningCodeStats, move_codes
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(2.0, 3.0, (500, 4)).astype(np.float32)
+    running = RunningCodeStats(4)
+    assert running.estimate() is None
+    for part in np.array_split(z, 7):
+        running.update(part)
+    stats = running.estimate()
+    np.testing.assert_allclose(stats.mean, z.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(stats.std, z.std(axis=0), rtol=1e-5)
+    target = CodeStats(np.array([0, 1, -1, 5], np.float32), np.array([1, 0.5, 2, 0.1], np.float32))
+    # With no frames the estimate is the prior, so nothing moves; the prior's weight fades as frames come.
+    empty = RunningCodeStats(4).estimate(prior=target)
+    np.testing.assert_allclose(move_codes(z, empty, target), z, rtol=1e-5, atol=1e-5)
+    shrunk = running.estimate(prior=target, prior_frames=500)
+    np.testing.assert_allclose(shrunk.mean, (z.mean(axis=0) + target.mean) / 2, rtol=1e-4, atol=1e-5)
+    moved = move_codes(z, stats, target)
+    np.testing.assert_allclose(moved.mean(axis=0), target.mean, atol=1e-4)
+    np.testing.assert_allclose(moved.std(axis=0), target.std, rtol=1e-4)
+    np.testing.assert_allclose(move_codes(z, stats, target, 0.5), (z + moved) / 2, rtol=1e-5, atol=1e-5)
+    assert move_codes(z, stats, None) is z and move_codes(z, stats, target, 0.0) is z
+
+
+def test_file_path_moves_z_to_the_targets_statistics():
+    """With z = the normalised frames, moving z's mean by d moves the log-magnitude by 2d (denormalise
+    doubles), i.e. scales the output by exp(2d); the source's own statistics as the target's move nothing."""
+    from vc.code_stats import CodeStats
+    from vc.conversion import convert_audio16k, encode_windows, source_code_stats
+    from vc.dsp import log_magnitude
+    from vc.speakers import Speaker
+
+    model = IdentityModel()
+    audio = speech(1.5, f0=130)
+    frames = log_magnitude(audio, cfg=model.feature_config)
+    own = source_code_stats(encode_windows(frames, model), frames, model)
+    f = np.array([1, 2, 3], np.float32)
+
+    def convert(stats):
+        return convert_audio16k(audio, Speaker(f, None, stats), model, n_iter=0, harmonics=False, strength=1.0)
+
+    plain = convert(None)
+    np.testing.assert_allclose(convert(own), plain, rtol=1e-3, atol=2e-5)   # float32 rounding only
+    # (not exactly exp(2d): the log floor is taken off the magnitude before synthesis)
+    louder = convert(CodeStats(own.mean + 0.25, own.std))
+    assert np.sqrt(np.mean(louder ** 2) / np.mean(plain ** 2)) == pytest.approx(np.exp(0.5), rel=0.06)
+

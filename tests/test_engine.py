@@ -217,3 +217,28 @@ def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_
     assert engine._source_windows == 0 and engine.source_register is None
     with pytest.raises(Exception, match="strength"):
         StreamingConverter(random_model, target, strength=5.0)
+
+
+def test_engine_moves_z_as_the_file_path_does(random_model):
+    """The running statistics of the source's z end where the file path's whole-utterance ones are, and a
+    target with z statistics changes the output (a bare code leaves z as encoded)."""
+    from vc.code_stats import CodeStats
+    from vc.conversion import encode_windows, source_code_stats
+    from vc.dsp import log_magnitude
+    from vc.engine import StreamingConverter
+    from vc.speakers import Speaker
+
+    audio = np.concatenate([speech(2.0), np.zeros(4000, np.float32), speech(1.0, f0=170, seed=2)])
+    frames = log_magnitude(audio, cfg=random_model.feature_config)
+    file_stats = source_code_stats(encode_windows(frames, random_model), frames, random_model)
+    f = target_code(random_model)
+    moved = StreamingConverter(random_model, Speaker(f, None, CodeStats(file_stats.mean + 0.5, file_stats.std)),
+                               n_iter=4)
+    out = moved.convert(audio)
+    stream_stats = moved.source_code_stats
+    assert np.all(np.abs(stream_stats.mean - file_stats.mean) < 0.25 * file_stats.std)
+    np.testing.assert_allclose(stream_stats.std, file_stats.std, rtol=0.25)
+    plain = StreamingConverter(random_model, Speaker(f), n_iter=4)
+    unmoved = plain.convert(audio)
+    assert unmoved.shape == out.shape and plain.source_code_stats is None
+    assert not np.allclose(unmoved, out, atol=1e-3)

@@ -66,8 +66,28 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     assert np.exp(speaker.register.log_mean) == pytest.approx(140.0, rel=0.04)
     assert "median F0 14" in printed
     record = np.load(out, allow_pickle=False)   # a plain numpy record, no pickle
-    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std")
+    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std")
     np.testing.assert_array_equal(record["f"], speaker.f)
+    assert speaker.z_stats.mean.shape == speaker.z_stats.std.shape == (4,)
+    np.testing.assert_array_equal(record["z_std"], speaker.z_stats.std)
+
+
+def test_enrol_measures_z_over_speech_frames(tmp_path, tiny):
+    from vc.code_stats import frame_level_db
+    from vc.speakers import enroll, speech_segments
+
+    # Speech, then a near-silent stretch inside the last speech segment: its frames must not count.
+    audio = np.concatenate([speech(0.9), 1e-5 * speech(0.1, seed=3)])
+    sf.write(tmp_path / "a.wav", audio, SR, subtype="FLOAT")
+    segments, _ = speech_segments(audio, tiny)
+    _, _, z, _ = tiny.encode(tiny.normalise(segments))
+    levels = frame_level_db(segments, tiny.feature_config)
+    loud = (levels > -50.0) & (levels > levels.max() - 35.0)
+    assert 0 < (~loud).sum() < loud.size   # the quiet tail is in a speech segment but not speech
+    stats = enroll([tmp_path / "a.wav"], tiny).z_stats
+    np.testing.assert_allclose(stats.mean, z[loud].mean(axis=0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(stats.std, z[loud].std(axis=0), rtol=1e-3, atol=1e-5)
+    assert not np.allclose(stats.mean, z.reshape(-1, 4).mean(axis=0), atol=1e-4)
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
@@ -122,10 +142,39 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
         "record_names.npy": (record(good, names=("f", "mean", "std")), "expected one record with fields"),
         "record_f64.npy": (record(good.astype(np.float64)), "field f has dtype float64"),
     }
+    def with_z(mean, std, register=True):
+        fields = [("f", "<f4", (8,))] + ([("log_f0_mean", "<f4"), ("log_f0_std", "<f4")] if register else [])
+        rec = np.zeros((), np.dtype(fields + [("z_mean", mean.dtype, mean.shape), ("z_std", std.dtype, std.shape)]))
+        rec["f"], rec["z_mean"], rec["z_std"] = good, mean, std
+        if register:
+            rec["log_f0_mean"], rec["log_f0_std"] = np.log(150.0), 0.1
+        return rec
+
+    four = np.ones(4, np.float32)
+    cases.update({
+        "z_size.npy": (with_z(np.zeros(5, np.float32), np.ones(5, np.float32)), "size 5 do not match the model's z_dim 4"),
+        "z_std.npy": (with_z(np.zeros(4, np.float32), -four), "z_std finite and positive"),
+        "z_nan.npy": (with_z(np.full(4, np.nan, np.float32), four), "z_mean must be finite"),
+        "z_f64.npy": (with_z(np.zeros(4), np.ones(4)), "must be float32 vectors"),
+    })
     for name, (arr, message) in cases.items():
         np.save(tmp_path / name, arr)
         with pytest.raises(SpeakerError, match=message):
             load_speaker(tmp_path / name, tiny)
+
+    # z statistics with or without a register round-trip; a file without them still loads.
+    from vc.code_stats import CodeStats
+
+    stats = CodeStats(np.arange(4, dtype=np.float32), np.full(4, 0.5, np.float32))
+    for register in (None, Register(np.log(120.0), 0.2)):
+        save_speaker(tmp_path / "z.npy", Speaker(good, register, stats))
+        loaded = load_speaker(tmp_path / "z.npy", tiny)
+        np.testing.assert_array_equal(loaded.z_stats.mean, stats.mean)
+        np.testing.assert_array_equal(loaded.z_stats.std, stats.std)
+        assert (loaded.register is None) == (register is None)
+        if register is not None:
+            assert loaded.register == Register(pytest.approx(register.log_mean), pytest.approx(register.log_std))
+    assert load_speaker(tmp_path / "full.npy", tiny).z_stats is None
 
     np.save(tmp_path / "pickled.npy", np.array([{"evil": 1}], dtype=object))  # np.save pickles object arrays
     with pytest.raises(SpeakerError, match="pickled.npy: not a plain numeric .npy"):

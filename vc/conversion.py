@@ -1,8 +1,8 @@
 """Whole-utterance voice conversion (`vc.convert`, `convert_file`); `vc.batch` drives many files.
 
 Quality path: the utterance's log-magnitude frames are cut into overlapping windows of the model's
-segment length (half-window hop), each window is encoded, its f replaced by the target's and decoded; the
-decoded windows are blended with weights that sum to one across the overlaps. The blend is the target's
+segment length (half-window hop), each window is encoded, its f replaced by the target's, its z moved from
+the source's statistics to the target's (`vc.code_stats`) and decoded; the decoded windows are blended with weights that sum to one across the overlaps. The blend is the target's
 spectral envelope; the harmonics come back from the source's F0 contour moved to the target's pitch register
 (`vc.pitch`). Griffin-Lim (PGHI start) runs once over the whole utterance, so no block edges are audible.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vc.audio import AudioError, check_audio, read_audio, resample, write_wav
+from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, move_codes, speech_frames
 from vc.model import Model, default_model_dir, load_model
 from vc.speakers import Speaker, check_speaker, load_speaker, speech_flags
 
@@ -158,17 +159,37 @@ def conversion_code(windows: EncodedWindows, speech: np.ndarray, target_f: np.nd
     return mixed_code(source_f, target_f, strength)
 
 
+def source_code_stats(windows: EncodedWindows, frames: np.ndarray, model: Model,
+                      prior: CodeStats | None = None) -> CodeStats | None:
+    """z's statistics over the utterance's speech frames (`vc.code_stats.speech_frames`), each frame
+    counted once in every window that holds it; `prior` as in `RunningCodeStats.estimate`."""
+    levels = frame_level_db(frames, model.feature_config)
+    speech = speech_frames(levels, float(levels.max()))
+    t = windows.starts[:, None] + np.arange(model.segment_length)[None, :]
+    inside = t < windows.n_frames
+    stats = RunningCodeStats(model.z_dim)
+    stats.update(windows.z_mean[inside & speech[np.minimum(t, windows.n_frames - 1)]])
+    return stats.estimate(prior)
+
+
+def code_stats_amount(strength: float) -> float:
+    """How much of the move of z's statistics goes with a strength: all of it from strength 1 (the plain
+    swap) on, proportionally less below, none at 0 (the source's own voice)."""
+    return min(strength, 1.0)
+
+
 def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
                      harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> np.ndarray:
     """Mono float32 at the model's rate -> converted audio of the same length and rate.
 
-    target: a Speaker or a float32 (f_dim,) code. harmonics=False returns the DSAE's envelope alone
+    target: a Speaker or a float32 (f_dim,) code; a Speaker's z statistics move the source's z to the
+    target's (`vc.code_stats`). harmonics=False returns the DSAE's envelope alone
     (breathy, pitchless: what the model itself reconstructs). strength: how far f moves from the source's
     code towards the target's and beyond (0: the source's own voice, 1: the target's code, default 2.0)."""
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
 
     audio = check_audio(audio)
-    target = target if isinstance(target, Speaker) else check_speaker(target, model.f_dim)
+    target = check_speaker(target, model.f_dim, z_dim=model.z_dim)
     strength = check_strength(strength)
     cfg = model.feature_config
     n = audio.shape[0]
@@ -177,6 +198,9 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     frames = log_magnitude(audio, cfg=cfg)
     windows = encode_windows(frames, model)
     code = conversion_code(windows, speech_flags(audio[:n], model), target.f, model, strength)
+    if target.z_stats is not None:
+        source = source_code_stats(windows, frames, model, prior=target.z_stats)
+        windows.z_mean = move_codes(windows.z_mean, source, target.z_stats, code_stats_amount(strength))
     converted = decode_windows(windows, code, model)
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
@@ -190,7 +214,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
 def resolve_target(target, model: Model) -> Speaker:
     if isinstance(target, (str, os.PathLike)):
         return load_speaker(target, model)
-    return check_speaker(target, model.f_dim)
+    return check_speaker(target, model.f_dim, z_dim=model.z_dim)
 
 
 _loaded_models: dict = {}

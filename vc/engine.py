@@ -11,7 +11,8 @@ frames are complete, and their F0 known:
 1. the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the
    start), normalised as the model was trained;
 2. the decoder gets f = f_source + strength * (f_target - f_source), f_source the mean of the encoder's f
-   over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function);
+   over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function), and
+   z moved from the running statistics of the source's speech frames to the target's (`vc.code_stats`);
    it reconstructs the window, and only the newest `hop` frames are used (each frame is decoded once,
    with the most context it will ever get);
 3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
@@ -66,7 +67,6 @@ crossfades over 10 ms. Conversion keeps running underneath, so switching back is
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
@@ -74,8 +74,9 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import DEFAULT_STRENGTH, check_strength, mixed_code, rebuild_harmonics
-from vc.speakers import RELATIVE_GATE_DB, SILENCE_DBFS
+from vc.conversion import DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics
+from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, RunningCodeStats, frame_level_db, move_codes,
+                           speech_frames)
 from vc.streaming_pitch import RunningRegister, StreamingPitch
 
 MODES = {
@@ -136,30 +137,6 @@ class _SampleQueue:
         return self._buf[self._start:self._end]
 
 
-@functools.lru_cache(maxsize=8)
-def _window_energy(window: str, win_length: int) -> float:
-    """Sum of the squared analysis window (periodic, as vc.dsp builds it)."""
-    phase = 2.0 * np.pi * np.arange(win_length) / win_length
-    shapes = {"hann": 0.5 - 0.5 * np.cos(phase), "hamming": 0.54 - 0.46 * np.cos(phase),
-              "blackman": 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2 * phase), "boxcar": np.ones(win_length)}
-    if window not in shapes:
-        raise EngineError(f"the noise gate does not know the window {window!r}")
-    return float(np.sum(shapes[window] ** 2))
-
-
-def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
-    """Raw log-magnitude frames (T, n_features) -> each frame's windowed RMS level in dBFS (Parseval)."""
-    power = np.exp(2.0 * frames.astype(np.float64))
-    first = int(cfg.drop_dc)
-    weights = np.full(frames.shape[1], 2.0)
-    nyquist = cfg.n_fft // 2 - first  # the Nyquist bin (even n_fft) appears once in the full spectrum
-    if cfg.n_fft % 2 == 0 and 0 <= nyquist < frames.shape[1]:
-        weights[nyquist] = 1.0
-    window_energy = _window_energy(cfg.window, cfg.win_length)
-    mean_square = (power @ weights) / (cfg.n_fft * window_energy)
-    return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
-
-
 class StreamingConverter:
     """Block in, block out voice conversion; see the module docstring for the timing.
 
@@ -210,6 +187,10 @@ class StreamingConverter:
             raise EngineError(str(exc)) from None
         self.harmonics = bool(harmonics)
         self.target_register = getattr(target, "register", None)
+        self.target_z_stats = getattr(target, "z_stats", None)
+        if self.target_z_stats is not None and np.shape(self.target_z_stats.mean) != (model.z_dim,):
+            raise EngineError(f"target's z statistics have {np.size(self.target_z_stats.mean)} values, the "
+                              f"model's z has {model.z_dim}")
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -264,6 +245,12 @@ class StreamingConverter:
         return self._register.current()
 
     @property
+    def source_code_stats(self):
+        """z's statistics over the source's speech frames so far (None before the first; only counted when
+        the target has z statistics)."""
+        return self._source_z.estimate()
+
+    @property
     def current_f0(self) -> float:
         """F0 (Hz) of the newest frame converted, 0 when unvoiced or without harmonics."""
         return self._pitch.last_f0 if self.harmonics else 0.0
@@ -298,6 +285,9 @@ class StreamingConverter:
         self._source_f_sum = np.zeros(self.model.f_dim, np.float64)
         self._source_windows = 0
         self._loudest_window_db = -math.inf
+        # ... and z's statistics over its speech frames (moved to the target's before decoding).
+        self._source_z = RunningCodeStats(self.model.z_dim)
+        self._loudest_frame_db = -math.inf
         self._harmonic_phase = 0.0
         # Output = D zeros, then the Griffin-Lim signal: one constant delay whatever the block size.
         self._converted = _SampleQueue()
@@ -376,6 +366,8 @@ class StreamingConverter:
         self._context_power = np.concatenate([self._context_power[h:], np.power(10.0, levels / 10.0)])
         f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
         code = mixed_code(self._source_code(f_mean[0]), self.target[0], self.strength)
+        if self.target_z_stats is not None:
+            z_mean = self._move_codes(z_mean, levels)
         decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
         if self.harmonics:
             f0, voiced = self._pitch.take(h)
@@ -401,6 +393,15 @@ class StreamingConverter:
                 self._source_f_sum += window_f
                 self._source_windows += 1
         return self._source_f_sum / self._source_windows if self._source_windows else None
+
+    def _move_codes(self, z_mean: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """Count the new frames that hold speech into the source's z statistics, then move the window's z
+        from those statistics (so far) to the target's, as `vc.conversion` moves a whole file's."""
+        h = levels.shape[0]
+        self._loudest_frame_db = max(self._loudest_frame_db, float(levels.max()))
+        self._source_z.update(z_mean[0, -h:][speech_frames(levels, self._loudest_frame_db)])
+        source = self._source_z.estimate(prior=self.target_z_stats)
+        return move_codes(z_mean, source, self.target_z_stats, code_stats_amount(self.strength))
 
     def _update_gate(self, levels: np.ndarray) -> None:
         self.input_level_db = float(np.max(levels))

@@ -1,11 +1,15 @@
 """Target speakers: enrol (average the posterior mean of f over speech segments, measure the pitch
-register) and save or load speaker.npy.
+register and the statistics of z) and save or load speaker.npy.
 
 speaker.npy holds one record, readable with `np.load(path, allow_pickle=False)`: `f` (float32, f_dim),
-the DSAE speaker code, and `log_f0_mean`, `log_f0_std` (float32), the speaker's pitch register (median
-and spread of natural-log F0 over voiced frames). The decoder rebuilds a smooth spectral envelope only,
-so the register is what puts the converted voice at the target's pitch (see `vc.pitch`). A plain float32
-(f_dim,) array is a target as well, with no register: conversion then keeps the source's pitch.
+the DSAE speaker code; `log_f0_mean`, `log_f0_std` (float32), the speaker's pitch register (median and
+spread of natural-log F0 over voiced frames); `z_mean`, `z_std` (float32, z_dim), the mean and standard
+deviation of the dynamic code z over the speaker's speech frames (`vc.code_stats`). The decoder rebuilds a
+smooth spectral envelope only, so the register is what puts the converted voice at the target's pitch
+(see `vc.pitch`); z's statistics take out the part of the source speaker that z still carries. A record
+may leave out either pair (a whispered enrolment has no register; files written before z's statistics
+were measured have none), and a plain float32 (f_dim,) array is a target as well: conversion then keeps
+what it cannot move (the source's pitch, z as encoded).
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
+from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, CodeStats, RunningCodeStats, frame_level_db,
+                           speech_frames)
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
 
-# A segment counts as speech when its RMS is above this absolute level and not far below the loudest
-# segment of the same file (so room noise in a quiet recording does not count either).
-SILENCE_DBFS = -50.0
-RELATIVE_GATE_DB = 35.0
+# A segment counts as speech when its RMS is above SILENCE_DBFS and not more than RELATIVE_GATE_DB below
+# the loudest segment of the same file (so room noise in a quiet recording does not count either).
 ENCODE_BATCH = 256
 
 
@@ -38,6 +42,7 @@ class Speaker:
 
     f: np.ndarray                   # float32 (f_dim,)
     register: Register | None = None
+    z_stats: CodeStats | None = None
 
     def describe(self) -> str:
         if self.register is None:
@@ -49,6 +54,7 @@ class Speaker:
 class Enrolment:
     embedding: np.ndarray  # float32 (f_dim,)
     register: Register | None
+    z_stats: CodeStats | None
     files: int
     segments: int
     speech_seconds: float
@@ -66,7 +72,7 @@ class Enrolment:
 
     @property
     def speaker(self) -> Speaker:
-        return Speaker(self.embedding, self.register)
+        return Speaker(self.embedding, self.register, self.z_stats)
 
 
 def audio_files(paths) -> list[Path]:
@@ -116,11 +122,20 @@ def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
 
 def posterior_f(segments: np.ndarray, model: Model) -> np.ndarray:
     """Raw feature segments (n, L, n_features) -> posterior means of f, (n, f_dim)."""
-    out = []
+    return posterior_codes(segments, model)[0]
+
+
+def posterior_codes(segments: np.ndarray, model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Raw feature segments (n, L, n_features) -> posterior means of f (n, f_dim) and of z (n, L, z_dim)."""
+    fs, zs = [], []
     for start in range(0, segments.shape[0], ENCODE_BATCH):
-        f_mean = model.encode(model.normalise(segments[start:start + ENCODE_BATCH]))[0]
-        out.append(f_mean)
-    return np.concatenate(out, axis=0) if out else np.zeros((0, model.f_dim), np.float32)
+        f_mean, _, z_mean, _ = model.encode(model.normalise(segments[start:start + ENCODE_BATCH]))
+        fs.append(f_mean)
+        zs.append(z_mean)
+    if not fs:
+        return (np.zeros((0, model.f_dim), np.float32),
+                np.zeros((0, model.segment_length, model.z_dim), np.float32))
+    return np.concatenate(fs, axis=0), np.concatenate(zs, axis=0)
 
 
 def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
@@ -134,6 +149,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     sr = model.feature_config.sr
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
+    z_stats = RunningCodeStats(model.z_dim)
     f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
@@ -151,8 +167,10 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         skipped += silent
         if segments.shape[0] == 0:
             continue
-        f = posterior_f(segments, model)
+        f, z = posterior_codes(segments, model)
         total += f.astype(np.float64).sum(axis=0)
+        levels = frame_level_db(segments, model.feature_config)
+        z_stats.update(z[speech_frames(levels, float(levels.max()))])
         f0, voiced = yin(audio, sr, model.feature_config.hop_length)
         f0s.append(f0)
         voiced_flags.append(voiced)
@@ -163,46 +181,57 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
                            f"{seg_seconds * 1000:.0f} ms segment below the energy gate or files too short")
     embedding = (total / n_segments).astype(np.float32)
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
-    return Enrolment(embedding, register, used_files, n_segments, n_segments * seg_seconds, audio_seconds, skipped, failures)
+    return Enrolment(embedding, register, z_stats.estimate(), used_files, n_segments, n_segments * seg_seconds,
+                     audio_seconds, skipped, failures)
 
 
 REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
+CODE_STATS_FIELDS = ("z_mean", "z_std")
 LOG_F0_RANGE = (np.log(20.0), np.log(2000.0))
 
 
-def _record_dtype(f_dim: int) -> np.dtype:
-    return np.dtype([("f", "<f4", (f_dim,)), ("log_f0_mean", "<f4"), ("log_f0_std", "<f4")])
+def _record_dtype(speaker: Speaker) -> np.dtype:
+    fields = [("f", "<f4", (speaker.f.shape[0],))]
+    if speaker.register is not None:
+        fields += [(name, "<f4") for name in REGISTER_FIELDS]
+    if speaker.z_stats is not None:
+        fields += [(name, "<f4", (speaker.z_stats.mean.shape[0],)) for name in CODE_STATS_FIELDS]
+    return np.dtype(fields)
 
 
 def save_speaker(path, speaker) -> None:
-    """Write a Speaker (or a bare f vector) as .npy atomically: a record with the register when there is
-    one, else the plain float32 (f_dim,) code."""
+    """Write a Speaker (or a bare f vector) as .npy atomically: a record holding what the speaker has (f,
+    the register, z's statistics), the plain float32 (f_dim,) code when it has only f."""
     if not isinstance(speaker, Speaker):
         speaker = Speaker(np.asarray(speaker))
     f = np.asarray(speaker.f)
     if f.ndim != 1 or not np.all(np.isfinite(f)):
         raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
-    if speaker.register is None:
+    if speaker.register is None and speaker.z_stats is None:
         data = f.astype(np.float32)
     else:
-        data = np.zeros((), _record_dtype(f.shape[0]))
+        data = np.zeros((), _record_dtype(speaker))
         data["f"] = f
-        data["log_f0_mean"] = speaker.register.log_mean
-        data["log_f0_std"] = speaker.register.log_std
+        if speaker.register is not None:
+            data["log_f0_mean"] = speaker.register.log_mean
+            data["log_f0_std"] = speaker.register.log_std
+        if speaker.z_stats is not None:
+            data["z_mean"] = speaker.z_stats.mean
+            data["z_std"] = speaker.z_stats.std
     with atomic_write(path) as fh:
         np.save(fh, data, allow_pickle=False)
 
 
-def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> Speaker:
+def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_dim: int | None = None) -> Speaker:
     """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker."""
     if isinstance(embedding, Speaker):
-        register = embedding.register
+        register, z_stats = embedding.register, embedding.z_stats
         arr = np.asarray(embedding.f)
     else:
         arr = np.asarray(embedding)
-        register = None
+        register = z_stats = None
         if arr.dtype.names is not None:
-            arr, register = _unpack_record(arr, name)
+            arr, register, z_stats = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -213,29 +242,50 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target") -> 
         raise SpeakerError(f"{name}: size {arr.shape[0]} does not match the model's f_dim {f_dim}")
     if not np.all(np.isfinite(arr)):
         raise SpeakerError(f"{name}: contains NaN or infinite values")
-    return Speaker(arr, register)
+    if z_stats is not None:
+        _check_code_stats(z_stats, z_dim, name)
+    return Speaker(arr, register, z_stats)
 
 
-def _unpack_record(arr: np.ndarray, name: str) -> tuple[np.ndarray, Register]:
-    expected = ("f",) + REGISTER_FIELDS
-    if arr.dtype.names != expected or arr.shape != ():
-        raise SpeakerError(f"{name}: a record with fields {arr.dtype.names} and shape {arr.shape}, "
-                           f"expected one record with fields {expected}")
-    log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
-    if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
-        raise SpeakerError(f"{name}: log_f0_mean {log_mean!r} is not the log of a pitch between 20 and 2000 Hz")
-    if not (0.0 < log_std < 2.0):
-        raise SpeakerError(f"{name}: log_f0_std {log_std!r} is outside (0, 2)")
+def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
+    mean, std = np.asarray(stats.mean), np.asarray(stats.std)
+    if mean.dtype != np.float32 or std.dtype != np.float32 or mean.ndim != 1 or mean.shape != std.shape:
+        raise SpeakerError(f"{name}: z_mean and z_std must be float32 vectors of one size, not "
+                           f"{mean.dtype} {mean.shape} and {std.dtype} {std.shape}")
+    if z_dim is not None and mean.shape[0] != z_dim:
+        raise SpeakerError(f"{name}: z statistics of size {mean.shape[0]} do not match the model's z_dim {z_dim}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise SpeakerError(f"{name}: z_mean must be finite and z_std finite and positive")
+
+
+def _unpack_record(arr: np.ndarray, name: str) -> tuple[np.ndarray, Register | None, CodeStats | None]:
+    names = arr.dtype.names
+    known = [("f",), ("f",) + REGISTER_FIELDS, ("f",) + CODE_STATS_FIELDS, ("f",) + REGISTER_FIELDS + CODE_STATS_FIELDS]
+    if names not in known or arr.shape != ():
+        raise SpeakerError(f"{name}: a record with fields {names} and shape {arr.shape}, expected one record "
+                           f"with fields {known[-1]} (the register or the z statistics may be left out)")
     if arr.dtype["f"].base != np.float32:
         raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
-    return np.array(arr["f"]), Register(log_mean, log_std)
+    register = z_stats = None
+    if REGISTER_FIELDS[0] in names:
+        log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
+        if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
+            raise SpeakerError(f"{name}: log_f0_mean {log_mean!r} is not the log of a pitch between 20 and 2000 Hz")
+        if not (0.0 < log_std < 2.0):
+            raise SpeakerError(f"{name}: log_f0_std {log_std!r} is outside (0, 2)")
+        register = Register(log_mean, log_std)
+    if CODE_STATS_FIELDS[0] in names:
+        z_stats = CodeStats(np.array(arr["z_mean"]), np.array(arr["z_std"]))
+    return np.array(arr["f"]), register, z_stats
 
 
 def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
-    """Load and validate speaker.npy (never unpickles). Size is checked against the model's f_dim."""
+    """Load and validate speaker.npy (never unpickles). Sizes are checked against the model's f_dim and
+    z_dim."""
     path = Path(path)
+    z_dim = None
     if model is not None:
-        f_dim = model.f_dim
+        f_dim, z_dim = model.f_dim, model.z_dim
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -246,4 +296,4 @@ def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> 
         raise SpeakerError(f"{path}: not a .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):  # .npz archives load as NpzFile
         raise SpeakerError(f"{path}: an .npz archive, expected a .npy array")
-    return check_speaker(arr, f_dim, name=str(path))
+    return check_speaker(arr, f_dim, name=str(path), z_dim=z_dim)

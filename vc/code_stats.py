@@ -1,0 +1,108 @@
+"""A speaker's statistics of the dynamic code z, and moving z from the source's statistics to the target's.
+
+The DSAE puts who speaks in f, but not all of it: the per-dimension mean and spread of z over a speaker's
+speech still tell speakers apart (the default model's mean z separates human test speakers at 32 % EER,
+chance being 50 %), so a decoder given the target's f still hears some of the source. Conversion
+therefore also moves every z dimension from the source's mean and standard deviation to the target's (an
+instance normalisation of z), both measured over speech frames: enrolment stores the target's, files
+measure the whole source utterance, the streaming engine keeps a running estimate. On 216 conversions of
+human test speakers this takes `target_closer_rate` from 0.741 to 0.815 at strength 2 (README,
+"Conversion quality").
+
+Speech frames are decided as `vc.speakers.speech_flags` decides segments: a frame's level must be above
+SILENCE_DBFS and within RELATIVE_GATE_DB of the loudest frame (of the file, or of the stream so far).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import numpy as np
+
+SILENCE_DBFS = -50.0
+RELATIVE_GATE_DB = 35.0
+# The source's estimate starts from this many frames (0.2 s) at the target's own statistics, so the first
+# frames of a stream are not moved by an estimate made from a handful of them.
+PRIOR_FRAMES = 20
+MIN_STD = 1e-3
+
+
+@dataclass(frozen=True)
+class CodeStats:
+    """Per-dimension mean and standard deviation of z over a speaker's speech frames."""
+
+    mean: np.ndarray  # float32 (z_dim,)
+    std: np.ndarray   # float32 (z_dim,), > 0
+
+
+class RunningCodeStats:
+    """Sums of z and z**2 over the speech frames seen so far."""
+
+    def __init__(self, z_dim: int):
+        self.frames = 0
+        self._sum = np.zeros(z_dim, np.float64)
+        self._sum_sq = np.zeros(z_dim, np.float64)
+
+    def update(self, z: np.ndarray) -> None:
+        """z: (n, z_dim) posterior means of speech frames."""
+        z = np.asarray(z, np.float64).reshape(-1, self._sum.shape[0])
+        self.frames += z.shape[0]
+        self._sum += z.sum(axis=0)
+        self._sum_sq += np.square(z).sum(axis=0)
+
+    def estimate(self, prior: CodeStats | None = None, prior_frames: int = PRIOR_FRAMES) -> CodeStats | None:
+        """Mean and standard deviation of the frames seen, counted together with `prior_frames` frames at
+        `prior`'s statistics (none without a prior). None when there is nothing to count."""
+        n, total, total_sq = float(self.frames), self._sum.copy(), self._sum_sq.copy()
+        if prior is not None and prior_frames > 0:
+            mean, std = np.asarray(prior.mean, np.float64), np.asarray(prior.std, np.float64)
+            n += prior_frames
+            total += prior_frames * mean
+            total_sq += prior_frames * (np.square(std) + np.square(mean))
+        if n == 0:
+            return None
+        mean = total / n
+        std = np.sqrt(np.maximum(total_sq / n - np.square(mean), MIN_STD ** 2))
+        return CodeStats(mean.astype(np.float32), std.astype(np.float32))
+
+
+def move_codes(z: np.ndarray, source: CodeStats | None, target: CodeStats | None, amount: float = 1.0) -> np.ndarray:
+    """z (..., z_dim) -> z moved `amount` of the way (0: unchanged, 1: all of it) from the source's
+    statistics to the target's: target.mean + (z - source.mean) * target.std / source.std. Unchanged when
+    either is unknown."""
+    if source is None or target is None or amount == 0.0:
+        return z
+    moved = target.mean + (z - source.mean) * (target.std / source.std)
+    if amount != 1.0:
+        moved = z + amount * (moved - z)
+    return moved.astype(np.float32)
+
+
+def speech_frames(levels_db: np.ndarray, loudest_db: float) -> np.ndarray:
+    """Frame levels (dBFS) -> True for frames that hold speech, judged against the loudest frame."""
+    return (levels_db > SILENCE_DBFS) & (levels_db > loudest_db - RELATIVE_GATE_DB)
+
+
+@functools.lru_cache(maxsize=8)
+def _window_energy(window: str, win_length: int) -> float:
+    """Sum of the squared analysis window (periodic, as vc.dsp builds it)."""
+    phase = 2.0 * np.pi * np.arange(win_length) / win_length
+    shapes = {"hann": 0.5 - 0.5 * np.cos(phase), "hamming": 0.54 - 0.46 * np.cos(phase),
+              "blackman": 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2 * phase), "boxcar": np.ones(win_length)}
+    if window not in shapes:
+        raise ValueError(f"frame levels: unknown analysis window {window!r}")
+    return float(np.sum(shapes[window] ** 2))
+
+
+def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
+    """Raw log-magnitude frames (..., n_features) -> each frame's windowed RMS level in dBFS (Parseval)."""
+    power = np.exp(2.0 * frames.astype(np.float64))
+    first = int(cfg.drop_dc)
+    weights = np.full(frames.shape[-1], 2.0)
+    nyquist = cfg.n_fft // 2 - first  # the Nyquist bin (even n_fft) appears once in the full spectrum
+    if cfg.n_fft % 2 == 0 and 0 <= nyquist < frames.shape[-1]:
+        weights[nyquist] = 1.0
+    window_energy = _window_energy(cfg.window, cfg.win_length)
+    mean_square = (power @ weights) / (cfg.n_fft * window_energy)
+    return 10.0 * np.log10(np.maximum(mean_square, 1e-20))
