@@ -65,6 +65,28 @@ def test_metadata_carries_everything_the_runtime_needs(exported):
     assert enc["feature_config_hash"]
 
 
+def test_metadata_carries_z_statistics_of_the_training_speech(exported):
+    """z_population: the statistics of z's posterior means over speech frames of training segments, as the
+    runtime (vc.code_stats) reads them; recomputed here through ONNX Runtime on the same segments."""
+    from vc.code_stats import frame_level_db, speech_frames
+    from vc.dsp import FeatureConfig
+    from vc.model import load_model as load_onnx
+
+    root, _ = exported
+    stats = _metadata(root / "model" / "encoder.onnx")["z_population"]
+    data = SegmentDataset(str(root / "cache"), "train")
+    x = data.batch(np.arange(len(data))).astype(np.float32)
+    onnx_model = load_onnx(root / "model", device="cpu")
+    z = onnx_model.encode(x)[2]
+    manifest = json.loads((root / "cache" / "manifest.json").read_text())
+    levels = frame_level_db(x * data.std + data.mean, FeatureConfig.from_dict(manifest["feature_config"]))
+    speech = speech_frames(levels, float(levels.max()))
+    assert stats["frames"] == int(speech.sum()) > 0
+    np.testing.assert_allclose(stats["mean"], z[speech].mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(stats["std"], z[speech].std(axis=0), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(onnx_model.z_population.std, stats["std"], rtol=1e-6)
+
+
 def test_onnx_runtime_matches_pytorch_on_random_and_real_inputs(exported):
     root, _ = exported
     model, _ = load_model(root / "run")

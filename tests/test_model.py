@@ -140,6 +140,22 @@ def test_bad_metadata_is_named(tiny_copy, role, changes, message):
         load_model(tiny_copy, device="cpu")
 
 
+def test_z_population_is_optional_and_checked(tiny_copy):
+    from vc.model import ModelError, load_model
+
+    assert load_model(tiny_copy, device="cpu").z_population is None   # models exported before it existed
+    for role in ("encoder", "decoder"):
+        rewrite_metadata(tiny_copy, role, z_population={"mean": [0.5] * 4, "std": [2.0] * 4, "frames": 9})
+    stats = load_model(tiny_copy, device="cpu").z_population
+    np.testing.assert_array_equal(stats.mean, np.full(4, 0.5, np.float32))
+    for bad in ({"mean": [0.0] * 3, "std": [1.0] * 3}, {"mean": [0.0] * 4, "std": [1.0, 1.0, 0.0, 1.0]},
+                {"mean": "nope"}):
+        for role in ("encoder", "decoder"):
+            rewrite_metadata(tiny_copy, role, z_population=bad)
+        with pytest.raises(ModelError, match="z_population"):
+            load_model(tiny_copy, device="cpu")
+
+
 def test_bad_normalisation_and_sizes(tiny_copy):
     from vc.model import ModelError, load_model
 

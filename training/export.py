@@ -138,6 +138,29 @@ def _real_segments(config_features: str, segment_length: int, n: int = 16) -> np
     return None
 
 
+def z_population(model: DSAE, features: str, mean: np.ndarray, std: np.ndarray, feature_config: dict,
+                 n_segments: int = 4096) -> dict | None:
+    """z's statistics over the speech frames (`vc.code_stats.speech_frames`) of up to n_segments training
+    segments spread over the split, for the metadata (vc.code_stats: a source's estimate starts here)."""
+    from training.dataset import SegmentDataset
+    from vc.code_stats import RunningCodeStats, frame_level_db, speech_frames
+    from vc.dsp import FeatureConfig
+
+    if not (Path(features) / "train").is_dir():
+        return None
+    data = SegmentDataset(features, "train")
+    idx = np.linspace(0, len(data) - 1, min(n_segments, len(data))).astype(np.int64)
+    x = data.batch(idx).astype(np.float32)
+    levels = frame_level_db(x * std + mean, FeatureConfig.from_dict(feature_config))
+    encoder = ExportEncoder(model).eval()
+    with torch.no_grad():
+        z = np.concatenate([encoder(torch.from_numpy(x[i:i + 256]))[2].numpy() for i in range(0, len(x), 256)])
+    stats = RunningCodeStats(z.shape[-1])
+    stats.update(z[speech_frames(levels, float(levels.max()))])
+    result = stats.estimate()
+    return {"mean": result.mean.tolist(), "std": result.std.tolist(), "frames": stats.frames}
+
+
 def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint: str | None = None,
            model_id: str | None = None, log=print) -> dict:
     """Write encoder.onnx, decoder.onnx (and README.md) into out_dir; returns the encoder's metadata."""
@@ -165,6 +188,10 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
     c = model.config
     T = 20
     enc_meta = _metadata("encoder", model, run_dir, model_id)
+    population = z_population(model, config.features, np.asarray(enc_meta["norm_mean"], np.float32),
+                              np.asarray(enc_meta["norm_std"], np.float32), enc_meta["feature_config"])
+    if population is not None:
+        enc_meta[fmt.Z_POPULATION_KEY] = population
     write_model_dir(ExportEncoder(model), ExportDecoder(model), out_dir, enc_meta, n_features=c.feature_dim,
                     f_dim=c.f_dim, z_dim=c.z_dim, frames=T)
 

@@ -172,6 +172,13 @@ def source_code_stats(windows: EncodedWindows, frames: np.ndarray, model: Model,
     return stats.estimate(prior)
 
 
+def source_prior(model: Model, target: CodeStats) -> CodeStats:
+    """Where the estimate of the source's z statistics starts: the training speakers' statistics when the
+    model file carries them (an unheard source is an average speaker), else the target's own (no move
+    until the source has spoken)."""
+    return getattr(model, "z_population", None) or target
+
+
 def code_stats_amount(strength: float) -> float:
     """How much of the move of z's statistics goes with a strength: all of it from strength 1 (the plain
     swap) on, proportionally less below, none at 0 (the source's own voice)."""
@@ -199,7 +206,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     windows = encode_windows(frames, model)
     code = conversion_code(windows, speech_flags(audio[:n], model), target.f, model, strength)
     if target.z_stats is not None:
-        source = source_code_stats(windows, frames, model, prior=target.z_stats)
+        source = source_code_stats(windows, frames, model, prior=source_prior(model, target.z_stats))
         windows.z_mean = move_codes(windows.z_mean, source, target.z_stats, code_stats_amount(strength))
     converted = decode_windows(windows, code, model)
     if harmonics:

@@ -74,7 +74,8 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics
+from vc.conversion import (DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics,
+                           source_prior)
 from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, RunningCodeStats, frame_level_db, move_codes,
                            speech_frames)
 from vc.streaming_pitch import RunningRegister, StreamingPitch
@@ -400,7 +401,7 @@ class StreamingConverter:
         h = levels.shape[0]
         self._loudest_frame_db = max(self._loudest_frame_db, float(levels.max()))
         self._source_z.update(z_mean[0, -h:][speech_frames(levels, self._loudest_frame_db)])
-        source = self._source_z.estimate(prior=self.target_z_stats)
+        source = self._source_z.estimate(prior=source_prior(self.model, self.target_z_stats))
         return move_codes(z_mean, source, self.target_z_stats, code_stats_amount(self.strength))
 
     def _update_gate(self, levels: np.ndarray) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from vc.code_stats import CodeStats
 from vc.model_format import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS,
                              ENCODER_OUTPUTS, METADATA_KEY, REQUIRED_KEYS, SHARED_KEYS, SUPPORTED_FORMAT_VERSIONS,
-                             VARIANTS)
+                             VARIANTS, Z_POPULATION_KEY)
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -155,6 +156,22 @@ def _positive_int(meta: dict, key: str, path: Path) -> int:
     return value
 
 
+def _z_population(meta: dict, z_dim: int, path: Path) -> CodeStats | None:
+    """The optional statistics of z over training speech (None in models exported before they existed)."""
+    entry = meta.get(Z_POPULATION_KEY)
+    if entry is None:
+        return None
+    try:
+        mean = np.asarray(entry["mean"], np.float32)
+        std = np.asarray(entry["std"], np.float32)
+    except (TypeError, KeyError, ValueError):
+        raise ModelError(f"{path}: metadata {Z_POPULATION_KEY} must hold lists 'mean' and 'std'") from None
+    if mean.shape != (z_dim,) or std.shape != (z_dim,) or not (np.all(np.isfinite(mean)) and np.all(std > 0)
+                                                              and np.all(np.isfinite(std))):
+        raise ModelError(f"{path}: metadata {Z_POPULATION_KEY} must hold {z_dim} finite means and positive spreads")
+    return CodeStats(mean, std)
+
+
 def _check_io(session: ort.InferenceSession, path: Path, inputs, outputs) -> None:
     have_in = [i.name for i in session.get_inputs()]
     have_out = [o.name for o in session.get_outputs()]
@@ -203,6 +220,7 @@ class Model:
         self.z_dim = _positive_int(enc_meta, "z_dim", enc_path)
         self.hidden_dim = _positive_int(enc_meta, "hidden_dim", enc_path)
         self.segment_length = _positive_int(enc_meta, "segment_length", enc_path)
+        self.z_population = _z_population(enc_meta, self.z_dim, enc_path)
         self.metadata = enc_meta
         self.variant = enc_meta["variant"]
         self.model_id = enc_meta["model_id"]
