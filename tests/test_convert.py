@@ -375,14 +375,14 @@ def test_file_path_moves_z_to_the_targets_statistics():
     """With z = the normalised frames, moving z's mean by d moves the log-magnitude by 2d (denormalise
     doubles), i.e. scales the output by exp(2d); the source's own statistics as the target's move nothing."""
     from vc.code_stats import CodeStats
-    from vc.conversion import convert_audio16k, encode_windows, source_code_stats
+    from vc.conversion import convert_audio16k, encode_windows, source_code_stats, speech_frame_flags
     from vc.dsp import log_magnitude
     from vc.speakers import Speaker
 
     model = IdentityModel()
     audio = speech(1.5, f0=130)
     frames = log_magnitude(audio, cfg=model.feature_config)
-    own = source_code_stats(encode_windows(frames, model), frames, model)
+    own = source_code_stats(encode_windows(frames, model), speech_frame_flags(frames, model), model)
     f = np.array([1, 2, 3], np.float32)
 
     def convert(stats):

@@ -223,14 +223,15 @@ def test_engine_moves_z_as_the_file_path_does(random_model):
     """The running statistics of the source's z end where the file path's whole-utterance ones are, and a
     target with z statistics changes the output (a bare code leaves z as encoded)."""
     from vc.code_stats import CodeStats
-    from vc.conversion import encode_windows, source_code_stats
+    from vc.conversion import encode_windows, source_code_stats, speech_frame_flags
     from vc.dsp import log_magnitude
     from vc.engine import StreamingConverter
     from vc.speakers import Speaker
 
     audio = np.concatenate([speech(2.0), np.zeros(4000, np.float32), speech(1.0, f0=170, seed=2)])
     frames = log_magnitude(audio, cfg=random_model.feature_config)
-    file_stats = source_code_stats(encode_windows(frames, random_model), frames, random_model)
+    file_stats = source_code_stats(encode_windows(frames, random_model), speech_frame_flags(frames, random_model),
+                                   random_model)
     f = target_code(random_model)
     moved = StreamingConverter(random_model, Speaker(f, None, CodeStats(file_stats.mean + 0.5, file_stats.std)),
                                n_iter=4)

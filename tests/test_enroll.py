@@ -66,7 +66,7 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     assert np.exp(speaker.register.log_mean) == pytest.approx(140.0, rel=0.04)
     assert "median F0 14" in printed
     record = np.load(out, allow_pickle=False)   # a plain numpy record, no pickle
-    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std")
+    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std", "envelopes")
     np.testing.assert_array_equal(record["f"], speaker.f)
     assert speaker.z_stats.mean.shape == speaker.z_stats.std.shape == (4,)
     np.testing.assert_array_equal(record["z_std"], speaker.z_stats.std)
@@ -88,6 +88,26 @@ def test_enrol_measures_z_over_speech_frames(tmp_path, tiny):
     np.testing.assert_allclose(stats.mean, z[loud].mean(axis=0), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(stats.std, z[loud].std(axis=0), rtol=1e-3, atol=1e-5)
     assert not np.allclose(stats.mean, z.reshape(-1, 4).mean(axis=0), atol=1e-4)
+    # The envelopes of the same frames, as float16 coefficients.
+    from vc.exemplars import envelope_coefficients
+
+    envelopes = enroll([tmp_path / "a.wav"], tiny).envelopes
+    assert envelopes.dtype == np.float16 and envelopes.shape == (int(loud.sum()), 48)
+    np.testing.assert_allclose(envelopes, envelope_coefficients(segments[loud]), rtol=2e-3, atol=2e-2)
+
+
+def test_enrolment_keeps_at_most_max_exemplars_spread_over_all_files(tmp_path, tiny, monkeypatch):
+    import vc.exemplars
+    import vc.speakers
+
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", speech(1.0, f0=120 + 40 * i, seed=i), SR)
+    everything = vc.speakers.enroll([tmp_path], tiny).envelopes
+    assert everything.shape[0] > 50
+    monkeypatch.setattr(vc.speakers, "thin", lambda c: vc.exemplars.thin(c, 50))
+    thinned = vc.speakers.enroll([tmp_path], tiny).envelopes
+    assert thinned.shape[0] == 50
+    np.testing.assert_array_equal(thinned[[0, -1]], everything[[0, -1]])   # the first and the last file kept
 
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
@@ -150,12 +170,20 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
             rec["log_f0_mean"], rec["log_f0_std"] = np.log(150.0), 0.1
         return rec
 
+    def with_envelopes(envelopes):
+        rec = np.zeros((), np.dtype([("f", "<f4", (8,)), ("envelopes", envelopes.dtype, envelopes.shape)]))
+        rec["f"], rec["envelopes"] = good, envelopes
+        return rec
+
     four = np.ones(4, np.float32)
     cases.update({
         "z_size.npy": (with_z(np.zeros(5, np.float32), np.ones(5, np.float32)), "size 5 do not match the model's z_dim 4"),
         "z_std.npy": (with_z(np.zeros(4, np.float32), -four), "z_std finite and positive"),
         "z_nan.npy": (with_z(np.full(4, np.nan, np.float32), four), "z_mean must be finite"),
         "z_f64.npy": (with_z(np.zeros(4), np.ones(4)), "must be float32 vectors"),
+        "env_size.npy": (with_envelopes(np.zeros((5, 40), np.float16)), r"shape \(n, 48\)"),
+        "env_f32.npy": (with_envelopes(np.zeros((5, 48), np.float32)), "must be float16"),
+        "env_nan.npy": (with_envelopes(np.full((5, 48), np.nan, np.float16)), "envelopes contain NaN"),
     })
     for name, (arr, message) in cases.items():
         np.save(tmp_path / name, arr)
@@ -166,8 +194,10 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
     from vc.code_stats import CodeStats
 
     stats = CodeStats(np.arange(4, dtype=np.float32), np.full(4, 0.5, np.float32))
+    envelopes = np.random.default_rng(0).normal(size=(7, 48)).astype(np.float16)
     for register in (None, Register(np.log(120.0), 0.2)):
-        save_speaker(tmp_path / "z.npy", Speaker(good, register, stats))
+        save_speaker(tmp_path / "z.npy", Speaker(good, register, stats, envelopes))
+        np.testing.assert_array_equal(load_speaker(tmp_path / "z.npy", tiny).envelopes, envelopes)
         loaded = load_speaker(tmp_path / "z.npy", tiny)
         np.testing.assert_array_equal(loaded.z_stats.mean, stats.mean)
         np.testing.assert_array_equal(loaded.z_stats.std, stats.std)

@@ -2,8 +2,9 @@
 
 Quality path: the utterance's log-magnitude frames are cut into overlapping windows of the model's
 segment length (half-window hop), each window is encoded, its f replaced by the target's, its z moved from
-the source's statistics to the target's (`vc.code_stats`) and decoded; the decoded windows are blended with weights that sum to one across the overlaps. The blend is the target's
-spectral envelope; the harmonics come back from the source's F0 contour moved to the target's pitch register
+the source's statistics to the target's (`vc.code_stats`) and decoded; the decoded windows are blended
+with weights that sum to one across the overlaps, and each speech frame's envelope is drawn onto the
+nearest of the target's own envelopes (`vc.exemplars`). That is the target's spectral envelope; the harmonics come back from the source's F0 contour moved to the target's pitch register
 (`vc.pitch`). Griffin-Lim (PGHI start) runs once over the whole utterance, so no block edges are audible.
 """
 
@@ -18,15 +19,16 @@ import numpy as np
 
 from vc.audio import AudioError, check_audio, read_audio, resample, write_wav
 from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, move_codes, speech_frames
+from vc.exemplars import draw_onto_exemplars
 from vc.model import Model, default_model_dir, load_model
 from vc.speakers import Speaker, check_speaker, load_speaker, speech_flags
 
 DEFAULT_N_ITER = 32
-# f = f_source + strength * (f_target - f_source). 1 is the plain DSAE swap; z still carries some of the
-# source speaker (its speaker-verification EER is about 32 %, chance is 50 %), and going past the target
-# cancels part of that. 2.0 was the best of 1.5/2.0/2.5 with the default model on the open corpus (file and
-# stream 0.917) and raises human conversions from 0.67 (1.5) to about 0.73 (README, "Conversion quality").
-DEFAULT_STRENGTH = 2.0
+# f = f_source + strength * (f_target - f_source). 1 is the plain DSAE swap (and the full moves of z's
+# statistics and of the envelopes); beyond 1, f goes past the target, which cancels more of the source that
+# z still carries. With those moves, 2.5 scored best of 2.0/2.5 on human test speakers (README, "Conversion
+# quality") and keeps the open corpus's voices above 0.9.
+DEFAULT_STRENGTH = 2.5
 MAX_STRENGTH = 3.0
 MODEL_BATCH = 256
 
@@ -159,12 +161,16 @@ def conversion_code(windows: EncodedWindows, speech: np.ndarray, target_f: np.nd
     return mixed_code(source_f, target_f, strength)
 
 
-def source_code_stats(windows: EncodedWindows, frames: np.ndarray, model: Model,
-                      prior: CodeStats | None = None) -> CodeStats | None:
-    """z's statistics over the utterance's speech frames (`vc.code_stats.speech_frames`), each frame
-    counted once in every window that holds it; `prior` as in `RunningCodeStats.estimate`."""
+def speech_frame_flags(frames: np.ndarray, model: Model) -> np.ndarray:
+    """Raw frames (T, n_features) -> True for the utterance's speech frames (`vc.code_stats.speech_frames`)."""
     levels = frame_level_db(frames, model.feature_config)
-    speech = speech_frames(levels, float(levels.max()))
+    return speech_frames(levels, float(levels.max()))
+
+
+def source_code_stats(windows: EncodedWindows, speech: np.ndarray, model: Model,
+                      prior: CodeStats | None = None) -> CodeStats | None:
+    """z's statistics over the utterance's speech frames (flags from `speech_frame_flags`), each frame
+    counted once in every window that holds it; `prior` as in `RunningCodeStats.estimate`."""
     t = windows.starts[:, None] + np.arange(model.segment_length)[None, :]
     inside = t < windows.n_frames
     stats = RunningCodeStats(model.z_dim)
@@ -180,8 +186,8 @@ def source_prior(model: Model, target: CodeStats) -> CodeStats:
 
 
 def code_stats_amount(strength: float) -> float:
-    """How much of the move of z's statistics goes with a strength: all of it from strength 1 (the plain
-    swap) on, proportionally less below, none at 0 (the source's own voice)."""
+    """How much of the moves towards the target's statistics and envelopes goes with a strength: all of it
+    from strength 1 (the plain swap) on, proportionally less below, none at 0 (the source's own voice)."""
     return min(strength, 1.0)
 
 
@@ -205,10 +211,13 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     frames = log_magnitude(audio, cfg=cfg)
     windows = encode_windows(frames, model)
     code = conversion_code(windows, speech_flags(audio[:n], model), target.f, model, strength)
+    speech = speech_frame_flags(frames, model)
     if target.z_stats is not None:
-        source = source_code_stats(windows, frames, model, prior=source_prior(model, target.z_stats))
+        source = source_code_stats(windows, speech, model, prior=source_prior(model, target.z_stats))
         windows.z_mean = move_codes(windows.z_mean, source, target.z_stats, code_stats_amount(strength))
     converted = decode_windows(windows, code, model)
+    if target.envelopes is not None:
+        converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength))
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
     mag = magnitude_from_features(converted, cfg=cfg)

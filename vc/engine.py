@@ -14,7 +14,8 @@ frames are complete, and their F0 known:
    over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function), and
    z moved from the running statistics of the source's speech frames to the target's (`vc.code_stats`);
    it reconstructs the window, and only the newest `hop` frames are used (each frame is decoded once,
-   with the most context it will ever get);
+   with the most context it will ever get); their speech frames' envelopes are drawn onto the target's
+   nearest own envelopes (`vc.exemplars`, as for files);
 3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
    (median and spread of log F0 over the last 4 s of voicing) to the target's
    (`vc.conversion.rebuild_harmonics`, the file path's function; the pulse train's phase carries over);
@@ -76,6 +77,7 @@ from vc import dsp
 from vc.audio import AudioError, check_audio
 from vc.conversion import (DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics,
                            source_prior)
+from vc.exemplars import draw_onto_exemplars
 from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, RunningCodeStats, frame_level_db, move_codes,
                            speech_frames)
 from vc.streaming_pitch import RunningRegister, StreamingPitch
@@ -189,6 +191,8 @@ class StreamingConverter:
         self.harmonics = bool(harmonics)
         self.target_register = getattr(target, "register", None)
         self.target_z_stats = getattr(target, "z_stats", None)
+        envelopes = getattr(target, "envelopes", None)
+        self.target_envelopes = None if envelopes is None else np.asarray(envelopes, np.float32)
         if self.target_z_stats is not None and np.shape(self.target_z_stats.mean) != (model.z_dim,):
             raise EngineError(f"target's z statistics have {np.size(self.target_z_stats.mean)} values, the "
                               f"model's z has {model.z_dim}")
@@ -367,9 +371,14 @@ class StreamingConverter:
         self._context_power = np.concatenate([self._context_power[h:], np.power(10.0, levels / 10.0)])
         f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
         code = mixed_code(self._source_code(f_mean[0]), self.target[0], self.strength)
+        self._loudest_frame_db = max(self._loudest_frame_db, float(levels.max()))
+        speech = speech_frames(levels, self._loudest_frame_db)
         if self.target_z_stats is not None:
-            z_mean = self._move_codes(z_mean, levels)
+            z_mean = self._move_codes(z_mean, speech)
         decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
+        if self.target_envelopes is not None:
+            decoded = draw_onto_exemplars(decoded, self.target_envelopes, speech,
+                                          amount=code_stats_amount(self.strength))
         if self.harmonics:
             f0, voiced = self._pitch.take(h)
             self._register.update(f0, voiced)
@@ -395,12 +404,10 @@ class StreamingConverter:
                 self._source_windows += 1
         return self._source_f_sum / self._source_windows if self._source_windows else None
 
-    def _move_codes(self, z_mean: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    def _move_codes(self, z_mean: np.ndarray, speech: np.ndarray) -> np.ndarray:
         """Count the new frames that hold speech into the source's z statistics, then move the window's z
         from those statistics (so far) to the target's, as `vc.conversion` moves a whole file's."""
-        h = levels.shape[0]
-        self._loudest_frame_db = max(self._loudest_frame_db, float(levels.max()))
-        self._source_z.update(z_mean[0, -h:][speech_frames(levels, self._loudest_frame_db)])
+        self._source_z.update(z_mean[0, -speech.shape[0]:][speech])
         source = self._source_z.estimate(prior=source_prior(self.model, self.target_z_stats))
         return move_codes(z_mean, source, self.target_z_stats, code_stats_amount(self.strength))
 

@@ -23,6 +23,7 @@ import numpy as np
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, CodeStats, RunningCodeStats, frame_level_db,
                            speech_frames)
+from vc.exemplars import N_COEFFS, envelope_coefficients, thin
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
@@ -43,6 +44,7 @@ class Speaker:
     f: np.ndarray                   # float32 (f_dim,)
     register: Register | None = None
     z_stats: CodeStats | None = None
+    envelopes: np.ndarray | None = None   # float16 (n, vc.exemplars.N_COEFFS): the speaker's own envelopes
 
     def describe(self) -> str:
         if self.register is None:
@@ -55,6 +57,7 @@ class Enrolment:
     embedding: np.ndarray  # float32 (f_dim,)
     register: Register | None
     z_stats: CodeStats | None
+    envelopes: np.ndarray | None
     files: int
     segments: int
     speech_seconds: float
@@ -72,7 +75,7 @@ class Enrolment:
 
     @property
     def speaker(self) -> Speaker:
-        return Speaker(self.embedding, self.register, self.z_stats)
+        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes)
 
 
 def audio_files(paths) -> list[Path]:
@@ -150,6 +153,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
     z_stats = RunningCodeStats(model.z_dim)
+    envelopes = []
     f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
@@ -170,7 +174,9 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         f, z = posterior_codes(segments, model)
         total += f.astype(np.float64).sum(axis=0)
         levels = frame_level_db(segments, model.feature_config)
-        z_stats.update(z[speech_frames(levels, float(levels.max()))])
+        speech = speech_frames(levels, float(levels.max()))
+        z_stats.update(z[speech])
+        envelopes.append(envelope_coefficients(segments[speech]))
         f0, voiced = yin(audio, sr, model.feature_config.hop_length)
         f0s.append(f0)
         voiced_flags.append(voiced)
@@ -181,12 +187,16 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
                            f"{seg_seconds * 1000:.0f} ms segment below the energy gate or files too short")
     embedding = (total / n_segments).astype(np.float32)
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
-    return Enrolment(embedding, register, z_stats.estimate(), used_files, n_segments, n_segments * seg_seconds,
+    exemplars = thin(np.concatenate(envelopes)).astype(np.float16)
+    return Enrolment(embedding, register, z_stats.estimate(), exemplars if exemplars.shape[0] else None,
+                     used_files, n_segments, n_segments * seg_seconds,
                      audio_seconds, skipped, failures)
 
 
 REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
 CODE_STATS_FIELDS = ("z_mean", "z_std")
+ENVELOPE_FIELDS = ("envelopes",)
+OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS)   # each all or nothing, in this order
 LOG_F0_RANGE = (np.log(20.0), np.log(2000.0))
 
 
@@ -196,18 +206,20 @@ def _record_dtype(speaker: Speaker) -> np.dtype:
         fields += [(name, "<f4") for name in REGISTER_FIELDS]
     if speaker.z_stats is not None:
         fields += [(name, "<f4", (speaker.z_stats.mean.shape[0],)) for name in CODE_STATS_FIELDS]
+    if speaker.envelopes is not None:
+        fields += [("envelopes", "<f2", speaker.envelopes.shape)]
     return np.dtype(fields)
 
 
 def save_speaker(path, speaker) -> None:
     """Write a Speaker (or a bare f vector) as .npy atomically: a record holding what the speaker has (f,
-    the register, z's statistics), the plain float32 (f_dim,) code when it has only f."""
+    the register, z's statistics, envelopes), the plain float32 (f_dim,) code when it has only f."""
     if not isinstance(speaker, Speaker):
         speaker = Speaker(np.asarray(speaker))
     f = np.asarray(speaker.f)
     if f.ndim != 1 or not np.all(np.isfinite(f)):
         raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
-    if speaker.register is None and speaker.z_stats is None:
+    if speaker.register is None and speaker.z_stats is None and speaker.envelopes is None:
         data = f.astype(np.float32)
     else:
         data = np.zeros((), _record_dtype(speaker))
@@ -218,6 +230,8 @@ def save_speaker(path, speaker) -> None:
         if speaker.z_stats is not None:
             data["z_mean"] = speaker.z_stats.mean
             data["z_std"] = speaker.z_stats.std
+        if speaker.envelopes is not None:
+            data["envelopes"] = speaker.envelopes
     with atomic_write(path) as fh:
         np.save(fh, data, allow_pickle=False)
 
@@ -225,13 +239,13 @@ def save_speaker(path, speaker) -> None:
 def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_dim: int | None = None) -> Speaker:
     """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker."""
     if isinstance(embedding, Speaker):
-        register, z_stats = embedding.register, embedding.z_stats
+        register, z_stats, envelopes = embedding.register, embedding.z_stats, embedding.envelopes
         arr = np.asarray(embedding.f)
     else:
         arr = np.asarray(embedding)
-        register = z_stats = None
+        register = z_stats = envelopes = None
         if arr.dtype.names is not None:
-            arr, register, z_stats = _unpack_record(arr, name)
+            arr, register, z_stats, envelopes = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -244,7 +258,9 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_d
         raise SpeakerError(f"{name}: contains NaN or infinite values")
     if z_stats is not None:
         _check_code_stats(z_stats, z_dim, name)
-    return Speaker(arr, register, z_stats)
+    if envelopes is not None:
+        _check_envelopes(envelopes, name)
+    return Speaker(arr, register, z_stats, envelopes)
 
 
 def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
@@ -258,15 +274,32 @@ def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
         raise SpeakerError(f"{name}: z_mean must be finite and z_std finite and positive")
 
 
-def _unpack_record(arr: np.ndarray, name: str) -> tuple[np.ndarray, Register | None, CodeStats | None]:
+def _check_envelopes(envelopes: np.ndarray, name: str) -> None:
+    envelopes = np.asarray(envelopes)
+    if envelopes.dtype != np.float16 or envelopes.ndim != 2 or envelopes.shape[0] < 1 \
+            or envelopes.shape[1] != N_COEFFS:
+        raise SpeakerError(f"{name}: envelopes must be float16 of shape (n, {N_COEFFS}), not "
+                           f"{envelopes.dtype} {envelopes.shape}")
+    if not np.all(np.isfinite(envelopes)):
+        raise SpeakerError(f"{name}: envelopes contain NaN or infinite values")
+
+
+def _known_layouts() -> list[tuple[str, ...]]:
+    layouts = []
+    for mask in range(2 ** len(OPTIONAL_GROUPS)):
+        layouts.append(("f",) + sum((g for i, g in enumerate(OPTIONAL_GROUPS) if mask >> i & 1), ()))
+    return layouts
+
+
+def _unpack_record(arr: np.ndarray, name: str):
+    """A speaker record -> (f, Register or None, CodeStats or None, envelopes or None), values unchecked."""
     names = arr.dtype.names
-    known = [("f",), ("f",) + REGISTER_FIELDS, ("f",) + CODE_STATS_FIELDS, ("f",) + REGISTER_FIELDS + CODE_STATS_FIELDS]
-    if names not in known or arr.shape != ():
+    if names not in _known_layouts() or arr.shape != ():
         raise SpeakerError(f"{name}: a record with fields {names} and shape {arr.shape}, expected one record "
-                           f"with fields {known[-1]} (the register or the z statistics may be left out)")
+                           f"with fields {_known_layouts()[-1]} (any of the groups after f may be left out)")
     if arr.dtype["f"].base != np.float32:
         raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
-    register = z_stats = None
+    register = z_stats = envelopes = None
     if REGISTER_FIELDS[0] in names:
         log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
         if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
@@ -276,7 +309,9 @@ def _unpack_record(arr: np.ndarray, name: str) -> tuple[np.ndarray, Register | N
         register = Register(log_mean, log_std)
     if CODE_STATS_FIELDS[0] in names:
         z_stats = CodeStats(np.array(arr["z_mean"]), np.array(arr["z_std"]))
-    return np.array(arr["f"]), register, z_stats
+    if ENVELOPE_FIELDS[0] in names:
+        envelopes = np.array(arr["envelopes"])
+    return np.array(arr["f"]), register, z_stats, envelopes
 
 
 def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
