@@ -207,6 +207,7 @@ def test_the_model_format_module_is_the_readme_contract():
     named = set(re.findall(r"`([a-z_]+)`", contract))
     io = set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS + fmt.DECODER_INPUTS + fmt.DECODER_OUTPUTS)
     assert io <= named and set(fmt.REQUIRED_KEYS) <= named and fmt.METADATA_KEY in named
+    assert fmt.Z_POPULATION_KEY in named
     assert f"`{fmt.ENCODER_FILE}`" in contract and f"`{fmt.DECODER_FILE}`" in contract
     assert set(fmt.dynamic_axes("encoder")) == set(fmt.ENCODER_INPUTS + fmt.ENCODER_OUTPUTS)
     assert fmt.dynamic_axes("decoder")["f"] == {0: "batch"} and fmt.dynamic_axes("decoder")["z"] == {0: "batch", 1: "T"}

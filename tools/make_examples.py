@@ -112,7 +112,9 @@ def human_readme_lines(entries: list[dict]) -> list[str]:
         return []
     lines = ["", "Human targets: held-out **test** speakers of the assembled human corpus "
              "(`vc-corpus assemble data/human data/src/speechocean762 data/src/librispeech-samples`). Only "
-             "their speaker codes are here; no audio of theirs is in this repository.", "",
+             "their speaker files are here (code, register, z's statistics, an unordered set of smoothed "
+             "spectral envelopes from which no speech can be pieced together); no audio of theirs is in this "
+             "repository.", "",
              "| target | person | corpus (licence) | enrolled from |", "|---|---|---|---|"]
     lines += [f"| `{t['speaker']}` | {t['gender']}, {t['age_group']} | {t['corpus']} ({t['licence']}) | "
               f"{t['enrolled_seconds']} s of speech in {t['enrolled_files']} test utterances |" for t in entries]
@@ -234,7 +236,8 @@ def main(argv=None) -> int:
              "Made by `tools/make_examples.py` from held-out **test** speakers of the project's open corpus",
              "(speech synthesised with Debian's espeak-ng, flite and festival voices; see `training/data/synth.py`).",
              "The default model never heard these speakers. `python -m vc.demo --out out` converts the clips",
-             "to the default target. Speaker codes (`speakers/*.npy`, float32 `(f_dim,)`) belong to the model",
+             "to the default target. Speaker files (`speakers/*.npy`: the code f, the pitch register, z's statistics",
+             "and an unordered set of up to 3000 spectral envelopes, 48 DCT coefficients each) belong to the model",
              f"they were enrolled with (`{manifest['model_id'] or 'none yet: no model when this ran'}`): "
              "rerun the script after retraining.", "",
              "| clip | speaker | engine / voice | text |", "|---|---|---|---|"]

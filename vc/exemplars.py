@@ -51,6 +51,15 @@ def thin(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray
     return coefficients[keep]
 
 
+def exemplar_set(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray:
+    """All envelope coefficients of an enrolment (n, N_COEFFS) -> what speaker.npy keeps: at most max_count
+    of them (`thin`), in float16 and in a fixed shuffled order. Matching needs no order, and without it
+    the file holds a set of spectral envelopes, not a time line from which the enrolment speech could be
+    pieced together."""
+    kept = thin(coefficients, max_count)
+    return kept[np.random.default_rng(0).permutation(kept.shape[0])].astype(np.float16)
+
+
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, k: int = K,
                         amount: float = 1.0) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved

@@ -23,7 +23,7 @@ import numpy as np
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, CodeStats, RunningCodeStats, frame_level_db,
                            speech_frames)
-from vc.exemplars import N_COEFFS, envelope_coefficients, thin
+from vc.exemplars import N_COEFFS, envelope_coefficients, exemplar_set
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
@@ -71,6 +71,8 @@ class Enrolment:
                 f"segments skipped)")
         if self.failures:
             text += f"; {len(self.failures)} file(s) unreadable"
+        if self.envelopes is not None:
+            text += f"; {self.envelopes.shape[0]} envelopes kept"
         return f"{text}; {self.speaker.describe()}"
 
     @property
@@ -187,7 +189,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
                            f"{seg_seconds * 1000:.0f} ms segment below the energy gate or files too short")
     embedding = (total / n_segments).astype(np.float32)
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
-    exemplars = thin(np.concatenate(envelopes)).astype(np.float16)
+    exemplars = exemplar_set(np.concatenate(envelopes))
     return Enrolment(embedding, register, z_stats.estimate(), exemplars if exemplars.shape[0] else None,
                      used_files, n_segments, n_segments * seg_seconds,
                      audio_seconds, skipped, failures)
