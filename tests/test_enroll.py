@@ -183,7 +183,8 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
 
     four = np.ones(4, np.float32)
     cases.update({
-        "z_size.npy": (with_z(np.zeros(5, np.float32), np.ones(5, np.float32)), "size 5 do not match the model's z_dim 4"),
+        "z_size.npy": (with_z(np.zeros(5, np.float32), np.ones(5, np.float32)),
+                       "size 5 do not match the model's z_dim 4"),
         "z_std.npy": (with_z(np.zeros(4, np.float32), -four), "z_std finite and positive"),
         "z_nan.npy": (with_z(np.full(4, np.nan, np.float32), four), "z_mean must be finite"),
         "z_f64.npy": (with_z(np.zeros(4), np.ones(4)), "must be float32 vectors"),
