@@ -5,8 +5,8 @@
 
 rtf_default / rtf_lowlat: compute seconds per second of audio through `StreamingConverter.push` in
 device-sized blocks (10 ms), one ONNX Runtime thread, 32 Griffin-Lim iterations, the default model, the
-engine's default conversion (harmonics rebuilt at the target's pitch, strength 1.5; target: the first
-examples/speakers/*.npy, with its pitch register, else zeros);
+engine's default conversion (harmonics rebuilt at the target's pitch, z statistics, envelopes, the default
+strength; target: the first examples/speakers/*.npy, with its register, statistics and envelopes, else zeros);
 latency_*_ms: the engine's algorithmic latency (measured against an impulse in tests/test_engine.py),
 pitch_latency_ms what the streaming pitch tracker adds to it;
 hop_peak_*: the slowest single hop against the hop's duration (what a live playback margin must cover);
