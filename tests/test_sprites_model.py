@@ -225,3 +225,28 @@ def test_shipped_model_and_configs_load():
     assert TrainConfig.from_dict(old_form) == config
     assert config.objective["kl_warmup_steps"] == 1500 and config.objective["adv_weight"] == 0.0
     assert config.model["frame_coder"] == "conv64"
+
+
+def test_video_options_fine_tune_from_a_run_without_them(run):
+    from training.checkpoints import load_initial_weights
+    from training.config import TrainingError
+    plain, _ = load_model(run)
+    options = dict(plain.config.to_dict(), conv_film=True, conv_norm_encodings=True)
+    model = DSAE(DSAEConfig(**options))
+    load_initial_weights(model, str(run), "cpu")
+    assert torch.equal(model.frame_decoder.inp.weight, plain.frame_decoder.inp.weight)
+    plain.eval(), model.eval()
+    f, z = torch.randn(2, plain.config.f_dim), torch.randn(2, 5, plain.config.z_dim)
+    with torch.no_grad():
+        # the modulations start at zero: the decoder draws what the run's decoder drew, until trained
+        assert torch.equal(model.decode(f, z), plain.decode(f, z))
+        h = model.encode_frames(torch.rand(3, 4, 12288))
+    assert h.shape == (3, 4, plain.config.frame_hidden) and float(h.abs().max()) < 1
+    # and the modulations learn: a training step moves them
+    model.train()
+    loss, _ = model(torch.rand(2, 8, 12288))
+    loss.backward()
+    assert all(float(lin.weight.grad.abs().sum()) > 0 for lin in model.frame_decoder.film)
+    # any other mismatch is still refused
+    with pytest.raises(TrainingError, match="does not fit"):
+        load_initial_weights(DSAE(DSAEConfig(**dict(options, conv_width=8))), str(run), "cpu")
