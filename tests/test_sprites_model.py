@@ -227,7 +227,7 @@ def test_shipped_model_and_configs_load():
     assert config.model["frame_coder"] == "conv64"
 
 
-def test_video_options_fine_tune_from_a_run_without_them(run):
+def test_video_options_fine_tune_from_a_run_without_them(run, cache, tmp_path):
     from training.checkpoints import load_initial_weights
     from training.config import TrainingError
     plain, _ = load_model(run)
@@ -247,6 +247,9 @@ def test_video_options_fine_tune_from_a_run_without_them(run):
     loss, _ = model(torch.rand(2, 8, 12288))
     loss.backward()
     assert all(float(lin.weight.grad.abs().sum()) > 0 for lin in model.frame_decoder.film)
+    # the exported graphs carry both options and match PyTorch
+    from training.sprites_export import export_video
+    assert export_video(model, str(cache), tmp_path / "model", "t", 1e-4)[1] < 1e-4
     # any other mismatch is still refused
     with pytest.raises(TrainingError, match="does not fit"):
         load_initial_weights(DSAE(DSAEConfig(**dict(options, conv_width=8))), str(run), "cpu")
