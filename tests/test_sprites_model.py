@@ -209,19 +209,59 @@ def test_eval_and_figure_tools_on_a_tiny_run(run, cache, tmp_path, capsys):
         assert gif.n_frames == 8 and gif.size == (7 * 68 + 4, 7 * 68 + 4)
 
 
-def test_shipped_model_and_configs_load():
-    """models/sprites was trained before the objective left DSAEConfig: its checkpoint (objective keys in the
-    model config, no adversary) still loads into the same network, and its config files give that run."""
+def test_shipped_model_and_configs_load(tmp_path):
+    """models/sprites (v2) loads with its video options; its stage configs give those runs; and a checkpoint
+    in the form written before the objective left DSAEConfig (objective keys in the model config, as v1
+    shipped) still loads into the same network."""
+    import shutil
     from pathlib import Path
 
     from training.config import TrainConfig, load_config_file
     root = Path(__file__).resolve().parents[1] / "models" / "sprites"
     model, state = load_model(root / "checkpoint", root / "checkpoint")
-    assert "kl_warmup_steps" in state["model_config"]          # the old form, as shipped
-    assert model.config.frame_coder == "conv64" and model.config.n_speakers == 0 and model.config.x_logvar == -4.0
-    config = TrainConfig.from_dict(load_config_file(root / "train-config.json"))
+    c = model.config
+    assert c.frame_coder == "conv64" and c.n_speakers == 0 and c.x_logvar == -5.5
+    assert c.conv_film and c.conv_norm_encodings and state["global_step"] > 0
+    old = tmp_path / "old"
+    shutil.copytree(root / "checkpoint", old)
+    old_state = json.loads((old / "state.json").read_text())
+    old_state["model_config"].update({"kl_warmup_steps": 1500, "free_bits_z": 0.0, "f_swap_prob": 1.0,
+                                      "adv_weight": 0.0, "adv_group_size": 1})
+    (old / "state.json").write_text(json.dumps(old_state))
+    assert load_model(old, old)[0].config == c
+    config = TrainConfig.from_dict(load_config_file(root / "train-config.json"))     # stage 1 (v1)
     old_form = {**load_config_file(root / "train-config.json"), "model": {"x_logvar": -4.0, "kl_warmup_steps": 1500}}
     old_form.pop("objective")
     assert TrainConfig.from_dict(old_form) == config
     assert config.objective["kl_warmup_steps"] == 1500 and config.objective["adv_weight"] == 0.0
     assert config.model["frame_coder"] == "conv64"
+    last = TrainConfig.from_dict(load_config_file(root / "train-config-4-kl-z.json"))
+    assert last.objective["kl_z_weight"] == 6.0 and last.model["conv_film"] and last.model["x_logvar"] == -5.5
+
+
+def test_video_options_fine_tune_from_a_run_without_them(run, cache, tmp_path):
+    from training.checkpoints import load_initial_weights
+    from training.config import TrainingError
+    plain, _ = load_model(run)
+    options = dict(plain.config.to_dict(), conv_film=True, conv_norm_encodings=True)
+    model = DSAE(DSAEConfig(**options))
+    load_initial_weights(model, str(run), "cpu")
+    assert torch.equal(model.frame_decoder.inp.weight, plain.frame_decoder.inp.weight)
+    plain.eval(), model.eval()
+    f, z = torch.randn(2, plain.config.f_dim), torch.randn(2, 5, plain.config.z_dim)
+    with torch.no_grad():
+        # the modulations start at zero: the decoder draws what the run's decoder drew, until trained
+        assert torch.equal(model.decode(f, z), plain.decode(f, z))
+        h = model.encode_frames(torch.rand(3, 4, 12288))
+    assert h.shape == (3, 4, plain.config.frame_hidden) and float(h.abs().max()) < 1
+    # and the modulations learn: a training step moves them
+    model.train()
+    loss, _ = model(torch.rand(2, 8, 12288))
+    loss.backward()
+    assert all(float(lin.weight.grad.abs().sum()) > 0 for lin in model.frame_decoder.film)
+    # the exported graphs carry both options and match PyTorch
+    from training.sprites_export import export_video
+    assert export_video(model, str(cache), tmp_path / "model", "t", 1e-4)[1] < 1e-4
+    # any other mismatch is still refused
+    with pytest.raises(TrainingError, match="does not fit"):
+        load_initial_weights(DSAE(DSAEConfig(**dict(options, conv_width=8))), str(run), "cpu")

@@ -128,13 +128,21 @@ def load_initial_weights(model: DSAE, source: str, device):
         raise TrainingError(f"{source}: no {WEIGHTS_NAME} there (give a run directory or a checkpoint directory)")
     weights = _read_weights(ckpt, device)
     own = model.state_dict()
-    wrong = [k for k in own if k not in weights or weights[k].shape != own[k].shape]
+    # Layers that video options add (training.video: the decoder's FiLM modulations, zero at
+    # initialisation, so the function is the source's; the normalisation of the frame encodings, which
+    # has no weights) may be new: they start as built and fine-tuning trains around them.
+    added = [k for k in own if k not in weights and _added_by_option(k)]
+    wrong = [k for k in own if k not in added and (k not in weights or weights[k].shape != own[k].shape)]
     extra = [k for k in weights if k not in own]
     if wrong or extra:
         raise TrainingError(f"{ckpt / WEIGHTS_NAME}: does not fit this model "
                             f"({', '.join((wrong + extra)[:3])}{' ...' if len(wrong + extra) > 3 else ''}); "
                             "the model options must match the run it came from")
-    model.load_state_dict(weights)
+    model.load_state_dict({**weights, **{k: own[k] for k in added}})
+
+
+def _added_by_option(key: str) -> bool:
+    return key.startswith("frame_decoder.film.") or key.startswith("frame_encoder.out.1.")
 
 
 def resume_from_checkpoint(run_dir: Path, model: DSAE, optimizer, device) -> tuple[dict, Path]:

@@ -100,9 +100,13 @@ class DSAEConfig(Options):
     # sets the number of training speakers when the objective's adv_weight > 0, else 0.
     n_speakers: int = 0
     # What a frame is: "mlp" (a feature vector, speech) or "conv64" (a flattened 3x64x64 image, video;
-    # training.video), with `conv_width` channels in the first convolution.
+    # training.video), with `conv_width` channels in the first convolution; `conv_film`: the code [z_t, f]
+    # also modulates every decoder stage; `conv_norm_encodings`: the frame encodings are normalised before
+    # their tanh (training.video).
     frame_coder: str = "mlp"
     conv_width: int = 16
+    conv_film: bool = False
+    conv_norm_encodings: bool = False
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -197,8 +201,8 @@ class DSAE(nn.Module):
         H, E = c.hidden_dim, c.frame_hidden
         if c.frame_coder == "conv64":
             from training.video import ConvFrameDecoder, ConvFrameEncoder
-            frame_encoder = frame_encoder or ConvFrameEncoder(E, c.conv_width)
-            frame_decoder = frame_decoder or ConvFrameDecoder(c.z_dim + c.f_dim, c.conv_width)
+            frame_encoder = frame_encoder or ConvFrameEncoder(E, c.conv_width, c.conv_norm_encodings)
+            frame_decoder = frame_decoder or ConvFrameDecoder(c.z_dim + c.f_dim, c.conv_width, film=c.conv_film)
         self.frame_encoder = frame_encoder or FrameEncoder(c.feature_dim, E)
         self.frame_decoder = frame_decoder or FrameDecoder(c.z_dim + c.f_dim, E, c.feature_dim)
 
