@@ -108,6 +108,15 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def _numpy_single_threaded():
+    """numpy's BLAS gets one thread while files convert: the conversion's matrix products are small and
+    ONNX Runtime has the cores. BLAS threads on top of it made 2 jobs slower than 1 (tools/bench_batch.py:
+    61x against 65x real time; with one BLAS thread 129x against 68x)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _worker_init(model_dir, device, threads, target, n_iter, out_sr, harmonics, strength):
     import signal
 
@@ -115,6 +124,7 @@ def _worker_init(model_dir, device, threads, target, n_iter, out_sr, harmonics, 
     # SIGTERM, which becomes SystemExit here so a half-written temporary file is removed on the way out.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_exit)
+    _worker["blas_limit"] = _numpy_single_threaded()   # kept for the worker's life
     _worker["model"] = load_model(model_dir, device=device, threads=threads)
     _worker.update(target=target, n_iter=n_iter, out_sr=out_sr, harmonics=harmonics, strength=strength)
 
@@ -237,8 +247,9 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
     try:
         if jobs == 1 or len(todo) <= 1:
             _worker.update(model=model, target=target, **settings)
-            for job in todo:
-                record(_worker_convert(job))
+            with _numpy_single_threaded():
+                for job in todo:
+                    record(_worker_convert(job))
         else:
             model_dir = model.model_dir
             # The parent's sessions are dropped before forking so no ONNX Runtime threads exist at fork.
