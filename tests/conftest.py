@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 # --- speech ---------------------------------------------------------------------------------------------------
+def interruptible() -> None:
+    """preexec_fn for a child process that a test stops with SIGINT (Ctrl-C). A test run started in the
+    background by a non-interactive shell (`make test &`) inherits SIGINT ignored; Python then installs no
+    KeyboardInterrupt handler in the child and the Ctrl-C under test is lost. The child gets it back."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def speech(seconds: float = 2.0, *, f0: float = 140.0, formant: float | None = None, seed: int = 0,
            sr: int = SR, peak: float = 0.3) -> np.ndarray:
     """Speech-like float32 audio: harmonics of a pitch with vibrato, under a spectral envelope, in syllables

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from conftest import interruptible
+
 RATE = 48000
 BUS = "vc_bus"
 STIMULUS_SINK = "vc_stim"
@@ -205,7 +207,7 @@ class Recorder:
         self.proc = subprocess.Popen(
             ["pacat", "--record", f"--device={source}", "--format=float32le", f"--rate={server.rate}",
              f"--channels={channels}", f"--latency-msec={latency_ms}", "--raw"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server.env)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=server.env, preexec_fn=interruptible)
         self._thread = threading.Thread(target=self._drain, daemon=True)
         self._thread.start()
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech, tiny_model_dir
+from conftest import interruptible, speech, tiny_model_dir
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +217,7 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
            str(model_dir), "--device", "cpu", "--n-iter", "300", "--jobs", "2", "--quiet"]
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.Popen(cmd, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=interruptible)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         if out.is_dir() and len(list(out.glob("*.wav"))) >= 2:
