@@ -192,6 +192,9 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
                               np.asarray(enc_meta["norm_std"], np.float32), enc_meta["feature_config"])
     if population is not None:
         enc_meta[fmt.Z_POPULATION_KEY] = population
+    else:
+        log(f"{config.features}: no training features, so no z_population in the metadata (a source's z "
+            "statistics will start from the target's)")
     write_model_dir(ExportEncoder(model), ExportDecoder(model), out_dir, enc_meta, n_features=c.feature_dim,
                     f_dim=c.f_dim, z_dim=c.z_dim, frames=T)
 
