@@ -23,6 +23,7 @@ class IdentityModel:
         from vc.dsp import FeatureConfig
 
         self.segment_length, self.n_features, self.f_dim, self.z_dim = L, n_features, 3, n_features
+        self.z_population = None
         self.feature_config = FeatureConfig()
         self.windows_seen = []
 

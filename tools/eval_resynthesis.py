@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     from eval_conversion import load_resemblyzer, unit
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import decode_windows, encode_windows, rebuild_harmonics
-    from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
+    from vc.conversion import decode_windows, encode_windows, rebuild_harmonics, synthesise
+    from vc.dsp import log_magnitude
     from vc.model import load_model
     from vc.pitch import Register, smooth_across_frequency, yin
     from vc.speakers import enroll
@@ -62,10 +62,7 @@ def main(argv=None) -> int:
                            read_audio=lambda path: read_audio(path, sr=sr)[0])
 
     def waveform(frames, n):
-        mag = magnitude_from_features(frames, cfg=cfg)
-        y = griffinlim(mag, n_iter=args.n_iter, momentum=0.99, init="pghi", hop_length=cfg.hop_length,
-                       win_length=cfg.win_length, n_fft=cfg.n_fft, window=cfg.window, center=cfg.center, length=n)
-        return np.asarray(y[:n], np.float32)
+        return synthesise(frames, cfg, length=n, n_iter=args.n_iter)
 
     by_speaker: dict[str, list] = {}
     for utt in open_corpus(args.corpus).utterances(args.split):

@@ -10,8 +10,9 @@ training speakers' statistics (stored in the model file by vc-export). On 216 co
 human test speakers this takes `target_closer_rate` from 0.741 to 0.815 at strength 2 (README,
 "Conversion quality").
 
-Speech frames are decided as `vc.speakers.speech_flags` decides segments: a frame's level must be above
-SILENCE_DBFS and within RELATIVE_GATE_DB of the loudest frame (of the file, or of the stream so far).
+One rule decides speech for frames here and for segments in `vc.speakers.speech_flags` (`speech_frames`):
+the level must be above SILENCE_DBFS and within RELATIVE_GATE_DB of the loudest (of the file, or of the
+stream so far).
 """
 
 from __future__ import annotations

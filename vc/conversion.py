@@ -183,7 +183,7 @@ def source_prior(model: Model, target: CodeStats) -> CodeStats:
     """Where the estimate of the source's z statistics starts: the training speakers' statistics when the
     model file carries them (an unheard source is an average speaker), else the target's own (no move
     until the source has spoken)."""
-    return getattr(model, "z_population", None) or target
+    return model.z_population or target
 
 
 def code_stats_amount(strength: float) -> float:
@@ -200,7 +200,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     target's (`vc.code_stats`). harmonics=False returns the DSAE's envelope alone
     (breathy, pitchless: what the model itself reconstructs). strength: how far f moves from the source's
     code towards the target's and beyond (0: the source's own voice, 1: the target's code, default 2.0)."""
-    from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
+    from vc.dsp import log_magnitude
 
     audio = check_audio(audio)
     target = check_speaker(target, model.f_dim, z_dim=model.z_dim)
@@ -221,11 +221,19 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
         converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength))
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
-    mag = magnitude_from_features(converted, cfg=cfg)
+    return synthesise(converted, cfg, length=audio.shape[0], n_iter=n_iter)[:n]
+
+
+def synthesise(frames: np.ndarray, cfg, *, length: int, n_iter: int = DEFAULT_N_ITER) -> np.ndarray:
+    """Raw log-magnitude frames (T, n_features) -> float32 audio of `length` samples: the magnitude
+    (DC restored) through fast Griffin-Lim from a PGHI start, once over the whole utterance."""
+    from vc.dsp import griffinlim, magnitude_from_features
+
+    mag = magnitude_from_features(frames, cfg=cfg)
     y = griffinlim(mag, n_iter=n_iter, momentum=0.99, init="pghi", hop_length=cfg.hop_length,
                    win_length=cfg.win_length, n_fft=cfg.n_fft, window=cfg.window, center=cfg.center,
-                   length=audio.shape[0])
-    return np.asarray(y[:n], dtype=np.float32)
+                   length=length)
+    return np.asarray(y, dtype=np.float32)
 
 
 def resolve_target(target, model: Model) -> Speaker:

@@ -78,8 +78,8 @@ from vc.audio import AudioError, check_audio
 from vc.conversion import (DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics,
                            source_prior)
 from vc.exemplars import draw_onto_exemplars
-from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, RunningCodeStats, frame_level_db, move_codes,
-                           speech_frames)
+from vc.code_stats import RunningCodeStats, frame_level_db, move_codes, speech_frames
+from vc.speakers import Speaker, SpeakerError, check_speaker
 from vc.streaming_pitch import RunningRegister, StreamingPitch
 
 MODES = {
@@ -189,13 +189,16 @@ class StreamingConverter:
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         self.harmonics = bool(harmonics)
+        if isinstance(target, Speaker):  # its z statistics and envelopes, checked as a speaker file's are
+            try:
+                check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes),
+                              z_dim=model.z_dim)
+            except SpeakerError as exc:
+                raise EngineError(str(exc)) from None
         self.target_register = getattr(target, "register", None)
         self.target_z_stats = getattr(target, "z_stats", None)
         envelopes = getattr(target, "envelopes", None)
         self.target_envelopes = None if envelopes is None else np.asarray(envelopes, np.float32)
-        if self.target_z_stats is not None and np.shape(self.target_z_stats.mean) != (model.z_dim,):
-            raise EngineError(f"target's z statistics have {np.size(self.target_z_stats.mean)} values, the "
-                              f"model's z has {model.z_dim}")
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -399,7 +402,7 @@ class StreamingConverter:
         if self.strength != 1.0:
             level = 10.0 * math.log10(max(float(np.mean(self._context_power)), 1e-20))
             self._loudest_window_db = max(self._loudest_window_db, level)
-            if level > SILENCE_DBFS and level > self._loudest_window_db - RELATIVE_GATE_DB:
+            if speech_frames(np.array(level), self._loudest_window_db):
                 self._source_f_sum += window_f
                 self._source_windows += 1
         return self._source_f_sum / self._source_windows if self._source_windows else None

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
-from vc.code_stats import (RELATIVE_GATE_DB, SILENCE_DBFS, CodeStats, RunningCodeStats, frame_level_db,
-                           speech_frames)
+from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, speech_frames
 from vc.exemplars import N_COEFFS, envelope_coefficients, exemplar_set
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
 
-# A segment counts as speech when its RMS is above SILENCE_DBFS and not more than RELATIVE_GATE_DB below
-# the loudest segment of the same file (so room noise in a quiet recording does not count either).
+# A segment counts as speech as a frame does (`vc.code_stats.speech_frames`): its RMS is above an absolute
+# level and not far below the loudest segment of the same file (so room noise in a quiet recording does not
+# count either).
 ENCODE_BATCH = 256
 
 
@@ -108,7 +108,7 @@ def speech_flags(audio: np.ndarray, model: Model) -> np.ndarray:
         return np.zeros(0, bool)
     blocks = audio[: n_seg * seg_samples].reshape(n_seg, seg_samples).astype(np.float64)
     level = 10.0 * np.log10(np.maximum(np.mean(blocks ** 2, axis=1), 1e-20))
-    return (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_GATE_DB)
+    return speech_frames(level, float(level.max()))
 
 
 def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
