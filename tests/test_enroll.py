@@ -67,7 +67,11 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     assert np.exp(speaker.register.log_mean) == pytest.approx(140.0, rel=0.04)
     assert "median F0 14" in printed
     record = np.load(out, allow_pickle=False)   # a plain numpy record, no pickle
-    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std", "envelopes")
+    assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std", "envelopes",
+                                  "voiced_envelopes", "voiced_f0", "voiced_fine")
+    assert f"{record['voiced_f0'].shape[0]} voiced frames" in printed
+    assert np.median(record["voiced_f0"].astype(np.float64)) == pytest.approx(140.0, rel=0.04)
+    assert record["voiced_fine"].shape == (record["voiced_f0"].shape[0], 200)
     np.testing.assert_array_equal(record["f"], speaker.f)
     assert speaker.z_stats.mean.shape == speaker.z_stats.std.shape == (4,)
     np.testing.assert_array_equal(record["z_std"], speaker.z_stats.std)
@@ -115,6 +119,13 @@ def test_enrolment_keeps_at_most_max_exemplars_spread_over_all_files(tmp_path, t
     rows = {r.tobytes() for r in everything}
     assert all(r.tobytes() in rows for r in thinned)        # a subset of the same envelopes
 
+    monkeypatch.setattr(vc.speakers, "voiced_exemplar_set", lambda fr, f0: vc.exemplars.voiced_exemplar_set(fr, f0, 60))
+    voiced = vc.speakers.enroll([tmp_path], tiny).voiced
+    assert voiced.f0.shape == (60,) and voiced.envelopes.shape == (60, 48) and voiced.fine.shape == (60, 200)
+    pitches = np.sort(voiced.f0.astype(np.float64))          # every file's voice kept: 120, 160, 200 Hz
+    for hz in (120.0, 160.0, 200.0):
+        assert np.min(np.abs(pitches / hz - 1.0)) < 0.04
+
 
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, tiny_dir, capsys):
     from vc.cli.enroll import main
@@ -140,6 +151,7 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
 
     from vc.pitch import Register
     from vc.speakers import Speaker
+    from vc.exemplars import VoicedExemplars
 
     good = np.linspace(-1, 1, 8).astype(np.float32)
     save_speaker(tmp_path / "good.npy", good)       # a bare code: a target without a pitch register
@@ -181,6 +193,12 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
         rec["f"], rec["envelopes"] = good, envelopes
         return rec
 
+    def with_voiced(f0, fine):
+        rec = np.zeros((), np.dtype([("f", "<f4", (8,)), ("voiced_envelopes", "<f2", (5, 48)),
+                                     ("voiced_f0", f0.dtype, f0.shape), ("voiced_fine", fine.dtype, fine.shape)]))
+        rec["f"], rec["voiced_f0"], rec["voiced_fine"] = good, f0, fine
+        return rec
+
     four = np.ones(4, np.float32)
     cases.update({
         "z_size.npy": (with_z(np.zeros(5, np.float32), np.ones(5, np.float32)),
@@ -191,6 +209,14 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
         "env_size.npy": (with_envelopes(np.zeros((5, 40), np.float16)), r"shape \(n, 48\)"),
         "env_f32.npy": (with_envelopes(np.zeros((5, 48), np.float32)), "must be float16"),
         "env_nan.npy": (with_envelopes(np.full((5, 48), np.nan, np.float16)), "envelopes contain NaN"),
+        "voiced_bins.npy": (with_voiced(np.full(5, 120, np.float16), np.zeros((5, 150), np.float16)),
+                            "voiced_fine has 150 frequency bins, the model has 200"),
+        "voiced_rows.npy": (with_voiced(np.full(4, 120, np.float16), np.zeros((5, 200), np.float16)),
+                            r"shapes \(m, 48\), \(m,\) and \(m, n_features\)"),
+        "voiced_f0.npy": (with_voiced(np.full(5, 5, np.float16), np.zeros((5, 200), np.float16)),
+                          "voiced_f0 holds values outside 20 to 2000 Hz"),
+        "voiced_inf.npy": (with_voiced(np.full(5, 120, np.float16), np.full((5, 200), np.inf, np.float16)),
+                           "voiced_fine contain NaN or infinite"),
     })
     for name, (arr, message) in cases.items():
         np.save(tmp_path / name, arr)
@@ -202,10 +228,14 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
 
     stats = CodeStats(np.arange(4, dtype=np.float32), np.full(4, 0.5, np.float32))
     envelopes = np.random.default_rng(0).normal(size=(7, 48)).astype(np.float16)
+    voiced = VoicedExemplars(envelopes[:3], np.array([100, 150, 210], np.float16),
+                             np.random.default_rng(1).normal(size=(3, 200)).astype(np.float16))
     for register in (None, Register(np.log(120.0), 0.2)):
-        save_speaker(tmp_path / "z.npy", Speaker(good, register, stats, envelopes))
-        np.testing.assert_array_equal(load_speaker(tmp_path / "z.npy", tiny).envelopes, envelopes)
+        save_speaker(tmp_path / "z.npy", Speaker(good, register, stats, envelopes, voiced))
         loaded = load_speaker(tmp_path / "z.npy", tiny)
+        np.testing.assert_array_equal(loaded.envelopes, envelopes)
+        for name in ("envelopes", "f0", "fine"):
+            np.testing.assert_array_equal(getattr(loaded.voiced, name), getattr(voiced, name))
         np.testing.assert_array_equal(loaded.z_stats.mean, stats.mean)
         np.testing.assert_array_equal(loaded.z_stats.std, stats.std)
         assert (loaded.register is None) == (register is None)

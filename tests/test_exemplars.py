@@ -65,3 +65,77 @@ def test_conversion_uses_the_targets_envelopes(tiny):
     s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
     s_env = StreamingConverter(tiny, with_env, n_iter=4).convert(audio)
     assert not np.allclose(s_plain, s_env, atol=1e-3)
+
+
+def _pulse_frames(hz: float, n: int, cfg) -> np.ndarray:
+    """n frames of a pulse train's log spectrum at `hz` over a sloping envelope."""
+    from vc.pitch import harmonic_fine_structure
+
+    fine, _ = harmonic_fine_structure(np.full(n, hz), np.ones(n, bool), cfg)
+    return (fine - 3.0 - np.arange(fine.shape[1]) / 80.0).astype(np.float32)
+
+
+def test_voiced_exemplar_set_splits_frames_into_envelope_and_fine_structure(tiny):
+    from vc.exemplars import envelope_coefficients, voiced_exemplar_set
+    from vc.pitch import smooth_across_frequency
+
+    cfg = tiny.feature_config
+    frames = np.concatenate([np.repeat(_pulse_frames(hz, 1, cfg), 40, axis=0) for hz in (110.0, 220.0)])
+    f0 = np.repeat([110.0, 220.0], 40)
+    kept = voiced_exemplar_set(frames, f0, max_count=30)
+    assert kept.envelopes.dtype == kept.f0.dtype == kept.fine.dtype == np.float16
+    assert kept.f0.shape == (30,) and kept.fine.shape == (30, 200)
+    assert set(np.round(kept.f0.astype(np.float64))) == {110.0, 220.0}      # spread over all frames
+    assert not np.all(np.diff(kept.f0.astype(np.float64)) >= 0)            # not in time order
+    row = int(np.flatnonzero(kept.f0 == np.float16(220.0))[0])
+    np.testing.assert_allclose(kept.envelopes[row], envelope_coefficients(frames[-1:])[0], rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(kept.fine[row], frames[-1] - smooth_across_frequency(frames[-1:])[0], atol=5e-3)
+    assert voiced_exemplar_set(frames[:0], f0[:0]) is None
+
+
+def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny):
+    """A frame wanting 150 Hz gets the 140 Hz exemplar (not the 260 Hz one) stretched to 150 Hz: its
+    harmonic peaks are where a 150 Hz pulse train's are; unvoiced frames get none."""
+    from vc.exemplars import voiced_exemplar_set, voiced_fine_structure
+    from vc.pitch import harmonic_fine_structure
+
+    cfg = tiny.feature_config
+    bank = voiced_exemplar_set(np.concatenate([_pulse_frames(140.0, 5, cfg), _pulse_frames(260.0, 5, cfg)]),
+                               np.repeat([140.0, 260.0], 5))
+    envelope = np.full((4, 200), -4.0, np.float32)
+    f0 = np.array([150.0, 0.0, 150.0, 250.0])
+    voiced = np.array([True, False, True, True])
+    fine = voiced_fine_structure(envelope, f0, voiced, bank, cfg)
+    assert np.all(fine[1] == 0.0)
+    for t, hz in ((0, 150.0), (3, 250.0)):
+        wanted = harmonic_fine_structure(np.array([hz]), np.array([True]), cfg)[0][0]
+        other = harmonic_fine_structure(np.array([hz * 1.3]), np.array([True]), cfg)[0][0]
+        low = slice(0, 100)   # the stretch moves the top harmonics out of range
+        assert np.corrcoef(fine[t, low], wanted[low])[0, 1] > 0.7
+        assert np.corrcoef(fine[t, low], other[low])[0, 1] < 0.3
+
+
+def test_conversion_uses_the_targets_voiced_frames(tiny):
+    """File path and engine: a target with voiced frames converts differently from one without; without
+    harmonics, or at strength 0 there is no difference."""
+    from vc.conversion import convert_audio16k
+    from vc.engine import StreamingConverter
+    from vc.exemplars import voiced_exemplar_set
+    from vc.pitch import Register
+    from vc.speakers import Speaker
+
+    audio = speech(1.2)
+    cfg = tiny.feature_config
+    f = np.random.default_rng(1).standard_normal(8).astype(np.float32)
+    register = Register(np.log(180.0), 0.05)
+    bank = voiced_exemplar_set(np.concatenate([_pulse_frames(hz, 8, cfg) for hz in (160.0, 200.0)]),
+                               np.repeat([160.0, 200.0], 8))
+    plain, voiced = Speaker(f, register), Speaker(f, register, voiced=bank)
+    a = convert_audio16k(audio, plain, tiny, n_iter=4)
+    b = convert_audio16k(audio, voiced, tiny, n_iter=4)
+    assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
+    np.testing.assert_array_equal(convert_audio16k(audio, plain, tiny, n_iter=4, harmonics=False),
+                                  convert_audio16k(audio, voiced, tiny, n_iter=4, harmonics=False))
+    s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
+    s_voiced = StreamingConverter(tiny, voiced, n_iter=4).convert(audio)
+    assert not np.allclose(s_plain, s_voiced, atol=1e-3)

@@ -71,9 +71,9 @@ class RunningCodeStats:
 
 
 def move_codes(z: np.ndarray, source: CodeStats | None, target: CodeStats | None, amount: float = 1.0) -> np.ndarray:
-    """z (..., z_dim) -> z moved `amount` of the way (0: unchanged, 1: all of it) from the source's
-    statistics to the target's: target.mean + (z - source.mean) * target.std / source.std. Unchanged when
-    either is unknown."""
+    """z (..., z_dim) -> z moved `amount` of the way (0: unchanged, 1: all of it, beyond 1: past the
+    target) from the source's statistics to the target's: target.mean + (z - source.mean) * target.std /
+    source.std. Unchanged when either is unknown."""
     if source is None or target is None or amount == 0.0:
         return z
     moved = target.mean + (z - source.mean) * (target.std / source.std)

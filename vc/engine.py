@@ -18,7 +18,8 @@ frames are complete, and their F0 known:
    nearest own envelopes (`vc.exemplars`, as for files);
 3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
    (median and spread of log F0 over the last 4 s of voicing) to the target's
-   (`vc.conversion.rebuild_harmonics`, the file path's function; the pulse train's phase carries over);
+   (`vc.conversion.rebuild_harmonics`, the file path's function): the target's own harmonic fine
+   structure where its speaker file has voiced frames, else a pulse train's, whose phase carries over;
 4. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
    committed frames fixed and iterates the `lookahead` newest frames together with the new ones, then
    commits all but `lookahead` frames and returns the samples no uncommitted frame can change any more.
@@ -189,16 +190,17 @@ class StreamingConverter:
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         self.harmonics = bool(harmonics)
-        if isinstance(target, Speaker):  # its z statistics and envelopes, checked as a speaker file's are
+        if isinstance(target, Speaker):  # its z statistics and exemplars, checked as a speaker file's are
             try:
-                check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes),
-                              z_dim=model.z_dim)
+                check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes,
+                                      target.voiced), z_dim=model.z_dim, n_features=model.n_features)
             except SpeakerError as exc:
                 raise EngineError(str(exc)) from None
         self.target_register = getattr(target, "register", None)
         self.target_z_stats = getattr(target, "z_stats", None)
         envelopes = getattr(target, "envelopes", None)
         self.target_envelopes = None if envelopes is None else np.asarray(envelopes, np.float32)
+        self.target_voiced = getattr(target, "voiced", None)
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -387,7 +389,7 @@ class StreamingConverter:
             self._register.update(f0, voiced)
             decoded, self._harmonic_phase = rebuild_harmonics(
                 decoded, f0, voiced, self._register.current(), self.target_register, self.cfg,
-                self._harmonic_phase)
+                self._harmonic_phase, self.target_voiced)
         magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(levels)

@@ -11,10 +11,19 @@ averages away (the matching step of kNN-VC, Baas, van Niekerk & Kamper 2023, app
 rather than to self-supervised features). Envelopes are compared and stored as their first N_COEFFS
 orthonormal DCT-II coefficients: the envelope (`vc.pitch.smooth_across_frequency`) is smooth across
 frequency, and these hold it.
+
+The same goes for what lies on the envelope. A pulse train's harmonics are perfectly periodic and equally
+deep at every frequency; a real voice's are not (breath fills the upper bands, the glottis shapes the
+lower ones), and that, too, is part of who speaks. So the target's voiced frames are kept as well
+(`VoicedExemplars`): each one's fine structure (log spectrum less envelope), with the F0 and the envelope
+it was spoken at. A converted voiced frame takes the fine structure of the exemplar whose F0 is nearest to
+the frame's (target-register) F0 among the NEAR exemplars with the nearest envelopes, stretched along
+frequency to that F0 exactly (`voiced_fine_structure`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +31,8 @@ import numpy as np
 N_COEFFS = 48
 MAX_EXEMPLARS = 3000
 K = 4
+MAX_VOICED = 1500
+NEAR = 32
 
 
 @lru_cache(maxsize=4)
@@ -63,8 +74,8 @@ def exemplar_set(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, k: int = K,
                         amount: float = 1.0) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
-    `amount` of the way to the mean of its k nearest exemplar envelopes (Euclidean, in coefficients;
-    non-speech frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`."""
+    `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (Euclidean,
+    in coefficients; non-speech frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`."""
     from vc.pitch import smooth_across_frequency
 
     if amount == 0.0 or not np.any(speech):
@@ -79,4 +90,66 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     drawn = pool[nearest].mean(axis=1) @ basis.T
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (drawn - envelope)
+    return out
+
+
+@dataclass(frozen=True)
+class VoicedExemplars:
+    """A speaker's own voiced frames, in the same fixed shuffled order in all three arrays."""
+
+    envelopes: np.ndarray   # float16 (m, N_COEFFS): each frame's envelope coefficients
+    f0: np.ndarray          # float16 (m,): the F0 it was spoken at, Hz
+    fine: np.ndarray        # float16 (m, n_features): its log spectrum less its envelope
+
+
+def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX_VOICED) -> VoicedExemplars | None:
+    """An enrolment's voiced speech frames (n, n_features, raw log magnitude) and their F0 (n,) -> what
+    speaker.npy keeps of them: at most max_count, evenly spaced, shuffled as in `exemplar_set`; None when
+    there are none."""
+    from vc.pitch import smooth_across_frequency
+
+    rows = np.arange(frames.shape[0])
+    if rows.size == 0:
+        return None
+    if rows.size > max_count:
+        rows = rows[np.linspace(0, rows.size - 1, max_count).round().astype(np.int64)]
+    rows = rows[np.random.default_rng(0).permutation(rows.size)]
+    frames = np.asarray(frames[rows], np.float32)
+    envelope = smooth_across_frequency(frames)
+    return VoicedExemplars((envelope @ dct_basis(frames.shape[1])).astype(np.float16),
+                           np.asarray(f0[rows], np.float16), (frames - envelope).astype(np.float16))
+
+
+def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, exemplars: VoicedExemplars,
+                          cfg, near: int = NEAR) -> np.ndarray:
+    """Converted frames (T, n_features) and the F0 each should have -> (T, n_features) fine structure to add
+    to their envelope: for each voiced frame, the fine structure of the exemplar with the F0 nearest to
+    its own among the `near` with the nearest envelopes, stretched along frequency by the ratio of the two
+    F0s (harmonic k stays harmonic k); zero in unvoiced frames."""
+    from vc.pitch import smooth_across_frequency
+
+    T, n_features = envelope.shape
+    out = np.zeros((T, n_features), np.float32)
+    rows = np.flatnonzero(voiced)
+    if rows.size == 0:
+        return out
+    pool = np.asarray(exemplars.envelopes, np.float32)
+    query = smooth_across_frequency(envelope[rows]) @ dct_basis(n_features, pool.shape[1])
+    distance = np.square(pool).sum(axis=1)[None, :] - 2.0 * query @ pool.T
+    near = min(near, pool.shape[0])
+    nearest = np.argpartition(distance, near - 1, axis=1)[:, :near]
+    pool_f0 = np.asarray(exemplars.f0, np.float64)
+    wanted = np.asarray(f0[rows], np.float64)
+    pick = nearest[np.arange(rows.size), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
+    # Feature k is FFT bin k + drop_dc; a frequency f of the output comes from f / ratio of the exemplar.
+    first_bin = int(cfg.drop_dc)
+    bins = np.arange(n_features) + first_bin
+    source_bin = bins[None, :] / (wanted / pool_f0[pick])[:, None] - first_bin
+    low = np.floor(source_bin).astype(np.int64)
+    frac = (source_bin - low).astype(np.float32)
+    inside = (low >= 0) & (low + 1 < n_features)
+    low = np.clip(low, 0, n_features - 2)
+    fine = np.asarray(exemplars.fine, np.float32)[pick]
+    taken = np.take_along_axis(fine, low, axis=1) * (1.0 - frac) + np.take_along_axis(fine, low + 1, axis=1) * frac
+    out[rows] = np.where(inside, taken, 0.0)
     return out

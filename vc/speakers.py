@@ -4,12 +4,16 @@ register and the statistics of z) and save or load speaker.npy.
 speaker.npy holds one record, readable with `np.load(path, allow_pickle=False)`: `f` (float32, f_dim),
 the DSAE speaker code; `log_f0_mean`, `log_f0_std` (float32), the speaker's pitch register (median and
 spread of natural-log F0 over voiced frames); `z_mean`, `z_std` (float32, z_dim), the mean and standard
-deviation of the dynamic code z over the speaker's speech frames (`vc.code_stats`). The decoder rebuilds a
-smooth spectral envelope only, so the register is what puts the converted voice at the target's pitch
-(see `vc.pitch`); z's statistics take out the part of the source speaker that z still carries. A record
-may leave out either pair (a whispered enrolment has no register; files written before z's statistics
-were measured have none), and a plain float32 (f_dim,) array is a target as well: conversion then keeps
-what it cannot move (the source's pitch, z as encoded).
+deviation of the dynamic code z over the speaker's speech frames (`vc.code_stats`); `envelopes` (float16,
+(n, 48)), an unordered set of the speaker's own spectral envelopes; `voiced_envelopes`, `voiced_f0`,
+`voiced_fine` (float16, (m, 48), (m,), (m, n_features)), an unordered set of the speaker's voiced frames,
+each as its envelope, F0 (Hz) and harmonic fine structure (`vc.exemplars`). The decoder rebuilds a smooth
+spectral envelope only, so the register is what puts the converted voice at the target's pitch (see
+`vc.pitch`); z's statistics take out the part of the source speaker that z still carries; the exemplars
+give back the detail of the target's own spectra that the decoder averages away. A record may leave out
+any group after f (a whispered enrolment has no register or voiced frames; files written by earlier
+versions lack the later groups), and a plain float32 (f_dim,) array is a target as well: conversion then
+keeps what it cannot move (the source's pitch, z as encoded).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, speech_frames
-from vc.exemplars import N_COEFFS, envelope_coefficients, exemplar_set
+from vc.exemplars import N_COEFFS, VoicedExemplars, envelope_coefficients, exemplar_set, voiced_exemplar_set
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
@@ -45,6 +49,7 @@ class Speaker:
     register: Register | None = None
     z_stats: CodeStats | None = None
     envelopes: np.ndarray | None = None   # float16 (n, vc.exemplars.N_COEFFS): the speaker's own envelopes
+    voiced: VoicedExemplars | None = None  # the speaker's own voiced frames: F0, envelope, fine structure
 
     def describe(self) -> str:
         if self.register is None:
@@ -58,6 +63,7 @@ class Enrolment:
     register: Register | None
     z_stats: CodeStats | None
     envelopes: np.ndarray | None
+    voiced: VoicedExemplars | None
     files: int
     segments: int
     speech_seconds: float
@@ -73,11 +79,13 @@ class Enrolment:
             text += f"; {len(self.failures)} file(s) unreadable"
         if self.envelopes is not None:
             text += f"; {self.envelopes.shape[0]} envelopes kept"
+        if self.voiced is not None:
+            text += f", {self.voiced.f0.shape[0]} voiced frames"
         return f"{text}; {self.speaker.describe()}"
 
     @property
     def speaker(self) -> Speaker:
-        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes)
+        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes, self.voiced)
 
 
 def audio_files(paths) -> list[Path]:
@@ -111,16 +119,18 @@ def speech_flags(audio: np.ndarray, model: Model) -> np.ndarray:
     return speech_frames(level, float(level.max()))
 
 
-def speech_segments(audio: np.ndarray, model: Model) -> tuple[np.ndarray, int]:
+def speech_segments(audio: np.ndarray, model: Model, frames: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Mono float32 at the model's rate -> (raw feature segments (n, L, n_features) that hold speech,
-    number of silent segments dropped). Segments do not overlap."""
+    number of silent segments dropped). Segments do not overlap. `frames`: the audio's log-magnitude
+    frames when the caller has them already."""
     from vc.dsp import log_magnitude
 
     L = model.segment_length
     speech = speech_flags(audio, model)
     if speech.size == 0:
         return np.zeros((0, L, model.n_features), np.float32), 0
-    frames = log_magnitude(audio, cfg=model.feature_config)  # centred frames: at least n_seg * L of them
+    if frames is None:
+        frames = log_magnitude(audio, cfg=model.feature_config)  # centred frames: at least n_seg * L of them
     segments = frames[: speech.size * L].reshape(speech.size, L, -1)[speech]
     return np.ascontiguousarray(segments, dtype=np.float32), int(speech.size - speech.sum())
 
@@ -148,6 +158,8 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
 
     on_error: "raise" stops at the first unreadable file; "skip" records it in Enrolment.failures.
     """
+    from vc.dsp import log_magnitude
+
     files = audio_files(paths)
     if not files:
         raise SpeakerError("no audio files found in " + ", ".join(str(p) for p in paths))
@@ -155,7 +167,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
     z_stats = RunningCodeStats(model.z_dim)
-    envelopes = []
+    envelopes, voiced_frames, voiced_f0 = [], [], []
     f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
@@ -169,7 +181,8 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
             failures.append((path, str(exc)))
             continue
         audio_seconds += audio.size / sr
-        segments, silent = speech_segments(audio, model)
+        frames = log_magnitude(audio, cfg=model.feature_config) if audio.size >= model.feature_config.n_fft else None
+        segments, silent = speech_segments(audio, model, frames)
         skipped += silent
         if segments.shape[0] == 0:
             continue
@@ -182,6 +195,11 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         f0, voiced = yin(audio, sr, model.feature_config.hop_length)
         f0s.append(f0)
         voiced_flags.append(voiced)
+        n = min(frames.shape[0], f0.shape[0])
+        all_levels = frame_level_db(frames[:n], model.feature_config)
+        keep = voiced[:n] & speech_frames(all_levels, float(all_levels.max()))
+        voiced_frames.append(frames[:n][keep])
+        voiced_f0.append(f0[:n][keep])
         n_segments += f.shape[0]
         used_files += 1
     if n_segments == 0:
@@ -190,7 +208,8 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     embedding = (total / n_segments).astype(np.float32)
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
     exemplars = exemplar_set(np.concatenate(envelopes))
-    return Enrolment(embedding, register, z_stats.estimate(), exemplars if exemplars.shape[0] else None,
+    voiced_set = voiced_exemplar_set(np.concatenate(voiced_frames), np.concatenate(voiced_f0))
+    return Enrolment(embedding, register, z_stats.estimate(), exemplars if exemplars.shape[0] else None, voiced_set,
                      used_files, n_segments, n_segments * seg_seconds,
                      audio_seconds, skipped, failures)
 
@@ -198,7 +217,8 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
 REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
 CODE_STATS_FIELDS = ("z_mean", "z_std")
 ENVELOPE_FIELDS = ("envelopes",)
-OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS)   # each all or nothing, in this order
+VOICED_FIELDS = ("voiced_envelopes", "voiced_f0", "voiced_fine")
+OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS)  # each all or nothing, in this order
 LOG_F0_RANGE = (np.log(20.0), np.log(2000.0))
 
 
@@ -210,18 +230,21 @@ def _record_dtype(speaker: Speaker) -> np.dtype:
         fields += [(name, "<f4", (speaker.z_stats.mean.shape[0],)) for name in CODE_STATS_FIELDS]
     if speaker.envelopes is not None:
         fields += [("envelopes", "<f2", speaker.envelopes.shape)]
+    if speaker.voiced is not None:
+        fields += [(name, "<f2", getattr(speaker.voiced, name[len("voiced_"):]).shape) for name in VOICED_FIELDS]
     return np.dtype(fields)
 
 
 def save_speaker(path, speaker) -> None:
     """Write a Speaker (or a bare f vector) as .npy atomically: a record holding what the speaker has (f,
-    the register, z's statistics, envelopes), the plain float32 (f_dim,) code when it has only f."""
+    the register, z's statistics, envelopes, voiced frames), the plain float32 (f_dim,) code when it has
+    only f."""
     if not isinstance(speaker, Speaker):
         speaker = Speaker(np.asarray(speaker))
     f = np.asarray(speaker.f)
     if f.ndim != 1 or not np.all(np.isfinite(f)):
         raise SpeakerError(f"{path}: refusing to write a speaker that is not a finite 1-D vector")
-    if speaker.register is None and speaker.z_stats is None and speaker.envelopes is None:
+    if speaker.register is None and speaker.z_stats is None and speaker.envelopes is None and speaker.voiced is None:
         data = f.astype(np.float32)
     else:
         data = np.zeros((), _record_dtype(speaker))
@@ -234,20 +257,26 @@ def save_speaker(path, speaker) -> None:
             data["z_std"] = speaker.z_stats.std
         if speaker.envelopes is not None:
             data["envelopes"] = speaker.envelopes
+        if speaker.voiced is not None:
+            for name in VOICED_FIELDS:
+                data[name] = getattr(speaker.voiced, name[len("voiced_"):])
     with atomic_write(path) as fh:
         np.save(fh, data, allow_pickle=False)
 
 
-def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_dim: int | None = None) -> Speaker:
-    """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker."""
+def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_dim: int | None = None,
+                  n_features: int | None = None) -> Speaker:
+    """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker. Sizes
+    given are checked: f against f_dim, z's statistics against z_dim, voiced frames against n_features."""
     if isinstance(embedding, Speaker):
-        register, z_stats, envelopes = embedding.register, embedding.z_stats, embedding.envelopes
+        register, z_stats, envelopes, voiced = (embedding.register, embedding.z_stats, embedding.envelopes,
+                                                embedding.voiced)
         arr = np.asarray(embedding.f)
     else:
         arr = np.asarray(embedding)
-        register = z_stats = envelopes = None
+        register = z_stats = envelopes = voiced = None
         if arr.dtype.names is not None:
-            arr, register, z_stats, envelopes = _unpack_record(arr, name)
+            arr, register, z_stats, envelopes, voiced = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -262,7 +291,9 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_d
         _check_code_stats(z_stats, z_dim, name)
     if envelopes is not None:
         _check_envelopes(envelopes, name)
-    return Speaker(arr, register, z_stats, envelopes)
+    if voiced is not None:
+        _check_voiced(voiced, n_features, name)
+    return Speaker(arr, register, z_stats, envelopes, voiced)
 
 
 def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
@@ -286,6 +317,22 @@ def _check_envelopes(envelopes: np.ndarray, name: str) -> None:
         raise SpeakerError(f"{name}: envelopes contain NaN or infinite values")
 
 
+def _check_voiced(voiced: VoicedExemplars, n_features: int | None, name: str) -> None:
+    envelopes, f0, fine = (np.asarray(a) for a in (voiced.envelopes, voiced.f0, voiced.fine))
+    m = f0.shape[0] if f0.ndim == 1 else -1
+    if any(a.dtype != np.float16 for a in (envelopes, f0, fine)) or m < 1 or envelopes.shape != (m, N_COEFFS) \
+            or fine.ndim != 2 or fine.shape[0] != m:
+        raise SpeakerError(f"{name}: voiced_envelopes, voiced_f0 and voiced_fine must be float16 of shapes "
+                           f"(m, {N_COEFFS}), (m,) and (m, n_features), not {envelopes.dtype} {envelopes.shape}, "
+                           f"{f0.dtype} {f0.shape} and {fine.dtype} {fine.shape}")
+    if n_features is not None and fine.shape[1] != n_features:
+        raise SpeakerError(f"{name}: voiced_fine has {fine.shape[1]} frequency bins, the model has {n_features}")
+    if not (np.all(np.isfinite(envelopes)) and np.all(np.isfinite(fine))):
+        raise SpeakerError(f"{name}: voiced_envelopes or voiced_fine contain NaN or infinite values")
+    if not np.all((f0 >= 20.0) & (f0 <= 2000.0)):
+        raise SpeakerError(f"{name}: voiced_f0 holds values outside 20 to 2000 Hz")
+
+
 def _known_layouts() -> list[tuple[str, ...]]:
     layouts = []
     for mask in range(2 ** len(OPTIONAL_GROUPS)):
@@ -294,14 +341,15 @@ def _known_layouts() -> list[tuple[str, ...]]:
 
 
 def _unpack_record(arr: np.ndarray, name: str):
-    """A speaker record -> (f, Register or None, CodeStats or None, envelopes or None), values unchecked."""
+    """A speaker record -> (f, Register or None, CodeStats or None, envelopes or None, VoicedExemplars or
+    None), values unchecked."""
     names = arr.dtype.names
     if names not in _known_layouts() or arr.shape != ():
         raise SpeakerError(f"{name}: a record with fields {names} and shape {arr.shape}, expected one record "
                            f"with fields {_known_layouts()[-1]} (any of the groups after f may be left out)")
     if arr.dtype["f"].base != np.float32:
         raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
-    register = z_stats = envelopes = None
+    register = z_stats = envelopes = voiced = None
     if REGISTER_FIELDS[0] in names:
         log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
         if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
@@ -313,16 +361,18 @@ def _unpack_record(arr: np.ndarray, name: str):
         z_stats = CodeStats(np.array(arr["z_mean"]), np.array(arr["z_std"]))
     if ENVELOPE_FIELDS[0] in names:
         envelopes = np.array(arr["envelopes"])
-    return np.array(arr["f"]), register, z_stats, envelopes
+    if VOICED_FIELDS[0] in names:
+        voiced = VoicedExemplars(*(np.array(arr[k]) for k in VOICED_FIELDS))
+    return np.array(arr["f"]), register, z_stats, envelopes, voiced
 
 
 def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
     """Load and validate speaker.npy (never unpickles). Sizes are checked against the model's f_dim and
     z_dim."""
     path = Path(path)
-    z_dim = None
+    z_dim = n_features = None
     if model is not None:
-        f_dim, z_dim = model.f_dim, model.z_dim
+        f_dim, z_dim, n_features = model.f_dim, model.z_dim, model.n_features
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -333,4 +383,4 @@ def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> 
         raise SpeakerError(f"{path}: not a .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):  # .npz archives load as NpzFile
         raise SpeakerError(f"{path}: an .npz archive, expected a .npy array")
-    return check_speaker(arr, f_dim, name=str(path), z_dim=z_dim)
+    return check_speaker(arr, f_dim, name=str(path), z_dim=z_dim, n_features=n_features)
