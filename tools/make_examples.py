@@ -112,8 +112,9 @@ def human_readme_lines(entries: list[dict]) -> list[str]:
         return []
     lines = ["", "Human targets: held-out **test** speakers of the assembled human corpus "
              "(`vc-corpus assemble data/human data/src/speechocean762 data/src/librispeech-samples`). Only "
-             "their speaker files are here (code, register, z's statistics, an unordered set of smoothed "
-             "spectral envelopes from which no speech can be pieced together); no audio of theirs is in this "
+             "their speaker files are here (code, register, z's statistics, unordered sets of smoothed "
+             "spectral envelopes and of single voiced frames' magnitude spectra, 10 ms each, without order or "
+             "phase, from which no speech can be pieced together); no audio of theirs is in this "
              "repository.", "",
              "| target | person | corpus (licence) | enrolled from |", "|---|---|---|---|"]
     lines += [f"| `{t['speaker']}` | {t['gender']}, {t['age_group']} | {t['corpus']} ({t['licence']}) | "
@@ -237,7 +238,8 @@ def main(argv=None) -> int:
              "(speech synthesised with Debian's espeak-ng, flite and festival voices; see `training/data/synth.py`).",
              "The default model never heard these speakers. `python -m vc.demo --out out` converts the clips",
              "to the default target. Speaker files (`speakers/*.npy`: the code f, the pitch register, z's statistics",
-             "and an unordered set of up to 3000 spectral envelopes, 48 DCT coefficients each) belong to the model",
+             "an unordered set of up to 3000 spectral envelopes, 48 DCT coefficients each, and one of up to 1500",
+             "voiced frames: envelope, F0 and harmonic fine structure) belong to the model",
              f"they were enrolled with (`{manifest['model_id'] or 'none yet: no model when this ran'}`): "
              "rerun the script after retraining.", "",
              "| clip | speaker | engine / voice | text |", "|---|---|---|---|"]
