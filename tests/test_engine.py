@@ -243,3 +243,40 @@ def test_engine_moves_z_as_the_file_path_does(random_model):
     unmoved = plain.convert(audio)
     assert unmoved.shape == out.shape and plain.source_code_stats is None
     assert not np.allclose(unmoved, out, atol=1e-3)
+
+
+def test_an_enrolled_source_is_used_from_the_first_word(random_model, tmp_path):
+    """With source= the engine takes the enrolled speaker's code, register and z statistics instead of
+    estimating them as they speak: it converts as it would once the estimates had settled on those
+    values, from the first hop on; a source file without z statistics leaves them to the running
+    estimate; a bad source is an EngineError."""
+    import soundfile as sf
+
+    from vc.code_stats import CodeStats
+    from vc.engine import EngineError, StreamingConverter
+    from vc.pitch import Register
+    from vc.speakers import Speaker, enroll
+
+    sf.write(tmp_path / "me.wav", speech(3.0, f0=130.0, seed=5), SR)
+    me = enroll([tmp_path / "me.wav"], random_model).speaker
+    f = target_code(random_model)
+    target = Speaker(f, Register(np.log(220.0), 0.05), CodeStats(me.z_stats.mean + 0.3, me.z_stats.std))
+    audio = speech(1.0, f0=130.0, seed=6)
+    engine = StreamingConverter(random_model, target, n_iter=4, strength=2.0, source=me)
+    assert engine.source_register == me.register and engine.source_code_stats is me.z_stats
+    assert "source enrolled" in engine.describe()
+    engine.push(audio[:3200])                                # one hop: nothing estimated yet
+    assert engine._source_windows == 0 and engine._source_z.frames == 0
+    np.testing.assert_array_equal(engine._source_code(np.zeros_like(me.f)), me.f)
+    known = engine.convert(audio)
+    learnt = StreamingConverter(random_model, target, n_iter=4, strength=2.0).convert(audio)
+    assert known.shape == learnt.shape and not np.allclose(known, learnt, atol=1e-3)
+    engine.reset()
+    assert engine.source_register == me.register               # reset keeps who is speaking
+    partial = StreamingConverter(random_model, target, n_iter=4, source=Speaker(me.f, me.register))
+    partial.convert(audio)
+    assert partial._source_z.frames > 0                        # z statistics still learnt
+    with pytest.raises(EngineError, match="source: size 3"):
+        StreamingConverter(random_model, target, source=Speaker(np.zeros(3, np.float32)))
+    with pytest.raises(EngineError, match="enrolled speaker"):
+        StreamingConverter(random_model, target, source=me.f)

@@ -295,6 +295,9 @@ def test_bad_target_and_missing_input_file_are_one_line_errors(live_model, tmp_p
     assert done.returncode == 1 and "bad.npy" in done.stderr and "Traceback" not in done.stderr
     done = vc_live("--target", bad, "--hop-ms", "0")
     assert done.returncode == 2 and "must be a positive number" in done.stderr
+    _, target = live_model
+    done = vc_live("--target", target, "--source", bad, "--model", model_dir, "--input-file", wav, "-o", "none")
+    assert done.returncode == 1 and "bad.npy" in done.stderr and "Traceback" not in done.stderr
 
 
 # --- file-driven run (no audio device needed) ----------------------------------------------------------

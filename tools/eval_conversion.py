@@ -10,8 +10,9 @@ speaker's reference. Prints target_closer_rate, mean_cos_target, mean_cos_source
 same cosines of the unconverted utterances. Floor (issue 5): target_closer_rate >= 0.9, default model.
 
 --path stream scores the streaming engine (`vc.engine.StreamingConverter`, default settings, a fresh
-engine per utterance fed blocks of 200 ms as vc-live feeds it) on exactly the same conversions; --path both
-scores both and prints {"file": ..., "stream": ..., "pitch": ...}. The stream paths also compare the pitch
+engine per utterance fed blocks of 200 ms as vc-live feeds it; with --stream-source enrolled it knows
+the source speaker from their enrolment half, as `vc-live --source` does) on exactly the same
+conversions; --path both scores both and prints {"file": ..., "stream": ..., "pitch": ...}. The stream paths also compare the pitch
 tracks of every test utterance of those speakers: whole-file YIN (`vc.pitch.yin`) against the streaming
 tracker fed as the engine feeds it (hop by hop, default and low-latency hops):
 pitch_median_abs_diff_pct on frames both call voiced, pitch_voicing_agreement over all frames.
@@ -138,6 +139,9 @@ def main(argv=None) -> int:
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
                         help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
+    parser.add_argument("--stream-source", choices=("running", "enrolled"), default="running",
+                        help="stream path: the source speaker learnt as they speak (vc-live's default), or "
+                             "known from their enrolment half (vc-live --source)")
     args = parser.parse_args(argv)
 
     from training.data.corpora import open_corpus
@@ -191,12 +195,14 @@ def main(argv=None) -> int:
                         converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
                                                      harmonics=args.harmonics, strength=strength)
                     else:
-                        if target not in engines:
-                            engines[target] = StreamingConverter(model, code[target], n_iter=args.n_iter,
-                                                                 harmonics=args.harmonics, strength=strength,
-                                                                 **MODES[args.stream_mode])
-                        engines[target].reset()
-                        converted = engines[target].convert(audio, block=STREAM_BLOCK)
+                        known = code[source] if args.stream_source == "enrolled" else None
+                        key = (target, source if known is not None else None)
+                        if key not in engines:
+                            engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter,
+                                                              harmonics=args.harmonics, strength=strength,
+                                                              source=known, **MODES[args.stream_mode])
+                        engines[key].reset()
+                        converted = engines[key].convert(audio, block=STREAM_BLOCK)
                     e_conv = embed(converted)
                     rows[name].append({
                         "source": source, "target": target, "utterance": utt.utterance,
@@ -225,6 +231,7 @@ def main(argv=None) -> int:
     reports = {name: dict(_scores(rows[name]), path=name, **common) for name in paths}
     if "stream" in reports:
         reports["stream"]["stream_mode"] = args.stream_mode
+        reports["stream"]["stream_source"] = args.stream_source
     if args.path == "both":
         report = {"file": reports["file"], "stream": reports["stream"],
                   "stream_minus_file": round(reports["stream"]["target_closer_rate"]

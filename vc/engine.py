@@ -24,6 +24,11 @@ frames are complete, and their F0 known:
    committed frames fixed and iterates the `lookahead` newest frames together with the new ones, then
    commits all but `lookahead` frames and returns the samples no uncommitted frame can change any more.
 
+The running estimates of the source (its f, z statistics and register) are made from the speech heard so
+far, so the first seconds are converted with rough ones; this is why streaming scores below whole files on
+short utterances. A speaker who enrolled themselves (`source=`, `vc-live --source me.npy`) is known from
+the first word instead.
+
 Because frames are computed, processed and committed on fixed positions of the sample stream, the output
 does not depend on how the input was cut into blocks.
 
@@ -152,13 +157,16 @@ class StreamingConverter:
     hop_ms: how much audio each model call adds (a multiple of the frame hop, at most the model's segment).
     lookahead_ms: frames Griffin-Lim keeps open for the next hop (rounded to whole frames).
     gate_db: frames below this level fade to silence; None disables the gate.
+    source: the speaker who will talk, enrolled with vc-enroll (a Speaker): their code, pitch register and
+    z statistics are used from the first word instead of the estimates made as they speak (each one the
+    speaker file has; the others are still estimated).
     """
 
     def __init__(self, model, target, hop_ms: float = MODES["default"]["hop_ms"],
                  lookahead_ms: float = MODES["default"]["lookahead_ms"], n_iter: int = DEFAULT_N_ITER,
                  momentum: float = DEFAULT_MOMENTUM, gate_db: float | None = DEFAULT_GATE_DB,
                  gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False,
-                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True):
+                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True, source: Speaker | None = None):
         cfg = model.feature_config
         self.model = model
         self.cfg = cfg
@@ -196,6 +204,13 @@ class StreamingConverter:
                                       target.voiced), z_dim=model.z_dim, n_features=model.n_features)
             except SpeakerError as exc:
                 raise EngineError(str(exc)) from None
+        if source is not None and not isinstance(source, Speaker):
+            raise EngineError(f"source must be an enrolled speaker (vc.speakers.Speaker), not {type(source).__name__}")
+        try:
+            self.source = None if source is None else check_speaker(
+                source, model.f_dim, name="source", z_dim=model.z_dim, n_features=model.n_features)
+        except SpeakerError as exc:
+            raise EngineError(str(exc)) from None
         self.target_register = getattr(target, "register", None)
         self.target_z_stats = getattr(target, "z_stats", None)
         envelopes = getattr(target, "envelopes", None)
@@ -251,13 +266,18 @@ class StreamingConverter:
 
     @property
     def source_register(self):
-        """The source speaker's running pitch register (None until enough voiced speech)."""
+        """The source speaker's pitch register: the enrolled source's, else the running estimate (None
+        until enough voiced speech)."""
+        if self.source is not None and self.source.register is not None:
+            return self.source.register
         return self._register.current()
 
     @property
     def source_code_stats(self):
         """z's statistics over the source's speech frames so far (None before the first; only counted when
-        the target has z statistics)."""
+        the target has z statistics); the enrolled source's when it has them."""
+        if self.source is not None and self.source.z_stats is not None:
+            return self.source.z_stats
         return self._source_z.estimate()
 
     @property
@@ -268,9 +288,10 @@ class StreamingConverter:
     def describe(self) -> str:
         pitch = (f"harmonics on (pitch tracker +{self.pitch_latency_ms:.1f} ms)" if self.harmonics
                  else "harmonics off")
+        source = ", source enrolled" if self.source is not None else ""
         return (f"hop {self.hop_ms:g} ms, look-ahead {self.lookahead_ms:g} ms, window "
                 f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms, {self.n_iter} Griffin-Lim "
-                f"iterations, strength {self.strength:g}, {pitch}, algorithmic latency "
+                f"iterations, strength {self.strength:g}, {pitch}{source}, algorithmic latency "
                 f"{self.algorithmic_latency_ms:.1f} ms")
 
     def _make_streams(self) -> None:
@@ -388,7 +409,7 @@ class StreamingConverter:
             f0, voiced = self._pitch.take(h)
             self._register.update(f0, voiced)
             decoded, self._harmonic_phase = rebuild_harmonics(
-                decoded, f0, voiced, self._register.current(), self.target_register, self.cfg,
+                decoded, f0, voiced, self.source_register, self.target_register, self.cfg,
                 self._harmonic_phase, self.target_voiced)
         magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
@@ -400,7 +421,9 @@ class StreamingConverter:
     def _source_code(self, window_f: np.ndarray):
         """The running mean of f over the encoder windows that hold speech, this one included; None before
         the first. Speech as `vc.speakers.speech_flags` decides it for a file, the loudest window so far
-        standing in for the file's loudest segment."""
+        standing in for the file's loudest segment. The enrolled source's code when there is one."""
+        if self.source is not None:
+            return self.source.f
         if self.strength != 1.0:
             level = 10.0 * math.log10(max(float(np.mean(self._context_power)), 1e-20))
             self._loudest_window_db = max(self._loudest_window_db, level)
@@ -412,8 +435,11 @@ class StreamingConverter:
     def _move_codes(self, z_mean: np.ndarray, speech: np.ndarray) -> np.ndarray:
         """Count the new frames that hold speech into the source's z statistics, then move the window's z
         from those statistics (so far) to the target's, as `vc.conversion` moves a whole file's."""
-        self._source_z.update(z_mean[0, -speech.shape[0]:][speech])
-        source = self._source_z.estimate(prior=source_prior(self.model, self.target_z_stats))
+        if self.source is not None and self.source.z_stats is not None:
+            source = self.source.z_stats
+        else:
+            self._source_z.update(z_mean[0, -speech.shape[0]:][speech])
+            source = self._source_z.estimate(prior=source_prior(self.model, self.target_z_stats))
         return move_codes(z_mean, source, self.target_z_stats, code_stats_amount(self.strength))
 
     def _update_gate(self, levels: np.ndarray) -> None:

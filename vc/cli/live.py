@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Live voice conversion: microphone in, the target speaker's voice out. Ctrl-C stops and "
                     "prints a summary.")
     parser.add_argument("--target", metavar="SPEAKER.npy", help="target speaker (made by vc-enroll)")
+    parser.add_argument("--source", metavar="ME.npy", default=None,
+                        help="you, enrolled with vc-enroll from your own recordings: your voice is known from "
+                             "the first word instead of being learnt as you speak (for one speaker at the mic)")
     add_model_arguments(parser)
     parser.add_argument("--list-devices", action="store_true", help="list audio devices and exit")
     parser.add_argument("-i", "--input-device", metavar="DEV", default=None,
@@ -106,7 +109,7 @@ def main(argv=None) -> int:
             engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
                                   low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
                                   n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
-                                  strength=args.strength, harmonics=args.harmonics),
+                                  strength=args.strength, harmonics=args.harmonics, source=args.source),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

@@ -390,6 +390,7 @@ def build_engine(settings: EngineSettings):
         raise LiveError(str(exc)) from None
     try:
         target = load_speaker(settings.target, model)
+        source = None if settings.source is None else load_speaker(settings.source, model)
     except (SpeakerError, OSError, ValueError) as exc:
         raise LiveError(str(exc)) from None
     mode = dict(MODES["lowlat" if settings.low_latency else "default"])
@@ -398,7 +399,7 @@ def build_engine(settings: EngineSettings):
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
         engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,
-                                    harmonics=settings.harmonics, **mode)
+                                    harmonics=settings.harmonics, source=source, **mode)
     except EngineError as exc:
         raise LiveError(str(exc)) from None
     return model, engine
