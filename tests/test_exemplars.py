@@ -93,7 +93,7 @@ def test_voiced_exemplar_set_splits_frames_into_envelope_and_fine_structure(tiny
     assert voiced_exemplar_set(frames[:0], f0[:0]) is None
 
 
-def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny):
+def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, monkeypatch):
     """A frame wanting 150 Hz gets the 140 Hz exemplar (not the 260 Hz one) stretched to 150 Hz: its
     harmonic peaks are where a 150 Hz pulse train's are; unvoiced frames get none."""
     from vc.exemplars import voiced_exemplar_set, voiced_fine_structure
@@ -113,6 +113,11 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny):
         low = slice(0, 100)   # the stretch moves the top harmonics out of range
         assert np.corrcoef(fine[t, low], wanted[low])[0, 1] > 0.7
         assert np.corrcoef(fine[t, low], other[low])[0, 1] < 0.3
+    # Long files are matched a block of frames at a time, with the same result.
+    import vc.exemplars
+
+    monkeypatch.setattr(vc.exemplars, "QUERY_BLOCK", 1)
+    np.testing.assert_array_equal(voiced_fine_structure(envelope, f0, voiced, bank, cfg), fine)
 
 
 def test_conversion_uses_the_targets_voiced_frames(tiny):

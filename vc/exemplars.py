@@ -33,6 +33,7 @@ MAX_EXEMPLARS = 3000
 K = 4
 MAX_VOICED = 1500
 NEAR = 32
+QUERY_BLOCK = 4096   # frames matched at a time: an hour-long file must not need a (frames x exemplars) matrix
 
 
 @lru_cache(maxsize=4)
@@ -71,6 +72,19 @@ def exemplar_set(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np
     return kept[np.random.default_rng(0).permutation(kept.shape[0])].astype(np.float16)
 
 
+def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
+    """(n, d) queries and (m, d) exemplars -> (n, min(k, m)) indices of each query's nearest exemplars
+    (Euclidean, in no particular order)."""
+    k = min(k, pool.shape[0])
+    pool_sq = np.square(pool).sum(axis=1)[None, :]
+    out = np.empty((query.shape[0], k), np.int64)
+    for start in range(0, query.shape[0], QUERY_BLOCK):
+        block = query[start:start + QUERY_BLOCK]
+        distance = pool_sq - 2.0 * block @ pool.T           # + |query|^2, the same along each row
+        out[start:start + QUERY_BLOCK] = np.argpartition(distance, k - 1, axis=1)[:, :k]
+    return out
+
+
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, k: int = K,
                         amount: float = 1.0) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
@@ -83,10 +97,7 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     basis = dct_basis(frames.shape[-1], exemplars.shape[1])
     pool = np.asarray(exemplars, np.float32)
     envelope = smooth_across_frequency(frames[speech])
-    query = envelope @ basis
-    distance = (np.square(pool).sum(axis=1)[None, :] - 2.0 * query @ pool.T)  # + |query|^2, same per row
-    k = min(k, pool.shape[0])
-    nearest = np.argpartition(distance, k - 1, axis=1)[:, :k]
+    nearest = nearest_exemplars(envelope @ basis, pool, k)
     drawn = pool[nearest].mean(axis=1) @ basis.T
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (drawn - envelope)
@@ -126,21 +137,24 @@ def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarr
     to their envelope: for each voiced frame, the fine structure of the exemplar with the F0 nearest to
     its own among the `near` with the nearest envelopes, stretched along frequency by the ratio of the two
     F0s (harmonic k stays harmonic k); zero in unvoiced frames."""
+    out = np.zeros(envelope.shape, np.float32)
+    rows = np.flatnonzero(voiced)
+    for start in range(0, rows.size, QUERY_BLOCK):
+        block = rows[start:start + QUERY_BLOCK]
+        out[block] = _stretched_fine_structure(envelope[block], np.asarray(f0[block], np.float64), exemplars,
+                                               cfg, near)
+    return out
+
+
+def _stretched_fine_structure(envelope: np.ndarray, wanted: np.ndarray, exemplars: VoicedExemplars, cfg,
+                              near: int) -> np.ndarray:
     from vc.pitch import smooth_across_frequency
 
-    T, n_features = envelope.shape
-    out = np.zeros((T, n_features), np.float32)
-    rows = np.flatnonzero(voiced)
-    if rows.size == 0:
-        return out
+    n, n_features = envelope.shape
     pool = np.asarray(exemplars.envelopes, np.float32)
-    query = smooth_across_frequency(envelope[rows]) @ dct_basis(n_features, pool.shape[1])
-    distance = np.square(pool).sum(axis=1)[None, :] - 2.0 * query @ pool.T
-    near = min(near, pool.shape[0])
-    nearest = np.argpartition(distance, near - 1, axis=1)[:, :near]
+    nearest = nearest_exemplars(smooth_across_frequency(envelope) @ dct_basis(n_features, pool.shape[1]), pool, near)
     pool_f0 = np.asarray(exemplars.f0, np.float64)
-    wanted = np.asarray(f0[rows], np.float64)
-    pick = nearest[np.arange(rows.size), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
+    pick = nearest[np.arange(n), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
     # Feature k is FFT bin k + drop_dc; a frequency f of the output comes from f / ratio of the exemplar.
     first_bin = int(cfg.drop_dc)
     bins = np.arange(n_features) + first_bin
@@ -151,5 +165,4 @@ def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarr
     low = np.clip(low, 0, n_features - 2)
     fine = np.asarray(exemplars.fine, np.float32)[pick]
     taken = np.take_along_axis(fine, low, axis=1) * (1.0 - frac) + np.take_along_axis(fine, low + 1, axis=1) * frac
-    out[rows] = np.where(inside, taken, 0.0)
-    return out
+    return np.where(inside, taken, 0.0).astype(np.float32)
