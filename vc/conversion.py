@@ -5,7 +5,8 @@ segment length (half-window hop), each window is encoded, its f replaced by the 
 the source's statistics to the target's (`vc.code_stats`) and decoded; the decoded windows are blended
 with weights that sum to one across the overlaps, and each speech frame's envelope is drawn onto the
 nearest of the target's own envelopes (`vc.exemplars`). That is the target's spectral envelope; the
-harmonics come back from the source's F0 contour moved to the target's pitch register (`vc.pitch`).
+harmonics come back at the source's F0 contour moved to the target's pitch register (`vc.pitch`), each
+voiced frame's taken from the target's own voiced frame of the nearest pitch (`vc.exemplars`).
 Griffin-Lim (PGHI start) runs once over the whole utterance, so no block edges are audible.
 """
 
