@@ -26,7 +26,8 @@ import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
 from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, speech_frames
-from vc.exemplars import N_COEFFS, VoicedExemplars, envelope_coefficients, exemplar_set, voiced_exemplar_set
+from vc.exemplars import (MAX_VOICED, N_COEFFS, VoicedExemplars, envelope_coefficients, exemplar_set, thin,
+                          voiced_exemplar_set)
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
@@ -197,9 +198,10 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         voiced_flags.append(voiced)
         n = min(frames.shape[0], f0.shape[0])
         all_levels = frame_level_db(frames[:n], model.feature_config)
-        keep = voiced[:n] & speech_frames(all_levels, float(all_levels.max()))
-        voiced_frames.append(frames[:n][keep])
-        voiced_f0.append(f0[:n][keep])
+        # At most the final count from each file, so hours of enrolment do not pile up in memory.
+        keep = thin(np.flatnonzero(voiced[:n] & speech_frames(all_levels, float(all_levels.max()))), MAX_VOICED)
+        voiced_frames.append(frames[keep])
+        voiced_f0.append(f0[keep])
         n_segments += f.shape[0]
         used_files += 1
     if n_segments == 0:
