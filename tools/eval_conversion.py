@@ -195,12 +195,12 @@ def main(argv=None) -> int:
                         converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
                                                      harmonics=args.harmonics, strength=strength)
                     else:
-                        known = code[source] if args.stream_source == "enrolled" else None
-                        key = (target, source if known is not None else None)
+                        known = source if args.stream_source == "enrolled" else None
+                        key = (target, known)
                         if key not in engines:
                             engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter,
                                                               harmonics=args.harmonics, strength=strength,
-                                                              source=known, **MODES[args.stream_mode])
+                                                              source=code.get(known), **MODES[args.stream_mode])
                         engines[key].reset()
                         converted = engines[key].convert(audio, block=STREAM_BLOCK)
                     e_conv = embed(converted)

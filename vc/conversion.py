@@ -142,11 +142,12 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
     if source is None:
         return envelope, phase
     moved = transpose(f0, voiced, source, target or source)
+    smooth = smooth_across_frequency(envelope)
     if voiced_exemplars is not None:
-        fine = voiced_fine_structure(envelope, moved, voiced, voiced_exemplars, cfg)
+        fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg)
     else:
         fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
-    return smooth_across_frequency(envelope) + fine, phase
+    return smooth + fine, phase
 
 
 def mixed_code(source_f, target_f: np.ndarray, strength: float) -> np.ndarray:

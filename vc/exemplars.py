@@ -68,8 +68,12 @@ def exemplar_set(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np
     of them (`thin`), in float16 and in a fixed shuffled order. Matching needs no order, and without it
     the file holds a set of spectral envelopes, not a time line from which the enrolment speech could be
     pieced together."""
-    kept = thin(coefficients, max_count)
-    return kept[np.random.default_rng(0).permutation(kept.shape[0])].astype(np.float16)
+    return _unordered(thin(coefficients, max_count)).astype(np.float16)
+
+
+def _unordered(rows: np.ndarray) -> np.ndarray:
+    """The rows in a fixed shuffled order (the same for the same count)."""
+    return rows[np.random.default_rng(0).permutation(rows.shape[0])]
 
 
 def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray:
@@ -119,12 +123,9 @@ def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX
     there are none."""
     from vc.pitch import smooth_across_frequency
 
-    rows = np.arange(frames.shape[0])
-    if rows.size == 0:
+    if frames.shape[0] == 0:
         return None
-    if rows.size > max_count:
-        rows = rows[np.linspace(0, rows.size - 1, max_count).round().astype(np.int64)]
-    rows = rows[np.random.default_rng(0).permutation(rows.size)]
+    rows = _unordered(thin(np.arange(frames.shape[0]), max_count))
     frames = np.asarray(frames[rows], np.float32)
     envelope = smooth_across_frequency(frames)
     return VoicedExemplars((envelope @ dct_basis(frames.shape[1])).astype(np.float16),
@@ -133,10 +134,11 @@ def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX
 
 def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, exemplars: VoicedExemplars,
                           cfg, near: int = NEAR) -> np.ndarray:
-    """Converted frames (T, n_features) and the F0 each should have -> (T, n_features) fine structure to add
-    to their envelope: for each voiced frame, the fine structure of the exemplar with the F0 nearest to
-    its own among the `near` with the nearest envelopes, stretched along frequency by the ratio of the two
-    F0s (harmonic k stays harmonic k); zero in unvoiced frames."""
+    """Envelopes of converted frames (T, n_features; `vc.pitch.smooth_across_frequency` of them) and the F0
+    each should have -> (T, n_features) fine structure to add to them: for each voiced frame, the fine
+    structure of the exemplar with the F0 nearest to its own among the `near` with the nearest envelopes,
+    stretched along frequency by the ratio of the two F0s (harmonic k stays harmonic k); zero in unvoiced
+    frames."""
     out = np.zeros(envelope.shape, np.float32)
     rows = np.flatnonzero(voiced)
     for start in range(0, rows.size, QUERY_BLOCK):
@@ -148,11 +150,9 @@ def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarr
 
 def _stretched_fine_structure(envelope: np.ndarray, wanted: np.ndarray, exemplars: VoicedExemplars, cfg,
                               near: int) -> np.ndarray:
-    from vc.pitch import smooth_across_frequency
-
     n, n_features = envelope.shape
     pool = np.asarray(exemplars.envelopes, np.float32)
-    nearest = nearest_exemplars(smooth_across_frequency(envelope) @ dct_basis(n_features, pool.shape[1]), pool, near)
+    nearest = nearest_exemplars(envelope @ dct_basis(n_features, pool.shape[1]), pool, near)
     pool_f0 = np.asarray(exemplars.f0, np.float64)
     pick = nearest[np.arange(n), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
     # Feature k is FFT bin k + drop_dc; a frequency f of the output comes from f / ratio of the exemplar.
@@ -163,6 +163,6 @@ def _stretched_fine_structure(envelope: np.ndarray, wanted: np.ndarray, exemplar
     frac = (source_bin - low).astype(np.float32)
     inside = (low >= 0) & (low + 1 < n_features)
     low = np.clip(low, 0, n_features - 2)
-    fine = np.asarray(exemplars.fine, np.float32)[pick]
+    fine = exemplars.fine[pick].astype(np.float32)   # only the rows taken: a stream calls this every hop
     taken = np.take_along_axis(fine, low, axis=1) * (1.0 - frac) + np.take_along_axis(fine, low + 1, axis=1) * frac
     return np.where(inside, taken, 0.0).astype(np.float32)

@@ -221,7 +221,8 @@ CODE_STATS_FIELDS = ("z_mean", "z_std")
 ENVELOPE_FIELDS = ("envelopes",)
 VOICED_FIELDS = ("voiced_envelopes", "voiced_f0", "voiced_fine")
 OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS)  # each all or nothing, in this order
-LOG_F0_RANGE = (np.log(20.0), np.log(2000.0))
+F0_RANGE_HZ = (20.0, 2000.0)
+LOG_F0_RANGE = (np.log(F0_RANGE_HZ[0]), np.log(F0_RANGE_HZ[1]))
 
 
 def _record_dtype(speaker: Speaker) -> np.dtype:
@@ -331,8 +332,9 @@ def _check_voiced(voiced: VoicedExemplars, n_features: int | None, name: str) ->
         raise SpeakerError(f"{name}: voiced_fine has {fine.shape[1]} frequency bins, the model has {n_features}")
     if not (np.all(np.isfinite(envelopes)) and np.all(np.isfinite(fine))):
         raise SpeakerError(f"{name}: voiced_envelopes or voiced_fine contain NaN or infinite values")
-    if not np.all((f0 >= 20.0) & (f0 <= 2000.0)):
-        raise SpeakerError(f"{name}: voiced_f0 holds values outside 20 to 2000 Hz")
+    low, high = F0_RANGE_HZ
+    if not np.all((f0 >= low) & (f0 <= high)):
+        raise SpeakerError(f"{name}: voiced_f0 holds values outside {low:g} to {high:g} Hz")
 
 
 def _known_layouts() -> list[tuple[str, ...]]:
