@@ -291,3 +291,37 @@ def test_invariance_term_is_in_the_loss_and_fine_tuning_starts_from_the_given_we
     assert not (tmp_path / "wider" / "config.json").exists()       # nothing written that would block a retry
     with pytest.raises(TrainingError, match="no model.safetensors"):
         train(tiny_config(cache, tmp_path / "nothing", init_from=str(tmp_path / "missing")))
+
+
+def _with_content_targets(cache, tmp_path, dim=6):
+    """A copy of the cache whose content targets are a few normalised bins of each frame."""
+    import shutil
+    copy = tmp_path / "with-content"
+    shutil.copytree(cache, copy)
+    for split in ("train", "dev"):
+        frames = np.load(copy / split / "frames.npy")
+        picked = frames[:, :: frames.shape[1] // dim][:, :dim]
+        np.save(copy / split / "content.npy",
+                ((picked - picked.mean(0)) / picked.std(0)).astype(np.float16))
+    return copy
+
+
+def test_content_term_is_in_the_loss_and_falls(cache, tmp_path):
+    objective = dict(TINY_OBJECTIVE, content_weight=3.0)
+    with pytest.raises(TrainingError, match="needs content targets"):
+        train(tiny_config(cache, tmp_path / "none", objective=objective))
+    assert not (tmp_path / "none" / "config.json").exists()
+
+    features = _with_content_targets(cache, tmp_path)
+    out = tmp_path / "content"
+    train(tiny_config(features, out, epochs=4, objective=objective))
+    with open(out / "log.csv") as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    # predicting the targets' mean costs dim / 2 = 3 per frame, 60 per 20-frame segment
+    assert rows[0]["train_content"] > 0
+    assert rows[-1]["train_content"] < 0.85 * rows[0]["train_content"]
+    first = rows[0]
+    parts = first["train_recon"] + first["train_kl_f"] + first["train_kl_z"] + 30.0 * first["train_adv_ce"]
+    assert first["train_loss"] == pytest.approx(parts + 3.0 * first["train_content"], rel=1e-3)
+    model, _ = load_model(out)
+    assert model.config.content_dim == 6 and model.content_head is not None

@@ -41,7 +41,10 @@ class Objective(Options):
     adv_weight: weight of the reversed-gradient speaker classifier on mean_t z (0: no adversary);
     adv_group_size: it sees mean_t z averaged over groups of this many same-speaker segments (the trainer
     builds batches of such groups); z_invariance_weight: weight of the symmetric KL between q(z | x, f) and
-    q(z | voice-changed x, f). Why each exists and what it measured: the docstring of training.dsae.
+    q(z | voice-changed x, f); content_weight: weight of the error of a head that predicts, from z_t alone, a
+    speech recogniser's encoding of the same instant (needs the cache's content targets and the model's
+    content_dim), so that pushing the speaker out of z does not push the words out too. Why each exists
+    and what it measured: the docstring of training.dsae.
     """
 
     option_kind: ClassVar[str] = "objective"
@@ -54,13 +57,14 @@ class Objective(Options):
     adv_weight: float = 0.0
     adv_group_size: int = 1
     z_invariance_weight: float = 0.0
+    content_weight: float = 0.0
 
     def __post_init__(self):
         if int(self.adv_group_size) < 1:
             raise ValueError(f"adv_group_size must be at least 1, not {self.adv_group_size}")
         if not 0.0 <= self.f_swap_prob <= 1.0:
             raise ValueError(f"f_swap_prob must be in [0, 1], not {self.f_swap_prob}")
-        for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight"):
+        for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight", "content_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 

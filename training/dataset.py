@@ -20,6 +20,7 @@ import torch
 
 from training.data.cache import FORMAT, UTTERANCE_COLUMNS, FeatureCache
 from training.data.cache import FeatureCacheError as CacheError
+from training.data.content import load_content_targets
 
 __all__ = ["CacheError", "SegmentDataset", "write_synthetic_cache"]
 
@@ -53,6 +54,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         self._partner_index = self._index_by_speaker(data.utterance_speakers[self.segment_utterance],
                                                      self.segment_utterance)
         self._offsets = np.arange(self.segment_length, dtype=np.int64)
+        # Frame-level targets of what is said (training.data.content), when the cache has them.
+        self.content = load_content_targets(self.cache_dir, split, self.frames.shape[0])
 
     @staticmethod
     def _index_by_speaker(speaker: np.ndarray, utterance: np.ndarray):
@@ -80,6 +83,13 @@ class SegmentDataset(torch.utils.data.Dataset):
         """(B, T, D) float32 normalised segments for the given segment indices."""
         rows = self.segment_start[np.asarray(indices)][:, None] + self._offsets
         return (self.frames[rows.ravel()].reshape(len(rows), self.segment_length, -1) - self.mean) / self.std
+
+    def content_batch(self, indices) -> np.ndarray:
+        """(B, T, content_dim) float32 content targets of the given segments."""
+        if self.content is None:
+            raise CacheError(f"{self.cache_dir / self.split}: no content targets (training.data.content)")
+        rows = self.segment_start[np.asarray(indices)][:, None] + self._offsets
+        return self.content[rows.ravel()].astype(np.float32).reshape(len(rows), self.segment_length, -1)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         return torch.from_numpy(self.batch([i])[0])

@@ -107,6 +107,9 @@ class DSAEConfig(Options):
     conv_width: int = 16
     conv_film: bool = False
     conv_norm_encodings: bool = False
+    # Width of the content targets that a head on z_t predicts (training.data.content: a speech
+    # recogniser's encoder, frame by frame); 0: no head. Used by the objective's content_weight.
+    content_dim: int = 0
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -235,6 +238,10 @@ class DSAE(nn.Module):
         else:
             self.speaker_adversary = None
 
+        # What was said, read from z_t alone: the head exists only for training and is not exported.
+        self.content_head = nn.Sequential(
+            nn.Linear(c.z_dim, H), nn.LeakyReLU(0.2), nn.Linear(H, c.content_dim)) if c.content_dim > 0 else None
+
     # --- inference -----------------------------------------------------------------------------------
 
     def encode_frames(self, x):
@@ -301,12 +308,13 @@ class DSAE(nn.Module):
         return nll.flatten(1).sum(1)
 
     def forward(self, x, partner=None, speaker=None, step: int = 0, x_changed=None, *,
-                objective: "Objective | None" = None):
+                objective: "Objective | None" = None, content=None):
         """Training loss and its named terms for a batch.
 
         x: (B, T, feature_dim). partner: (B, T', feature_dim) segments of the same speakers as x, used for
         f when the objective's `f_swap_prob` > 0. speaker: (B,) training-speaker indices, used by the
         adversary. x_changed: x with the voice changed (same content), used when `z_invariance_weight` > 0.
+        content: (B, T, content_dim) targets of what is said at each frame, used when `content_weight` > 0.
         objective: the trainer's loss weights and schedule (training.config.Objective; None: the plain
         negative ELBO). Returns (loss, terms): terms hold per-sequence means of each term (detached) and
         `elbo`.
@@ -350,6 +358,10 @@ class DSAE(nn.Module):
             z_inv = self._invariance(x_changed, f, z_mean, z_logvar)
             loss = loss + objective.z_invariance_weight * z_inv
             terms["z_inv"] = z_inv
+        if content is not None and self.content_head is not None and objective.content_weight > 0:
+            content_err = self._content_error(z, content)
+            loss = loss + objective.content_weight * content_err
+            terms["content"] = content_err
 
         terms["loss"] = loss
         return loss, {k: v.detach() for k, v in terms.items()}
@@ -376,6 +388,12 @@ class DSAE(nn.Module):
         zc_mean, zc_logvar = self.posterior_z(self.encode_frames(x_changed), f)
         return 0.5 * (gaussian_kl(z_mean, z_logvar, zc_mean, zc_logvar)
                       + gaussian_kl(zc_mean, zc_logvar, z_mean, z_logvar)).flatten(1).sum(1).mean()
+
+    def _content_error(self, z, content):
+        """Half the squared error of the content head's prediction from z_t, summed over frames and
+        dimensions, per sequence: the targets have unit variance per dimension, so predicting their mean
+        costs content_dim / 2 per frame."""
+        return 0.5 * (self.content_head(z) - content).pow(2).flatten(1).sum(1).mean()
 
     @torch.no_grad()
     def elbo_terms(self, x):

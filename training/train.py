@@ -203,8 +203,15 @@ def _open_datasets(config: TrainConfig):
 def _build_model(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device) -> DSAE:
     # The adversary's head exists only when the objective uses it, so its weights are absent otherwise.
     n_speakers = len(train_set.speakers) if objective.adv_weight > 0 else 0
+    # Likewise the content head, sized by the cache's content targets.
+    content_dim = 0
+    if objective.content_weight > 0:
+        if getattr(train_set, "content", None) is None:
+            raise TrainingError(f"{config.features}: content_weight > 0 needs content targets "
+                                "(vc-features ... --content-targets)")
+        content_dim = int(train_set.content.shape[1])
     model_config = DSAEConfig.from_dict({**config.model, "feature_dim": train_set.feature_dim,
-                                         "n_speakers": n_speakers})
+                                         "n_speakers": n_speakers, "content_dim": content_dim})
     torch.manual_seed(config.seed)
     return DSAE(model_config).to(device)
 
@@ -380,7 +387,10 @@ class _Loop:
         x_changed = self.change_voice(x) if self.change_voice is not None else None
         if partner is not None and self.config.partner_max_gain > 0:
             partner = change_level(partner, self.level_std, self.config.partner_max_gain)
-        loss, terms = self.net(x, partner, speaker, step=step, x_changed=x_changed, objective=self.objective)
+        content = (torch.from_numpy(data.content_batch(batch)).to(device, non_blocking=True)
+                   if self.objective.content_weight > 0 else None)
+        loss, terms = self.net(x, partner, speaker, step=step, x_changed=x_changed, objective=self.objective,
+                               content=content)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
