@@ -68,7 +68,10 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
     assert "median F0 14" in printed
     record = np.load(out, allow_pickle=False)   # a plain numpy record, no pickle
     assert record.dtype.names == ("f", "log_f0_mean", "log_f0_std", "z_mean", "z_std", "envelopes",
-                                  "voiced_envelopes", "voiced_f0", "voiced_fine")
+                                  "voiced_envelopes", "voiced_f0", "voiced_fine", "envelope_z")
+    # one z per kept envelope, of the model's width, in the envelopes' order
+    assert record["envelope_z"].shape == (record["envelopes"].shape[0], 4)
+    np.testing.assert_array_equal(record["envelope_z"], speaker.envelope_z)
     assert f"{record['voiced_f0'].shape[0]} voiced frames" in printed
     assert np.median(record["voiced_f0"].astype(np.float64)) == pytest.approx(140.0, rel=0.04)
     assert record["voiced_fine"].shape == (record["voiced_f0"].shape[0], 200)

@@ -45,6 +45,31 @@ def test_draw_onto_exemplars_moves_speech_frames_only():
     assert draw_onto_exemplars(decoded, pool, np.zeros(6, bool)) is decoded
 
 
+def test_draw_onto_exemplars_matches_by_code_when_codes_are_given():
+    """With codes, a frame takes the envelopes spoken with its own z, not the ones that look most like it."""
+    from vc.exemplars import dct_basis, draw_onto_exemplars, envelope_coefficients
+    from vc.pitch import smooth_across_frequency
+
+    bins = np.arange(200)
+    decoded = np.stack([-4 + 0.5 * np.cos(bins / 20.0)] * 4).astype(np.float32)
+    alike = (-4 + 0.5 * np.cos(bins / 21.0)).astype(np.float32)[None]     # near the decoded envelope
+    other = (-1 + np.sin(bins / 9.0)).astype(np.float32)[None]             # far from it
+    pool = np.concatenate([np.repeat(envelope_coefficients(alike), 4, axis=0),
+                           np.repeat(envelope_coefficients(other), 4, axis=0)]).astype(np.float16)
+    pool_z = np.concatenate([np.full((4, 3), 5.0), np.zeros((4, 3))]).astype(np.float16)
+    codes = np.zeros((4, 3), np.float32)                                   # said like the "other" frames
+    speech = np.ones(4, bool)
+    basis = dct_basis(200)
+    by_envelope = smooth_across_frequency(draw_onto_exemplars(decoded, pool, speech, k=4))
+    by_code = smooth_across_frequency(draw_onto_exemplars(decoded, pool, speech, k=4, codes=codes,
+                                                          exemplar_codes=pool_z))
+    want_alike = pool[0].astype(np.float32) @ basis.T
+    want_other = pool[4].astype(np.float32) @ basis.T
+    gap = np.abs(want_alike - want_other).max()                           # about 2.3
+    assert np.abs(by_envelope - want_alike).max() < 0.05 * gap
+    assert np.abs(by_code - want_other).max() < 0.05 * gap
+
+
 def test_conversion_uses_the_targets_envelopes(tiny):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""
@@ -65,6 +90,10 @@ def test_conversion_uses_the_targets_envelopes(tiny):
     s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
     s_env = StreamingConverter(tiny, with_env, n_iter=4).convert(audio)
     assert not np.allclose(s_plain, s_env, atol=1e-3)
+    # with the z of each envelope's frame, both paths pick exemplars by what is said instead
+    by_code = Speaker(f, envelopes=envelopes, envelope_z=(rng.standard_normal((30, 4)) * 2).astype(np.float16))
+    assert not np.allclose(convert_audio16k(audio, by_code, tiny, n_iter=4), b, atol=1e-3)
+    assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4).convert(audio), s_env, atol=1e-3)
 
 
 def _pulse_frames(hz: float, n: int, cfg) -> np.ndarray:

@@ -107,6 +107,20 @@ def decode_windows(windows: EncodedWindows, code: np.ndarray, model: Model) -> n
     return acc[:T] / wsum[:T, None]
 
 
+def frame_codes(windows: EncodedWindows, model: Model) -> np.ndarray:
+    """The windows' z blended into one per frame, (T, z_dim), with the weights `decode_windows` blends the
+    decoded frames with."""
+    L = model.segment_length
+    weights = _window_weights(L, windows.hop) if windows.starts.shape[0] > 1 else np.ones(L, np.float32)
+    padded_T = int(windows.starts[-1]) + L
+    acc = np.zeros((padded_T, windows.z_mean.shape[-1]), np.float32)
+    wsum = np.zeros(padded_T, np.float32)
+    for start, z in zip(windows.starts, windows.z_mean):
+        acc[start:start + L] += z * weights[:, None]
+        wsum[start:start + L] += weights
+    return acc[:windows.n_frames] / wsum[:windows.n_frames, None]
+
+
 def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, window_hop: int | None = None) -> np.ndarray:
     """Raw log-magnitude frames (T, n_features) -> converted raw frames (T, n_features), every window
     decoded with the speaker code `target`."""
@@ -234,7 +248,9 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
         windows.z_mean = move_codes(windows.z_mean, source, target.z_stats, code_stats_amount(strength))
     converted = decode_windows(windows, code, model)
     if target.envelopes is not None:
-        converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength))
+        codes = frame_codes(windows, model) if target.envelope_z is not None else None
+        converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength),
+                                        codes=codes, exemplar_codes=target.envelope_z)
     if harmonics:
         converted = with_harmonics(converted, audio, target, model)
     return synthesise(converted, cfg, length=audio.shape[0], n_iter=n_iter)[:n]

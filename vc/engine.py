@@ -201,7 +201,8 @@ class StreamingConverter:
         if isinstance(target, Speaker):  # its z statistics and exemplars, checked as a speaker file's are
             try:
                 check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes,
-                                      target.voiced), z_dim=model.z_dim, n_features=model.n_features)
+                                      target.voiced, target.envelope_z), z_dim=model.z_dim,
+                              n_features=model.n_features)
             except SpeakerError as exc:
                 raise EngineError(str(exc)) from None
         if source is not None and not isinstance(source, Speaker):
@@ -216,6 +217,8 @@ class StreamingConverter:
         envelopes = getattr(target, "envelopes", None)
         self.target_envelopes = None if envelopes is None else np.asarray(envelopes, np.float32)
         self.target_voiced = getattr(target, "voiced", None)
+        envelope_z = getattr(target, "envelope_z", None)
+        self.target_envelope_z = None if envelope_z is None else np.asarray(envelope_z, np.float32)
         target = getattr(target, "f", target)  # a vc.speakers.Speaker or a bare code
         self.target = np.ascontiguousarray(np.asarray(target, np.float32).reshape(1, -1))
         if self.target.shape[1] != model.f_dim:
@@ -404,7 +407,8 @@ class StreamingConverter:
         decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
         if self.target_envelopes is not None:
             decoded = draw_onto_exemplars(decoded, self.target_envelopes, speech,
-                                          amount=code_stats_amount(self.strength))
+                                          amount=code_stats_amount(self.strength), codes=z_mean[0, -h:],
+                                          exemplar_codes=self.target_envelope_z)
         if self.harmonics:
             f0, voiced = self._pitch.take(h)
             self._register.update(f0, voiced)

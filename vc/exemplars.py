@@ -90,10 +90,16 @@ def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray
 
 
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, k: int = K,
-                        amount: float = 1.0) -> np.ndarray:
+                        amount: float = 1.0, *, codes: np.ndarray | None = None,
+                        exemplar_codes: np.ndarray | None = None) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
-    `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (Euclidean,
-    in coefficients; non-speech frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`."""
+    `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (non-speech
+    frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`.
+
+    Nearest by what is said when `codes` (T, z_dim), the frames' z, and `exemplar_codes` (n, z_dim), the z
+    of each exemplar's frame, are given: the target's envelopes of the same sound. Else nearest by envelope
+    (Euclidean, in coefficients), which finds the target's frames that look most alike, often of another
+    phone, and costs words."""
     from vc.pitch import smooth_across_frequency
 
     if amount == 0.0 or not np.any(speech):
@@ -101,7 +107,11 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     basis = dct_basis(frames.shape[-1], exemplars.shape[1])
     pool = np.asarray(exemplars, np.float32)
     envelope = smooth_across_frequency(frames[speech])
-    nearest = nearest_exemplars(envelope @ basis, pool, k)
+    if codes is not None and exemplar_codes is not None:
+        nearest = nearest_exemplars(np.asarray(codes[speech], np.float32),
+                                    np.asarray(exemplar_codes, np.float32), k)
+    else:
+        nearest = nearest_exemplars(envelope @ basis, pool, k)
     drawn = pool[nearest].mean(axis=1) @ basis.T
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (drawn - envelope)

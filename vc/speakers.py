@@ -7,7 +7,9 @@ spread of natural-log F0 over voiced frames); `z_mean`, `z_std` (float32, z_dim)
 deviation of the dynamic code z over the speaker's speech frames (`vc.code_stats`); `envelopes` (float16,
 (n, 48)), an unordered set of the speaker's own spectral envelopes; `voiced_envelopes`, `voiced_f0`,
 `voiced_fine` (float16, (m, 48), (m,), (m, n_features)), an unordered set of the speaker's voiced frames,
-each as its envelope, F0 (Hz) and harmonic fine structure (`vc.exemplars`). The decoder rebuilds a smooth
+each as its envelope, F0 (Hz) and harmonic fine structure (`vc.exemplars`); `envelope_z` (float16,
+(n, z_dim)), what was said at each kept envelope: the posterior mean of z at that frame, by which a
+converted frame finds the target's envelopes of the same sound. The decoder rebuilds a smooth
 spectral envelope only, so the register is what puts the converted voice at the target's pitch (see
 `vc.pitch`); z's statistics take out the part of the source speaker that z still carries; the exemplars
 give back the detail of the target's own spectra that the decoder averages away. A record may leave out
@@ -51,6 +53,7 @@ class Speaker:
     z_stats: CodeStats | None = None
     envelopes: np.ndarray | None = None   # float16 (n, vc.exemplars.N_COEFFS): the speaker's own envelopes
     voiced: VoicedExemplars | None = None  # the speaker's own voiced frames: F0, envelope, fine structure
+    envelope_z: np.ndarray | None = None   # float16 (n, z_dim): z at each of `envelopes`' frames
 
     def describe(self) -> str:
         if self.register is None:
@@ -71,6 +74,7 @@ class Enrolment:
     audio_seconds: float
     skipped_segments: int
     failures: list = field(default_factory=list)  # (path, reason) of files that could not be read
+    envelope_z: np.ndarray | None = None
 
     def summary(self) -> str:
         text = (f"enrolled {self.speech_seconds:.1f} s of speech in {self.segments} segments of "
@@ -86,7 +90,7 @@ class Enrolment:
 
     @property
     def speaker(self) -> Speaker:
-        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes, self.voiced)
+        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes, self.voiced, self.envelope_z)
 
 
 def audio_files(paths) -> list[Path]:
@@ -168,7 +172,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
     z_stats = RunningCodeStats(model.z_dim)
-    envelopes, voiced_frames, voiced_f0 = [], [], []
+    envelopes, envelope_z, voiced_frames, voiced_f0 = [], [], [], []
     f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
@@ -193,6 +197,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         speech = speech_frames(levels, float(levels.max()))
         z_stats.update(z[speech])
         envelopes.append(envelope_coefficients(segments[speech]))
+        envelope_z.append(z[speech])
         f0, voiced = yin(audio, sr, model.feature_config.hop_length)
         f0s.append(f0)
         voiced_flags.append(voiced)
@@ -210,17 +215,20 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     embedding = (total / n_segments).astype(np.float32)
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
     exemplars = exemplar_set(np.concatenate(envelopes))
+    exemplar_z = exemplar_set(np.concatenate(envelope_z))   # the same rows in the same order
     voiced_set = voiced_exemplar_set(np.concatenate(voiced_frames), np.concatenate(voiced_f0))
-    return Enrolment(embedding, register, z_stats.estimate(), exemplars if exemplars.shape[0] else None, voiced_set,
+    kept = exemplars.shape[0] > 0
+    return Enrolment(embedding, register, z_stats.estimate(), exemplars if kept else None, voiced_set,
                      used_files, n_segments, n_segments * seg_seconds,
-                     audio_seconds, skipped, failures)
+                     audio_seconds, skipped, failures, exemplar_z if kept else None)
 
 
 REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
 CODE_STATS_FIELDS = ("z_mean", "z_std")
 ENVELOPE_FIELDS = ("envelopes",)
 VOICED_FIELDS = ("voiced_envelopes", "voiced_f0", "voiced_fine")
-OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS)  # each all or nothing, in this order
+ENVELOPE_CODE_FIELDS = ("envelope_z",)
+OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS, ENVELOPE_CODE_FIELDS)  # each all or nothing, in this order
 F0_RANGE_HZ = (20.0, 2000.0)
 LOG_F0_RANGE = (np.log(F0_RANGE_HZ[0]), np.log(F0_RANGE_HZ[1]))
 
@@ -235,6 +243,8 @@ def _record_dtype(speaker: Speaker) -> np.dtype:
         fields += [("envelopes", "<f2", speaker.envelopes.shape)]
     if speaker.voiced is not None:
         fields += [(name, "<f2", getattr(speaker.voiced, name[len("voiced_"):]).shape) for name in VOICED_FIELDS]
+    if speaker.envelope_z is not None:
+        fields += [("envelope_z", "<f2", speaker.envelope_z.shape)]
     return np.dtype(fields)
 
 
@@ -263,6 +273,8 @@ def save_speaker(path, speaker) -> None:
         if speaker.voiced is not None:
             for name in VOICED_FIELDS:
                 data[name] = getattr(speaker.voiced, name[len("voiced_"):])
+        if speaker.envelope_z is not None:
+            data["envelope_z"] = speaker.envelope_z
     with atomic_write(path) as fh:
         np.save(fh, data, allow_pickle=False)
 
@@ -272,14 +284,14 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_d
     """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker. Sizes
     given are checked: f against f_dim, z's statistics against z_dim, voiced frames against n_features."""
     if isinstance(embedding, Speaker):
-        register, z_stats, envelopes, voiced = (embedding.register, embedding.z_stats, embedding.envelopes,
-                                                embedding.voiced)
+        register, z_stats, envelopes, voiced, envelope_z = (embedding.register, embedding.z_stats,
+                                                            embedding.envelopes, embedding.voiced, embedding.envelope_z)
         arr = np.asarray(embedding.f)
     else:
         arr = np.asarray(embedding)
-        register = z_stats = envelopes = voiced = None
+        register = z_stats = envelopes = voiced = envelope_z = None
         if arr.dtype.names is not None:
-            arr, register, z_stats, envelopes, voiced = _unpack_record(arr, name)
+            arr, register, z_stats, envelopes, voiced, envelope_z = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -296,7 +308,9 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_d
         _check_envelopes(envelopes, name)
     if voiced is not None:
         _check_voiced(voiced, n_features, name)
-    return Speaker(arr, register, z_stats, envelopes, voiced)
+    if envelope_z is not None:
+        _check_envelope_z(envelope_z, envelopes, z_dim, name)
+    return Speaker(arr, register, z_stats, envelopes, voiced, envelope_z)
 
 
 def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
@@ -318,6 +332,20 @@ def _check_envelopes(envelopes: np.ndarray, name: str) -> None:
                            f"{envelopes.dtype} {envelopes.shape}")
     if not np.all(np.isfinite(envelopes)):
         raise SpeakerError(f"{name}: envelopes contain NaN or infinite values")
+
+
+def _check_envelope_z(envelope_z: np.ndarray, envelopes: np.ndarray | None, z_dim: int | None, name: str) -> None:
+    envelope_z = np.asarray(envelope_z)
+    if envelopes is None:
+        raise SpeakerError(f"{name}: envelope_z without envelopes")
+    n = np.asarray(envelopes).shape[0]
+    if envelope_z.dtype != np.float16 or envelope_z.ndim != 2 or envelope_z.shape[0] != n:
+        raise SpeakerError(f"{name}: envelope_z must be float16 of shape ({n}, z_dim), one row per envelope, "
+                           f"not {envelope_z.dtype} {envelope_z.shape}")
+    if z_dim is not None and envelope_z.shape[1] != z_dim:
+        raise SpeakerError(f"{name}: envelope_z has {envelope_z.shape[1]} values per row, the model's z has {z_dim}")
+    if not np.all(np.isfinite(envelope_z)):
+        raise SpeakerError(f"{name}: envelope_z contains NaN or infinite values")
 
 
 def _check_voiced(voiced: VoicedExemplars, n_features: int | None, name: str) -> None:
@@ -346,14 +374,14 @@ def _known_layouts() -> list[tuple[str, ...]]:
 
 def _unpack_record(arr: np.ndarray, name: str):
     """A speaker record -> (f, Register or None, CodeStats or None, envelopes or None, VoicedExemplars or
-    None), values unchecked."""
+    None, envelope_z or None), values unchecked."""
     names = arr.dtype.names
     if names not in _known_layouts() or arr.shape != ():
         raise SpeakerError(f"{name}: a record with fields {names} and shape {arr.shape}, expected one record "
                            f"with fields {_known_layouts()[-1]} (any of the groups after f may be left out)")
     if arr.dtype["f"].base != np.float32:
         raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
-    register = z_stats = envelopes = voiced = None
+    register = z_stats = envelopes = voiced = envelope_z = None
     if REGISTER_FIELDS[0] in names:
         log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
         if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
@@ -367,7 +395,9 @@ def _unpack_record(arr: np.ndarray, name: str):
         envelopes = np.array(arr["envelopes"])
     if VOICED_FIELDS[0] in names:
         voiced = VoicedExemplars(*(np.array(arr[k]) for k in VOICED_FIELDS))
-    return np.array(arr["f"]), register, z_stats, envelopes, voiced
+    if ENVELOPE_CODE_FIELDS[0] in names:
+        envelope_z = np.array(arr["envelope_z"])
+    return np.array(arr["f"]), register, z_stats, envelopes, voiced, envelope_z
 
 
 def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
