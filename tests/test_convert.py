@@ -395,3 +395,30 @@ def test_file_path_moves_z_to_the_targets_statistics():
     louder = convert(CodeStats(own.mean + 0.25, own.std))
     assert np.sqrt(np.mean(louder ** 2) / np.mean(plain ** 2)) == pytest.approx(np.exp(0.5), rel=0.06)
 
+
+
+def test_strength_zero_is_the_sources_own_voice_whatever_the_target(tiny, tmp_path):
+    """At strength 0 nothing of the target is used (code, z statistics, envelopes, register, voiced
+    frames): two very different targets give the same output, on the file path and in the engine, and it
+    is the DSAE's reconstruction with the source's own code."""
+    from vc.conversion import convert_audio16k
+    from vc.engine import StreamingConverter
+    from vc.speakers import enroll
+
+    for name, f0, formant in (("low", 95.0, 500.0), ("high", 260.0, 900.0)):
+        sf.write(tmp_path / f"{name}.wav", speech(2.0, f0=f0, formant=formant, seed=7), 16000)
+    low = enroll([tmp_path / "low.wav"], tiny).speaker
+    high = enroll([tmp_path / "high.wav"], tiny).speaker
+    assert low.register is not None and high.register is not None and high.voiced is not None
+    audio = speech(1.5, f0=150.0, formant=700.0, seed=2)
+    a = convert_audio16k(audio, low, tiny, n_iter=4, strength=0.0)
+    b = convert_audio16k(audio, high, tiny, n_iter=4, strength=0.0)
+    np.testing.assert_array_equal(a, b)
+    sf.write(tmp_path / "source.wav", audio, 16000)
+    own_code = enroll([tmp_path / "source.wav"], tiny).speaker.f      # a bare code: nothing else to move
+    np.testing.assert_allclose(convert_audio16k(audio, own_code, tiny, n_iter=4, strength=1.0), a, atol=1e-4)
+    assert not np.allclose(convert_audio16k(audio, low, tiny, n_iter=4, strength=0.5),
+                           convert_audio16k(audio, high, tiny, n_iter=4, strength=0.5), atol=1e-3)
+    s_low = StreamingConverter(tiny, low, n_iter=4, strength=0.0).convert(audio)
+    s_high = StreamingConverter(tiny, high, n_iter=4, strength=0.0).convert(audio)
+    np.testing.assert_array_equal(s_low, s_high)

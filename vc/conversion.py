@@ -127,10 +127,11 @@ def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, windo
     return decode_windows(encode_windows(frames, model, window_hop), target, model)
 
 
-def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, model: Model) -> np.ndarray:
+def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, model: Model,
+                   strength: float = 1.0) -> np.ndarray:
     """Converted frames (T, n_features) -> the same envelope carrying harmonics at the source's F0 contour
-    in the target's register (the source's own register when the target has none). Unvoiced sources
-    (whisper) come back unchanged."""
+    in the target's register (the source's own register when the target has none; `register_amount` of
+    the way there at strengths below 1). Unvoiced sources (whisper) come back unchanged."""
     from vc.pitch import Register, yin
 
     cfg = model.feature_config
@@ -138,26 +139,31 @@ def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, mod
     T = envelope.shape[0]
     f0, voiced = f0[:T], voiced[:T]
     return rebuild_harmonics(envelope, f0, voiced, Register.of(f0, voiced), target.register, cfg,
-                             voiced_exemplars=target.voiced)[0]
+                             voiced_exemplars=target.voiced, amount=register_amount(strength))[0]
 
 
 # --- the conversion itself: the file path above and the streaming engine (vc.engine) both use these two --
 
 def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, source, target, cfg,
-                      phase: float = 0.0, voiced_exemplars: VoicedExemplars | None = None) -> tuple[np.ndarray, float]:
+                      phase: float = 0.0, voiced_exemplars: VoicedExemplars | None = None, *,
+                      amount: float = 1.0) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
-    harmonics of that contour moved from the `source` register to the `target` register (the source's own
-    when target is None), the pulse train's phase after the last frame). The harmonics are the target's
-    own fine structure when `voiced_exemplars` holds it (`vc.exemplars.voiced_fine_structure`), else a
-    pulse train's. A source register of None (no voiced speech yet) leaves the envelope as it is. `phase`
-    continues a stream."""
-    from vc.pitch import harmonic_fine_structure, smooth_across_frequency, transpose
+    harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
+    (the source's own when target is None), the pulse train's phase after the last frame). The harmonics
+    are the target's own fine structure when `voiced_exemplars` holds it
+    (`vc.exemplars.voiced_fine_structure`) and amount > 0, else a pulse train's. A source register of None
+    (no voiced speech yet) leaves the envelope as it is. `phase` continues a stream."""
+    from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
 
     if source is None:
         return envelope, phase
-    moved = transpose(f0, voiced, source, target or source)
+    goal = target or source
+    if amount != 1.0:
+        goal = Register(source.log_mean + amount * (goal.log_mean - source.log_mean),
+                        source.log_std * (goal.log_std / source.log_std) ** amount)
+    moved = transpose(f0, voiced, source, goal)
     smooth = smooth_across_frequency(envelope)
-    if voiced_exemplars is not None:
+    if voiced_exemplars is not None and amount > 0:
         fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg)
     else:
         fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
@@ -222,6 +228,13 @@ def code_stats_amount(strength: float) -> float:
     return 1.0 + MOVE_PAST_TARGET * (strength - 1.0)
 
 
+def register_amount(strength: float) -> float:
+    """How far the pitch register moves and whether the target's fine structure is used: in proportion up
+    to all of it at strength 1 (never past the target: a pitch beyond the target's is not the target's
+    voice); none at 0, the source's own voice."""
+    return min(strength, 1.0)
+
+
 def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
                      harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> np.ndarray:
     """Mono float32 at the model's rate -> converted audio of the same length and rate.
@@ -252,7 +265,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
         converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength),
                                         codes=codes, exemplar_codes=target.envelope_z)
     if harmonics:
-        converted = with_harmonics(converted, audio, target, model)
+        converted = with_harmonics(converted, audio, target, model, strength)
     return synthesise(converted, cfg, length=audio.shape[0], n_iter=n_iter)[:n]
 
 

@@ -82,7 +82,7 @@ import numpy as np
 from vc import dsp
 from vc.audio import AudioError, check_audio
 from vc.conversion import (DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics,
-                           source_prior)
+                           register_amount, source_prior)
 from vc.exemplars import draw_onto_exemplars
 from vc.code_stats import RunningCodeStats, frame_level_db, move_codes, speech_frames
 from vc.speakers import Speaker, SpeakerError, check_speaker
@@ -414,7 +414,7 @@ class StreamingConverter:
             self._register.update(f0, voiced)
             decoded, self._harmonic_phase = rebuild_harmonics(
                 decoded, f0, voiced, self.source_register, self.target_register, self.cfg,
-                self._harmonic_phase, self.target_voiced)
+                self._harmonic_phase, self.target_voiced, amount=register_amount(self.strength))
         magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(levels)
