@@ -250,8 +250,8 @@ def test_device_list_marks_the_defaults_on_their_own_lines(fake_sd):
     lines = format_device_list(fake_sd(DEVICES)).splitlines()
     rows = {int(line[2:5]): line for line in lines[1:-1]}
     assert sorted(rows) == [0, 1, 2, 3, 4]
-    assert rows[1].startswith("< ") and "USB Headset Mic" in rows[1]        # default input
-    assert rows[2].startswith(" >") and "USB Headset Speaker" in rows[2]    # default output
+    assert rows[1].startswith("> ") and "USB Headset Mic" in rows[1]        # default input, as sounddevice marks it
+    assert rows[2].startswith(" <") and "USB Headset Speaker" in rows[2]    # default output
     assert all(rows[i].startswith("  ") for i in (0, 3, 4))
     assert rows[1].split()[2:4] == ["1", "0"] and "ALSA" in rows[1]      # in/out channel counts, host API
 

@@ -49,11 +49,13 @@ def format_device_list(sd) -> str:
         apis = []
     lines = ["  idx  in out  rate    host API     name"]
     for d in devices:
-        mark = ("<" if d["index"] == default_in else " ") + (">" if d["index"] == default_out else " ")
+        # python-sounddevice's own table marks the default input ">" and the default output "<"
+        mark = (">" if d["index"] == default_in else " ") + ("<" if d["index"] == default_out else " ")
         api = apis[d["hostapi"]] if 0 <= d.get("hostapi", -1) < len(apis) else "?"
         lines.append(f"{mark}{d['index']:3d}  {d['max_input_channels']:2d} {d['max_output_channels']:3d}  "
                      f"{d['default_samplerate']:6.0f}  {api:<11.11s}  {d['name']}")
-    lines.append("(< default input, > default output; select with -i/-o by index or part of the name)")
+    lines.append("(> default input, < default output, as sounddevice marks them; select with -i/-o by index "
+                 "or part of the name)")
     return "\n".join(lines)
 
 
