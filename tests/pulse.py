@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from conftest import interruptible
+from helpers import interruptible
 
 RATE = 48000
 BUS = "vc_bus"

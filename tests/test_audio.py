@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech
+from helpers import speech
 
 SR = 16000
 REPO = Path(__file__).resolve().parents[1]

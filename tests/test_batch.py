@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import interruptible, speech, tiny_model_dir
+from helpers import interruptible, speech, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech
+from helpers import speech
 
 SR = 16000
 

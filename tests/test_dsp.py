@@ -12,7 +12,7 @@ import soxr
 from vc import dsp
 from vc.dsp import FeatureConfig
 
-from conftest import speech
+from helpers import speech
 
 
 @pytest.fixture(scope="module")

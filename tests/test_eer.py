@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.stats import norm
 
-from conftest import SR, export_graphs, make_metadata, speech
+from helpers import SR, export_graphs, make_metadata, speech
 from training.cli.eer import main as eer_main
 from training.eer import (
     EvaluationError,

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from conftest import SR, speech, target_code, tiny_model_dir
+from helpers import SR, speech, target_code, tiny_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import speech, tiny_model_dir
+from helpers import speech, tiny_model_dir
 
 SR = 16000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import speech
+from helpers import speech
 
 
 def test_basis_is_orthonormal_and_keeps_smooth_envelopes():

@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 import pulse
-from conftest import interruptible, speech, tiny_model_dir
+from helpers import interruptible, speech, tiny_model_dir
 from vc.live import SETTLE_S
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import tiny_model_dir
+from helpers import tiny_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 

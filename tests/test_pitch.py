@@ -186,7 +186,7 @@ def test_running_register_settles_and_follows_a_new_speaker():
 
 
 def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
-    from conftest import tiny_model_dir
+    from helpers import tiny_model_dir
     from vc.conversion import convert_audio16k, with_harmonics
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
     from vc.model import load_model
