@@ -16,11 +16,11 @@ from training.cli import export as export_cli
 from training.cli import train as train_cli
 from training.data import sprites
 from training.dsae import DSAE, DSAEConfig
-from training.sprites_data import SpritesDataset
-from training.sprites_eval import evaluate_sprites, motion_scores, swap_partners
-from training.sprites_judge import HEADS, SpritesJudge, load_judge, train_judge
+from training.sprites.data import SpritesDataset
+from training.sprites.evaluate import evaluate_sprites, motion_scores, swap_partners
+from training.sprites.judge import HEADS, SpritesJudge, load_judge, train_judge
 from training.train import load_model
-from training.video import features_to_frames, frames_to_features
+from training.sprites.video import features_to_frames, frames_to_features
 
 TINY = {"f_dim": 6, "z_dim": 3, "hidden_dim": 16, "frame_hidden": 16, "conv_width": 4}
 
@@ -260,7 +260,7 @@ def test_video_options_fine_tune_from_a_run_without_them(run, cache, tmp_path):
     loss.backward()
     assert all(float(lin.weight.grad.abs().sum()) > 0 for lin in model.frame_decoder.film)
     # the exported graphs carry both options and match PyTorch
-    from training.sprites_export import export_video
+    from training.sprites.export import export_video
     assert export_video(model, str(cache), tmp_path / "model", "t", 1e-4)[1] < 1e-4
     # any other mismatch is still refused
     with pytest.raises(TrainingError, match="does not fit"):

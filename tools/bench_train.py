@@ -5,7 +5,7 @@
 train_segments_per_s: optimiser steps (forward, backward, Adam) of the default model and options (full
     variant, f-swap partner, speaker adversary) on CPU, batch 64 of 200 ms segments, `--threads` threads.
 sprites_train_sequences_per_s (--sprites, instead of the two above): optimiser steps of the Sprites video
-    model (training.sprites_data SPRITES_MODEL and SPRITES_OBJECTIVE: conv frame coders, full q,
+    model (training.sprites.data SPRITES_MODEL and SPRITES_OBJECTIVE: conv frame coders, full q,
     same-character f swap) on CPU, batch 32 of 8-frame 64x64 RGB sequences, `--threads` threads.
 infer_ort_vs_torch: (eager PyTorch time) / (ONNX Runtime time) for encoder + decoder on one 200 ms
     segment (batch 1, T 20), one thread each as the engine runs (vc.model's session options), calls
@@ -70,7 +70,7 @@ def bench_sprites_training(threads: int, seconds: float, batch: int = 32) -> dic
     import torch
     from training.config import Objective
     from training.dsae import DSAE, DSAEConfig
-    from training.sprites_data import SPRITES_MODEL, SPRITES_OBJECTIVE
+    from training.sprites.data import SPRITES_MODEL, SPRITES_OBJECTIVE
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     torch.manual_seed(0)

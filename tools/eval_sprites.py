@@ -1,4 +1,4 @@
-"""Measure a Sprites DSAE with the paper's protocol (training.sprites_eval) and check the issue's floors.
+"""Measure a Sprites DSAE with the paper's protocol (training.sprites.evaluate) and check the issue's floors.
 
     python tools/eval_sprites.py --model runs/NAME|CHECKPOINT_DIR [--judge models/sprites/judge]
                                  [--cache data/sprites] [--seed 0] [--json] [--out FILE.json]
@@ -35,9 +35,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from training.sprites_data import SpritesDataset
-    from training.sprites_eval import evaluate_sprites, load_sprites_model
-    from training.sprites_judge import load_judge
+    from training.sprites.data import SpritesDataset
+    from training.sprites.evaluate import evaluate_sprites, load_sprites_model
+    from training.sprites.judge import load_judge
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     started = time.perf_counter()

@@ -46,7 +46,7 @@ def save_gif(frames: list[np.ndarray], path: Path, ms: int = 140):
 def make_figures(model, test, out: Path, *, seed: int = 0) -> list[Path]:
     import torch
 
-    from training.video import features_to_frames, frames_to_features
+    from training.sprites.video import features_to_frames, frames_to_features
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,8 +114,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from training.sprites_data import SpritesDataset
-    from training.sprites_eval import load_sprites_model
+    from training.sprites.data import SpritesDataset
+    from training.sprites.evaluate import load_sprites_model
     torch.set_num_threads(1)
     try:
         model = load_sprites_model(args.model)

@@ -1,4 +1,4 @@
-"""Train the Sprites judge (training.sprites_judge) on the rendered training split; report its test accuracy.
+"""Train the Sprites judge (training.sprites.judge) on the rendered training split; report its test accuracy.
 
     python tools/train_sprites_judge.py [--cache data/sprites] [--out models/sprites/judge] [--epochs 3]
 """
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    from training.sprites_judge import train_judge
+    from training.sprites.judge import train_judge
     try:
         train_judge(args.cache, args.out, epochs=args.epochs, seed=args.seed, threads=args.threads,
                     log=lambda msg: print(msg, file=sys.stderr, flush=True))

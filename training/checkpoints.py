@@ -128,7 +128,7 @@ def load_initial_weights(model: DSAE, source: str, device):
         raise TrainingError(f"{source}: no {WEIGHTS_NAME} there (give a run directory or a checkpoint directory)")
     weights = _read_weights(ckpt, device)
     own = model.state_dict()
-    # Layers that video options add (training.video: the decoder's FiLM modulations, zero at
+    # Layers that video options add (training.sprites.video: the decoder's FiLM modulations, zero at
     # initialisation, so the function is the source's; the normalisation of the frame encodings, which
     # has no weights) may be new: they start as built and fine-tuning trains around them.
     added = [k for k in own if k not in weights and _added_by_option(k)]

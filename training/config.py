@@ -91,7 +91,7 @@ DATA_KINDS = ("speech", "sprites")
 def default_options(data: str) -> tuple[dict, dict]:
     """(model, objective) defaults of a kind of data: the speech model above, or the Sprites video model."""
     if data == "sprites":
-        from training.sprites_data import SPRITES_MODEL, SPRITES_OBJECTIVE
+        from training.sprites.data import SPRITES_MODEL, SPRITES_OBJECTIVE
         return SPRITES_MODEL, SPRITES_OBJECTIVE
     return DEFAULT_MODEL, DEFAULT_OBJECTIVE
 

@@ -17,7 +17,7 @@ the prior its own samples instead (as a popular public port does) gives a quanti
 
 Only the frame encoder and decoder know what a frame is: an MLP over a spectrum (`FrameEncoder`,
 `FrameDecoder`, speech) or, with `frame_coder="conv64"`, convolutions over a 64x64 RGB image
-(training.video, the Sprites video); everything else is shared.
+(training.sprites.video, the Sprites video); everything else is shared.
 
 Options on top of the paper's model, each a separately named and logged loss term; their weights belong to
 the trainer (`training.config.Objective`, passed to `DSAE.forward`), the architecture to `DSAEConfig`:
@@ -100,9 +100,9 @@ class DSAEConfig(Options):
     # sets the number of training speakers when the objective's adv_weight > 0, else 0.
     n_speakers: int = 0
     # What a frame is: "mlp" (a feature vector, speech) or "conv64" (a flattened 3x64x64 image, video;
-    # training.video), with `conv_width` channels in the first convolution; `conv_film`: the code [z_t, f]
+    # training.sprites.video), with `conv_width` channels in the first convolution; `conv_film`: the code [z_t, f]
     # also modulates every decoder stage; `conv_norm_encodings`: the frame encodings are normalised before
-    # their tanh (training.video).
+    # their tanh (training.sprites.video).
     frame_coder: str = "mlp"
     conv_width: int = 16
     conv_film: bool = False
@@ -203,7 +203,7 @@ class DSAE(nn.Module):
         c = self.config = config
         H, E = c.hidden_dim, c.frame_hidden
         if c.frame_coder == "conv64":
-            from training.video import ConvFrameDecoder, ConvFrameEncoder
+            from training.sprites.video import ConvFrameDecoder, ConvFrameEncoder
             frame_encoder = frame_encoder or ConvFrameEncoder(E, c.conv_width, c.conv_norm_encodings)
             frame_decoder = frame_decoder or ConvFrameDecoder(c.z_dim + c.f_dim, c.conv_width, film=c.conv_film)
         self.frame_encoder = frame_encoder or FrameEncoder(c.feature_dim, E)

@@ -181,7 +181,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
 
     if config.data == "sprites":
         # video: its own graphs (image-shaped input and output) and metadata; no speech model card
-        from training.sprites_export import export_video
+        from training.sprites.export import export_video
         meta, worst = export_video(model, config.features, out_dir, model_id, PARITY_TOLERANCE)
         log(f"exported {model_id} to {out_dir} (parity {worst:.2e})")
         return meta

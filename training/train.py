@@ -185,7 +185,7 @@ def _open_datasets(config: TrainConfig):
     """(train, dev or None) for the run's kind of data; a speech cache's dev split, when it has one, uses the
     speaker indices of the train split."""
     if config.data == "sprites":
-        from training.sprites_data import open_sprites
+        from training.sprites.data import open_sprites
         try:
             return open_sprites(config.features)
         except ValueError as exc:

@@ -90,7 +90,7 @@ def _train(args) -> int:
     else:
         config = config_from_args(args)
         if not config.features and config.data == "sprites":
-            from training.sprites_data import DEFAULT_CACHE
+            from training.sprites.data import DEFAULT_CACHE
             config.features = DEFAULT_CACHE
         if not config.features:
             raise TrainingError("--features is required")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from training.dsae import DSAE
-from training.video import IMAGE_SHAPE, IMAGE_SIZE
+from training.sprites.video import IMAGE_SHAPE, IMAGE_SIZE
 from vc import model_format as fmt
 
 FORMAT_VERSION = 1
@@ -57,7 +57,7 @@ def video_metadata(role: str, model: DSAE, model_id: str) -> dict:
 def _real_sequences(cache: str, n: int = 12) -> np.ndarray | None:
     try:
         from training.data import sprites
-        from training.video import frames_to_features
+        from training.sprites.video import frames_to_features
         data = sprites.load_split(cache, "test", layers=None)
     except (ValueError, OSError):      # the cache may be gone; random inputs still check parity
         return None

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from training.data import sprites
-from training.video import IMAGE_SHAPE
+from training.sprites.video import IMAGE_SHAPE
 
 HEADS = ("body", "bottom", "top", "hair", "motion")
 N_CLASSES = (6, 6, 6, 6, sprites.N_MOTIONS)
@@ -78,7 +78,7 @@ def labels_of(data) -> np.ndarray:
 
 def judge_accuracy(judge: SpritesJudge, data, batch_size: int = 256) -> dict:
     """Test accuracy of each head on a SpritesDataset-like object (frames, characters, motions)."""
-    from training.video import frames_to_features
+    from training.sprites.video import frames_to_features
     truth = labels_of(data)
     hits = np.zeros(len(HEADS))
     judge.eval()
@@ -96,7 +96,7 @@ def train_judge(cache_dir: str, out_dir: str, *, epochs: int = 3, batch_size: in
     """Train on the training split, measure on the test split, write judge.safetensors + judge.json."""
     from safetensors.torch import save_file
 
-    from training.sprites_data import SpritesDataset
+    from training.sprites.data import SpritesDataset
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     train_set, test_set = SpritesDataset(cache_dir, "train"), SpritesDataset(cache_dir, "test")

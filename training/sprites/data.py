@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from training.data import sprites
-from training.video import IMAGE_SHAPE, IMAGE_SIZE, frames_to_features
+from training.sprites.video import IMAGE_SHAPE, IMAGE_SIZE, frames_to_features
 
 # The model the Sprites runs start from (vc-train --data sprites; training.config.default_options), and its
 # objective: f swapped between motions of the same character, no adversary; see models/sprites/README.md.

@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.sprites_judge import HEADS, SpritesJudge, judge_accuracy, labels_of
-from training.video import frames_to_features
+from training.sprites.judge import HEADS, SpritesJudge, judge_accuracy, labels_of
+from training.sprites.video import frames_to_features
 
 ATTRIBUTE_HEADS = HEADS[:4]
 
