@@ -1,4 +1,4 @@
-"""Does conversion move the voice to the target? Speaker-embedding check on held-out test speakers.
+"""Does conversion move the voice to the target, and keep the words and the sound? Held-out test speakers.
 
     python tools/eval_conversion.py [--json] [--model MODEL_DIR] [--corpus data/open-corpus] [--path file|stream|both]
 
@@ -19,7 +19,21 @@ pitch_median_abs_diff_pct on frames both call voiced, pitch_voicing_agreement ov
 Floors (issue 13): stream target_closer_rate >= file - 0.03 and >= 0.9; pitch_median_abs_diff_pct <= 2,
 pitch_voicing_agreement >= 0.95.
 
-Needs Resemblyzer: `pip install webrtcvad-wheels` then `pip install --no-deps resemblyzer`.
+Words and sound (issue 20; `tools/judges.py`, the `eval` extra): beside the speaker similarity every
+conversion is transcribed by Whisper base and scored by DNSMOS P.835, and so is what it is made from.
+Word error rates against the corpus text, each a corpus-level rate (word edits summed / reference words
+summed) over the conversions whose source utterance has a text (`wer_utterances`; those without one,
+`wer_untexted`, are left out of them): `wer_source` (the unconverted sources), `wer_gl` (the sources
+through STFT and Griffin-Lim alone: what the phase costs), `wer_resynth` (the DSAE's reconstruction of each
+source with its own enrolled code at strength 0, on the same path: what the model costs), `wer_converted`
+(the conversions). `content_wer`: the conversions against the Whisper transcript of their own unconverted
+source (no corpus text needed). `dnsmos_ovrl`, `dnsmos_sig`: DNSMOS of the conversions (1-5);
+`dnsmos_ovrl_source`: of the unconverted sources. --details adds each row's transcripts, WERs and DNSMOS.
+Transcripts and DNSMOS scores of corpus files are cached on disk beside the embeddings (data/cache/).
+--no-wer / --no-dnsmos leave a judge out (similarity alone: both).
+
+Needs Resemblyzer: `pip install webrtcvad-wheels` then `pip install --no-deps resemblyzer`; the word and
+sound judges: `pip install -e ".[eval]"`. tools/setup.sh installs all three.
 """
 
 from __future__ import annotations
@@ -66,6 +80,61 @@ def _scores(rows: list[dict]) -> dict:
         "unconverted_mean_cos_source": round(float(np.mean([r["orig_cos_source"] for r in rows])), 4),
         "conversions": len(rows),
     }
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(float(np.mean(values)), 4) if values else None
+
+
+def _rate(errors) -> float | None:
+    rate = errors.rate()
+    return None if rate is None else round(rate, 4)
+
+
+def _judge_scores(rows: list[dict]) -> dict:
+    """Corpus-level word error rates and mean DNSMOS of the rows that carry them (see the docstring)."""
+    from judges import WordErrors
+
+    out = {}
+    if rows and "transcript_converted" in rows[0]:
+        texted = [r for r in rows if r["text"]]
+        for key in ("source", "gl", "resynth", "converted"):
+            errors = WordErrors()
+            for r in texted:
+                errors.add(r["text"], r[f"transcript_{key}"])
+            out[f"wer_{key}"] = _rate(errors)
+        content = WordErrors()
+        for r in rows:
+            content.add(r["transcript_source"], r["transcript_converted"])
+        out.update(content_wer=_rate(content), content_wer_utterances=content.utterances,
+                   wer_utterances=len(texted), wer_untexted=len(rows) - len(texted))
+    if rows and "dnsmos_ovrl" in rows[0]:
+        out.update(dnsmos_ovrl=_mean(r["dnsmos_ovrl"] for r in rows),
+                   dnsmos_sig=_mean(r["dnsmos_sig"] for r in rows),
+                   dnsmos_ovrl_source=_mean(r["dnsmos_ovrl_source"] for r in rows))
+    return out
+
+
+def open_judges(wer: bool, dnsmos: bool, cache: Path | None, sr: int, read_audio, tool: str):
+    """(Whisper or None, DNSMOS or None, cache of source transcripts, cache of source DNSMOS scores); the
+    caches keep per-file results under cache/transcripts and cache/dnsmos (None: in memory only)."""
+    from embedding_cache import FileCache
+    from judges import DNSMOS, JudgeMissing, Whisper
+
+    try:
+        asr = Whisper() if wer else None
+        mos = DNSMOS() if dnsmos else None
+    except JudgeMissing as exc:
+        raise SystemExit(f"{tool}: {exc} (or leave the judge out with --no-wer / --no-dnsmos)") from None
+    transcripts = scores = None
+    if asr is not None:
+        transcripts = FileCache(asr.transcribe, None if cache is None else cache / "transcripts", sr=sr,
+                                read_audio=read_audio, kind="json", salt=asr.salt)
+    if mos is not None:
+        scores = FileCache(mos.score, None if cache is None else cache / "dnsmos", sr=sr,
+                           read_audio=read_audio, kind="json", salt=mos.salt)
+    return asr, mos, transcripts, scores
 
 
 def stream_track(audio: np.ndarray, sr: int, hop_length: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -128,11 +197,18 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", type=float, default=None,
                         help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
     parser.add_argument("--details", type=Path, default=None, metavar="CSV",
-                        help="also write one row per conversion (speakers, utterance, cosines) to this CSV")
+                        help="also write one row per conversion (speakers, utterance, cosines; texts, transcripts, "
+                             "WERs and DNSMOS) to this CSV")
     parser.add_argument("--embedding-cache", type=Path, default=REPO / "data" / "cache" / "resemblyzer",
                         metavar="DIR", help="where embeddings of corpus files are kept between runs")
     parser.add_argument("--no-embedding-cache", action="store_true",
-                        help="embed every corpus file afresh (each still once per run)")
+                        help="embed, transcribe and score every corpus file afresh (each still once per run)")
+    parser.add_argument("--judge-cache", type=Path, default=REPO / "data" / "cache", metavar="DIR",
+                        help="where transcripts (DIR/transcripts) and DNSMOS scores (DIR/dnsmos) of corpus "
+                             "files are kept between runs")
+    parser.add_argument("--no-wer", dest="wer", action="store_false",
+                        help="leave out Whisper and the word error rates")
+    parser.add_argument("--no-dnsmos", dest="dnsmos", action="store_false", help="leave out DNSMOS")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
@@ -146,7 +222,9 @@ def main(argv=None) -> int:
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import DEFAULT_STRENGTH, convert_audio16k
+    from vc.conversion import DEFAULT_STRENGTH, convert_audio16k, synthesise
+    from vc.dsp import log_magnitude
+    from judges import wer
     from vc.engine import MODES, StreamingConverter
     from vc.model import load_model
     from vc.speakers import enroll
@@ -170,6 +248,10 @@ def main(argv=None) -> int:
     from embedding_cache import EmbeddingCache
     files = EmbeddingCache(embed, None if args.no_embedding_cache else args.embedding_cache, sr=sr,
                            read_audio=lambda path: read_audio(path, sr=sr)[0])
+    asr, mos, transcripts, source_mos = open_judges(
+        args.wer, args.dnsmos, None if args.no_embedding_cache else args.judge_cache, sr,
+        lambda path: read_audio(path, sr=sr)[0], "eval_conversion")
+    cfg = model.feature_config
     code, reference, held_out = {}, {}, {}
     for s in speakers:
         utts = by_speaker[s]
@@ -181,6 +263,44 @@ def main(argv=None) -> int:
     paths = ("file", "stream") if args.path == "both" else (args.path,)
     rows = {name: [] for name in paths}
     engines = {}
+    heard: dict = {}   # transcripts of what does not depend on the target, once per run
+
+    def engine(target, known, strength):
+        key = (target, known, strength)
+        if key not in engines:
+            engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter, harmonics=args.harmonics,
+                                              strength=strength, source=code.get(known), **MODES[args.stream_mode])
+        engines[key].reset()
+        return engines[key]
+
+    def resynthesis(name, source, audio):
+        """The source through the DSAE with its own enrolled code, strength 0, on the same path."""
+        if name == "file":
+            return convert_audio16k(audio, code[source], model, n_iter=args.n_iter, harmonics=args.harmonics,
+                                    strength=0.0)
+        known = source if args.stream_source == "enrolled" else None
+        return engine(source, known, 0.0).convert(audio, block=STREAM_BLOCK)
+
+    def judged(row, name, source, utt, audio, converted):
+        if asr is not None:
+            text = utt.text or ""
+            said = transcripts.file(utt.path)
+            if ("gl", utt.path) not in heard:
+                heard["gl", utt.path] = asr.transcribe(synthesise(log_magnitude(audio, cfg=cfg), cfg,
+                                                                  length=audio.size, n_iter=args.n_iter))
+            if (name, utt.path) not in heard:
+                heard[name, utt.path] = asr.transcribe(resynthesis(name, source, audio))
+            row.update(text=text, transcript_source=said, transcript_gl=heard["gl", utt.path],
+                       transcript_resynth=heard[name, utt.path], transcript_converted=asr.transcribe(converted))
+            for key in ("source", "gl", "resynth", "converted"):
+                row[f"wer_{key}"] = round(wer(text, row[f"transcript_{key}"]), 4) if text else None
+            row["content_wer"] = round(wer(said, row["transcript_converted"]), 4) if said else None
+        if mos is not None:
+            scored = mos.score(converted)
+            row.update(dnsmos_ovrl=round(scored["ovrl"], 4), dnsmos_sig=round(scored["sig"], 4),
+                       dnsmos_ovrl_source=round(source_mos.file(utt.path)["ovrl"], 4))
+        return row
+
     n_audio = 0.0
     for i, source in enumerate(speakers):
         others = speakers[i + 1:] + speakers[:i]
@@ -196,21 +316,15 @@ def main(argv=None) -> int:
                                                      harmonics=args.harmonics, strength=strength)
                     else:
                         known = source if args.stream_source == "enrolled" else None
-                        key = (target, known)
-                        if key not in engines:
-                            engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter,
-                                                              harmonics=args.harmonics, strength=strength,
-                                                              source=code.get(known), **MODES[args.stream_mode])
-                        engines[key].reset()
-                        converted = engines[key].convert(audio, block=STREAM_BLOCK)
+                        converted = engine(target, known, strength).convert(audio, block=STREAM_BLOCK)
                     e_conv = embed(converted)
-                    rows[name].append({
+                    rows[name].append(judged({
                         "source": source, "target": target, "utterance": utt.utterance,
                         "cos_target": float(e_conv @ reference[target]),
                         "cos_source": float(e_conv @ reference[source]),
                         "orig_cos_target": float(e_orig @ reference[target]),
                         "orig_cos_source": float(e_orig @ reference[source]),
-                    })
+                    }, name, source, utt, audio, converted))
     if args.details is not None:
         with open(args.details, "w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=["path"] + list(rows[paths[0]][0]))
@@ -227,8 +341,13 @@ def main(argv=None) -> int:
         "corpus": str(args.corpus),
         "split": args.split,
         "embedded_files": {"computed": files.misses, "cached": files.hits},
+        "judges": ["resemblyzer"] + [j.name for j in (asr, mos) if j is not None],
     }
-    reports = {name: dict(_scores(rows[name]), path=name, **common) for name in paths}
+    if transcripts is not None:
+        common["transcribed_files"] = {"computed": transcripts.misses, "cached": transcripts.hits}
+    if source_mos is not None:
+        common["dnsmos_files"] = {"computed": source_mos.misses, "cached": source_mos.hits}
+    reports = {name: dict(_scores(rows[name]), **_judge_scores(rows[name]), path=name, **common) for name in paths}
     if "stream" in reports:
         reports["stream"]["stream_mode"] = args.stream_mode
         reports["stream"]["stream_source"] = args.stream_source

@@ -13,6 +13,12 @@ own speaker's reference is reported (the unconverted files score `unconverted`):
 - `decoder`: the DSAE's reconstruction with rebuilt harmonics: the path every conversion takes, with the
   speaker's own code; a conversion cannot sound more like its target than this sounds like its speaker;
 - `decoder_envelope_alone`: the reconstruction without harmonics (`--no-harmonics`).
+
+Each version is also transcribed by Whisper base and scored by DNSMOS P.835 (`tools/judges.py`, as in
+eval_conversion.py): `wer_<version>` is its corpus-level word error rate against the corpus text over the
+utterances that have one (`wer_utterances`; `wer_untexted` left out), `content_wer_<version>` against the
+transcript of the unconverted file, `dnsmos_ovrl_<version>` and `dnsmos_sig_<version>` its mean DNSMOS.
+--no-wer / --no-dnsmos leave a judge out.
 """
 
 from __future__ import annotations
@@ -38,10 +44,13 @@ def main(argv=None) -> int:
     parser.add_argument("--utterances", type=int, default=3, help="resynthesised utterances per speaker")
     parser.add_argument("--n-iter", type=int, default=32)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-wer", dest="wer", action="store_false", help="leave out Whisper and the word error rates")
+    parser.add_argument("--no-dnsmos", dest="dnsmos", action="store_false", help="leave out DNSMOS")
     args = parser.parse_args(argv)
 
     from embedding_cache import EmbeddingCache
-    from eval_conversion import load_resemblyzer, unit
+    from eval_conversion import load_resemblyzer, open_judges, unit
+    from judges import WordErrors
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
     from vc.conversion import decode_windows, encode_windows, rebuild_harmonics, synthesise
@@ -60,6 +69,13 @@ def main(argv=None) -> int:
 
     files = EmbeddingCache(embed, REPO / "data" / "cache" / "resemblyzer", sr=sr,
                            read_audio=lambda path: read_audio(path, sr=sr)[0])
+
+    asr, mos, transcripts, file_mos = open_judges(args.wer, args.dnsmos, REPO / "data" / "cache", sr,
+                                                  lambda path: read_audio(path, sr=sr)[0], "eval_resynthesis")
+    errors: dict[str, WordErrors] = {}
+    content: dict[str, WordErrors] = {}
+    mos_scores: dict[str, list] = {}
+    untexted = 0
 
     def waveform(frames, n):
         return synthesise(frames, cfg, length=n, n_iter=args.n_iter)
@@ -91,12 +107,35 @@ def main(argv=None) -> int:
                 "decoder": waveform(rebuild_harmonics(decoded, f0, voiced, register, register, cfg)[0], n),
                 "decoder_envelope_alone": waveform(decoded, n),
             }
+            untexted += not utt.text
             for name, y in versions.items():
                 e = files.file(utt.path) if name == "unconverted" else embed(y)
                 cosines.setdefault(name, []).append(float(e @ reference))
+                if asr is not None:
+                    said = transcripts.file(utt.path) if name == "unconverted" else asr.transcribe(y)
+                    errors.setdefault(name, WordErrors()).add(utt.text, said)
+                    if name != "unconverted":
+                        content.setdefault(name, WordErrors()).add(transcripts.file(utt.path), said)
+                if mos is not None:
+                    scored = file_mos.file(utt.path) if name == "unconverted" else mos.score(y)
+                    mos_scores.setdefault(name, []).append(scored)
     report = {name: round(float(np.mean(values)), 4) for name, values in cosines.items()}
+
+    def rounded(value):
+        return None if value is None else round(value, 4)
+
+    for name, counted in errors.items():
+        report[f"wer_{name}"] = rounded(counted.rate())
+    for name, counted in content.items():
+        report[f"content_wer_{name}"] = rounded(counted.rate())
+    if errors:
+        report.update(wer_utterances=errors["unconverted"].utterances, wer_untexted=untexted)
+    for name, scored in mos_scores.items():
+        report[f"dnsmos_ovrl_{name}"] = round(float(np.mean([m["ovrl"] for m in scored])), 4)
+        report[f"dnsmos_sig_{name}"] = round(float(np.mean([m["sig"] for m in scored])), 4)
     report.update(utterances=len(cosines["unconverted"]), speakers=len(speakers), model_id=model.model_id,
-                  corpus=str(args.corpus), split=args.split)
+                  corpus=str(args.corpus), split=args.split,
+                  judges=["resemblyzer"] + [j.name for j in (asr, mos) if j is not None])
     print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 
