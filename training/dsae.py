@@ -30,26 +30,12 @@ the trainer (`training.config.Objective`, passed to `DSAE.forward`), the archite
   * `z_invariance_weight`: the trainer also passes a copy of each segment with the voice changed
     (training.augment: pitch, formants, tilt, level) and q(z | x, f) must agree with q(z | x', f): the
     symmetric KL between the two posteriors, in nats per sequence, is added to the loss. Information
-    about the voice in z then costs nats on every segment, for speakers never seen as well.
+    about the voice in z then costs nats on every segment, for speakers never seen as well;
+  * `content_weight`: a head on z_t predicts what a speech recogniser's encoder makes of the same instant
+    (training.data.content), half the squared error per sequence; the terms above push the speaker out
+    of z and the words with it, this one keeps the words in.
 
-Why these options (measured on a 40-voice synthetic corpus, 28 training speakers, 3 epochs, EER on 8
-held-out speakers, cosine scoring; MFCC-mean EER 8.5 %): the plain model with f swapping gave f 0.0 %
-but z 12.7 % (z must be >= 30 %). An adversary on single segments reached chance on the training speakers
-and still left z at 21 % (weight 30) / 18 % (weight 100). Feeding it averages over groups of 4 / 8
-same-speaker segments (`adv_group_size`, the idea: a speaker's offset hides under one segment's content
-variation but shows in utterance averages) gave 16 % / 19 % and a worse f (1.6 % / 3.1 %). None of these
-reached 30 % for z in 3 epochs on 28 speakers; the best, adversary weight 30 on single segments, is the
-default (training/config.py DEFAULT_OBJECTIVE).
-
-On the 80-voice corpus (56 training, 16 held-out speakers; MFCC-mean 4.9 %) the adversary (weight 50, 9
-epochs) left z at 16.5 %. Fine-tuning it with the invariance term: weight 1 / 5 with formant, tilt and gain
-changes, 3 epochs: 17.1 % / 21.4 %; weight 5 with pitch changes (x1.5) as well: 23.2 %; 4 more epochs at
-weight 10, pitch x2: 24.4 %; 3 more at weight 30 (formants x1.3): 29.3 %; 3 more at weight 50: 31.2 %
-(the shipped model), f at 1.3-1.5 % throughout. Raising the adversary to 150 instead collapsed z to 10.7 %.
-The price is reconstruction: the dev ELBO fell from -470 to -1329 nats per segment. Diagnostics on the
-adversary-only model: feeding the z posterior f = 0 instead of the segment's own f *lowers* z's EER to 4 %
-(the z network uses f to cancel speaker information), so the leak is in the frame path, which is what the
-invariance term targets.
+Why each option exists and what it measured: docs/experiments.md, "The DSAE objective".
 """
 from __future__ import annotations
 

@@ -1,14 +1,12 @@
 """A speaker's statistics of the dynamic code z, and moving z from the source's statistics to the target's.
 
 The DSAE puts who speaks in f, but not all of it: the per-dimension mean and spread of z over a speaker's
-speech still tell speakers apart (the default model's mean z separates human test speakers at 32 % EER,
-chance being 50 %), so a decoder given the target's f still hears some of the source. Conversion
+speech still tell speakers apart (docs/experiments.md), so a decoder given the target's f still hears some
+of the source. Conversion
 therefore also moves every z dimension from the source's mean and standard deviation to the target's (an
 instance normalisation of z), both measured over speech frames: enrolment stores the target's, files
 measure the whole source utterance, the streaming engine keeps a running estimate that starts from the
-training speakers' statistics (stored in the model file by vc-export). On 216 conversions of
-human test speakers this takes `target_closer_rate` from 0.741 to 0.815 at strength 2 (README,
-"Conversion quality").
+training speakers' statistics (stored in the model file by vc-export).
 
 One rule decides speech for frames here and for segments in `vc.speakers.speech_flags` (`speech_frames`):
 the level must be above SILENCE_DBFS and within RELATIVE_GATE_DB of the loudest (of the file, or of the

@@ -28,14 +28,11 @@ from vc.speakers import Speaker, check_speaker, load_speaker, speech_flags
 DEFAULT_N_ITER = 32
 # f = f_source + strength * (f_target - f_source). 1 is the plain DSAE swap (and the full moves of z's
 # statistics and of the envelopes); beyond 1, f goes past the target, which cancels more of the source that
-# z still carries. Chosen on the 20 human dev speakers (README, "Conversion quality"): with the target's own
-# fine structure and envelopes, the mean margin of target over source cosine peaks at 2.0 (files 0.149, the
-# stream 0.141; 2.5: 0.144 and 0.135).
+# z still carries. Chosen on the human dev speakers (docs/experiments.md).
 DEFAULT_STRENGTH = 2.0
 MAX_STRENGTH = 3.0
 # Beyond strength 1 the moves of z's statistics and of the envelopes go on past the target too, more
-# gently than f: on the dev speakers at strength 2.5, moves of 1.3 (this rate) widened that margin from
-# 0.137 to 0.144; moves of 1.0 and 1.5 did less (README).
+# gently than f (docs/experiments.md).
 MOVE_PAST_TARGET = 0.2
 MODEL_BATCH = 256
 
