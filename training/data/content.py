@@ -10,7 +10,7 @@ the cache small and the head cheap.
 Layout, beside the features (README, "Feature cache")::
 
     CACHE/content.json             source, model hash, dim, the features' inputs_hash, per-split frame counts
-    CACHE/content-basis.npz        mean (512,), basis (512, dim), scale (dim,): the projection
+    CACHE/content-basis.npz        mean (1500, 512) per encoder position, basis (512, dim), scale (dim,)
     CACHE/<split>/content.npy      float16 (n_frames, dim), row i belongs to frames.npy row i
 
 Utterances are packed into 30 s windows (Whisper's fixed input length: encoding a 3 s file costs as much
@@ -30,7 +30,7 @@ import numpy as np
 from training.data.audio import load_audio
 from training.data.cache import FeatureCache, FeatureCacheError
 
-CONTENT_FORMAT = "dsae-vc-content/1"
+CONTENT_FORMAT = "dsae-vc-content/2"
 WINDOW_SECONDS = 30
 GAP_SECONDS = 0.1
 ENCODER_HOP_SECONDS = 0.02
@@ -95,13 +95,14 @@ def _pack(utterances, read) -> Iterator[tuple[np.ndarray, list[tuple[int, int, i
         yield np.concatenate(parts), placed
 
 
-def _rows_of(encoded: np.ndarray, offset: int, n_frames: int, hop_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder rows for the DSAE frames of one utterance placed at `offset` samples (negative: the window
-    starts that far into the utterance); (frame indices, encoder rows) of the frames inside the window."""
+def _rows_of(offset: int, n_frames: int, hop_length: int, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where the DSAE frames of one utterance placed at `offset` samples (negative: the window starts that
+    far into the utterance) are in the encoder's output: (indices of the frames inside the window, their
+    encoder rows)."""
     frame_time = (np.arange(n_frames) * hop_length + offset) / 16000.0
     inside = (frame_time >= 0) & (frame_time < WINDOW_SECONDS)
-    rows = np.minimum((frame_time[inside] / ENCODER_HOP_SECONDS).astype(np.int64), encoded.shape[0] - 1)
-    return np.flatnonzero(inside), encoded[rows]
+    rows = np.minimum((frame_time[inside] / ENCODER_HOP_SECONDS).astype(np.int64), n_rows - 1)
+    return np.flatnonzero(inside), rows
 
 
 def build_content_targets(cache_dir: os.PathLike | str, model_dir: os.PathLike | str, *, dim: int = 64,
@@ -141,8 +142,8 @@ def build_content_targets(cache_dir: os.PathLike | str, model_dir: os.PathLike |
         def write(encoded, placed):
             for index, offset, _ in placed:
                 utt = utterances[index]
-                frames, rows = _rows_of(encoded, offset, utt.n_frames, hop)
-                target = (rows - projection["mean"]) @ projection["basis"] / projection["scale"]
+                frames, rows = _rows_of(offset, utt.n_frames, hop, encoded.shape[0])
+                target = (encoded[rows] - projection["mean"][rows]) @ projection["basis"] / projection["scale"]
                 out[utt.frame_start + frames] = target.astype(np.float16)
                 filled[utt.frame_start + frames] = True
 
@@ -180,9 +181,15 @@ def build_content_targets(cache_dir: os.PathLike | str, model_dir: os.PathLike |
 
 
 def _fit_projection(encoded: list[np.ndarray], dim: int) -> dict:
-    rows = np.concatenate(encoded).astype(np.float64)
-    mean = rows.mean(0)
-    cov = np.cov(rows - mean, rowvar=False)
+    """Mean (1500, 512) per encoder position, and the top `dim` principal directions of what is left.
+
+    Whisper adds a position embedding to every row, and half of the output's energy is where in the 30 s
+    window a row lies, not what was said there; the top components of the raw rows are mostly that. So
+    each row is taken relative to the mean of its position over many windows first."""
+    windows = np.stack(encoded).astype(np.float64)
+    mean = windows.mean(0)
+    rows = (windows - mean).reshape(-1, windows.shape[-1])
+    cov = np.cov(rows, rowvar=False)
     values, vectors = np.linalg.eigh(cov)
     top = np.argsort(values)[::-1][:dim]
     return {"mean": mean.astype(np.float32), "basis": vectors[:, top].astype(np.float32),
