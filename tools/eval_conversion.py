@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import sys
 import time
@@ -76,6 +77,7 @@ def _scores(rows: list[dict]) -> dict:
         "target_closer_rate": round(float(np.mean(closer)), 4),
         "mean_cos_target": round(float(np.mean([r["cos_target"] for r in rows])), 4),
         "mean_cos_source": round(float(np.mean([r["cos_source"] for r in rows])), 4),
+        "mean_margin": round(float(np.mean([r["cos_target"] - r["cos_source"] for r in rows])), 4),
         "unconverted_mean_cos_target": round(float(np.mean([r["orig_cos_target"] for r in rows])), 4),
         "unconverted_mean_cos_source": round(float(np.mean([r["orig_cos_source"] for r in rows])), 4),
         "conversions": len(rows),
@@ -211,6 +213,11 @@ def main(argv=None) -> int:
     parser.add_argument("--no-dnsmos", dest="dnsmos", action="store_false", help="leave out DNSMOS")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
+    parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
+                        help="what carries the harmonics (default: vc.conversion.DEFAULT_FINE_STRUCTURE)")
+    parser.add_argument("--match", choices=("z", "envelope"), default="z",
+                        help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
+                             "it) or by envelope (speaker files without envelope_z)")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -222,7 +229,7 @@ def main(argv=None) -> int:
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import DEFAULT_STRENGTH, convert_audio16k, synthesise
+    from vc.conversion import DEFAULT_FINE_STRUCTURE, DEFAULT_STRENGTH, convert_audio16k, synthesise
     from vc.dsp import log_magnitude
     from judges import wer
     from vc.engine import MODES, StreamingConverter
@@ -230,6 +237,7 @@ def main(argv=None) -> int:
     from vc.speakers import enroll
 
     strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    fine = DEFAULT_FINE_STRUCTURE if args.fine_structure is None else args.fine_structure
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
     model = load_model(args.model, device="cpu")
@@ -257,6 +265,8 @@ def main(argv=None) -> int:
         utts = by_speaker[s]
         half = len(utts) // 2
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
+        if args.match == "envelope":
+            code[s] = dataclasses.replace(code[s], envelope_z=None)
         reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 
@@ -269,7 +279,8 @@ def main(argv=None) -> int:
         key = (target, known, strength)
         if key not in engines:
             engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter, harmonics=args.harmonics,
-                                              strength=strength, source=code.get(known), **MODES[args.stream_mode])
+                                              strength=strength, source=code.get(known), fine_structure=fine,
+                                              **MODES[args.stream_mode])
         engines[key].reset()
         return engines[key]
 
@@ -277,7 +288,7 @@ def main(argv=None) -> int:
         """The source through the DSAE with its own enrolled code, strength 0, on the same path."""
         if name == "file":
             return convert_audio16k(audio, code[source], model, n_iter=args.n_iter, harmonics=args.harmonics,
-                                    strength=0.0)
+                                    strength=0.0, fine_structure=fine)
         known = source if args.stream_source == "enrolled" else None
         return engine(source, known, 0.0).convert(audio, block=STREAM_BLOCK)
 
@@ -313,7 +324,8 @@ def main(argv=None) -> int:
                 for name in paths:
                     if name == "file":
                         converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
-                                                     harmonics=args.harmonics, strength=strength)
+                                                     harmonics=args.harmonics, strength=strength,
+                                                     fine_structure=fine)
                     else:
                         known = source if args.stream_source == "enrolled" else None
                         converted = engine(target, known, strength).convert(audio, block=STREAM_BLOCK)
@@ -337,6 +349,8 @@ def main(argv=None) -> int:
         "n_iter": args.n_iter,
         "harmonics": args.harmonics,
         "strength": strength,
+        "fine_structure": fine,
+        "exemplar_match": args.match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,

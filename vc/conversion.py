@@ -21,7 +21,7 @@ import numpy as np
 
 from vc.audio import AudioError, check_audio, read_audio, resample, write_wav
 from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, move_codes, speech_frames
-from vc.exemplars import VoicedExemplars, draw_onto_exemplars, voiced_fine_structure
+from vc.exemplars import VoicedExemplars, draw_onto_exemplars, stretch_along_frequency, voiced_fine_structure
 from vc.model import Model, default_model_dir, load_model
 from vc.speakers import Speaker, check_speaker, load_speaker, speech_flags
 
@@ -34,6 +34,7 @@ MAX_STRENGTH = 3.0
 # Beyond strength 1 the moves of z's statistics and of the envelopes go on past the target too, more
 # gently than f (docs/experiments.md).
 MOVE_PAST_TARGET = 0.2
+DEFAULT_FINE_STRUCTURE = "target"
 MODEL_BATCH = 256
 
 
@@ -125,10 +126,12 @@ def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, windo
 
 
 def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, model: Model,
-                   strength: float = 1.0) -> np.ndarray:
+                   strength: float = 1.0, source_frames: np.ndarray | None = None,
+                   fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
     """Converted frames (T, n_features) -> the same envelope carrying harmonics at the source's F0 contour
     in the target's register (the source's own register when the target has none; `register_amount` of
-    the way there at strengths below 1). Unvoiced sources (whisper) come back unchanged."""
+    the way there at strengths below 1). Unvoiced sources (whisper) come back unchanged.
+    fine_structure: see `FINE_STRUCTURES`; "source" needs the source's own raw frames."""
     from vc.pitch import Register, yin
 
     cfg = model.feature_config
@@ -136,20 +139,44 @@ def with_harmonics(envelope: np.ndarray, audio: np.ndarray, target: Speaker, mod
     T = envelope.shape[0]
     f0, voiced = f0[:T], voiced[:T]
     return rebuild_harmonics(envelope, f0, voiced, Register.of(f0, voiced), target.register, cfg,
-                             voiced_exemplars=target.voiced, amount=register_amount(strength))[0]
+                             voiced_exemplars=target.voiced if fine_structure == "target" else None,
+                             amount=register_amount(strength),
+                             source_fine=source_fine_structure(source_frames, fine_structure, T))[0]
+
+
+def source_fine_structure(source_frames: np.ndarray | None, fine_structure: str, n: int) -> np.ndarray | None:
+    """The source's own fine structure (log spectrum less its envelope) of its first n frames when
+    `fine_structure` is "source", else None."""
+    from vc.pitch import smooth_across_frequency
+
+    if fine_structure not in FINE_STRUCTURES:
+        raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {fine_structure!r}")
+    if fine_structure != "source":
+        return None
+    frames = np.asarray(source_frames[:n], np.float32)
+    return frames - smooth_across_frequency(frames)
 
 
 # --- the conversion itself: the file path above and the streaming engine (vc.engine) both use these two --
 
+# What is laid over the converted envelope: "target", the target's own voiced frames (pulse train without
+# them); "source", the source's own fine structure, stretched along frequency to the converted pitch in
+# voiced frames and as it is in the others (its breath, jitter and noise, which real speech has and a
+# frame-by-frame choice of exemplars does not keep from one frame to the next); "pulse", a pulse train.
+FINE_STRUCTURES = ("target", "source", "pulse")
+
+
 def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, source, target, cfg,
                       phase: float = 0.0, voiced_exemplars: VoicedExemplars | None = None, *,
-                      amount: float = 1.0) -> tuple[np.ndarray, float]:
+                      amount: float = 1.0, source_fine: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
     harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
     (the source's own when target is None), the pulse train's phase after the last frame). The harmonics
     are the target's own fine structure when `voiced_exemplars` holds it
     (`vc.exemplars.voiced_fine_structure`) and amount > 0, else a pulse train's. A source register of None
-    (no voiced speech yet) leaves the envelope as it is. `phase` continues a stream."""
+    (no voiced speech yet) leaves the envelope as it is. `phase` continues a stream. `source_fine`, the
+    source's own fine structure of the same frames, replaces both: stretched to the moved F0 in voiced
+    frames, unchanged in the others."""
     from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
 
     if source is None:
@@ -160,7 +187,10 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
                         source.log_std * (goal.log_std / source.log_std) ** amount)
     moved = transpose(f0, voiced, source, goal)
     smooth = smooth_across_frequency(envelope)
-    if voiced_exemplars is not None and amount > 0:
+    if source_fine is not None:
+        fine = np.array(source_fine, np.float32, copy=True)
+        fine[voiced] = stretch_along_frequency(fine[voiced], moved[voiced] / f0[voiced], cfg)
+    elif voiced_exemplars is not None and amount > 0:
         fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg)
     else:
         fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
@@ -233,13 +263,15 @@ def register_amount(strength: float) -> float:
 
 
 def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
-                     harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> np.ndarray:
+                     harmonics: bool = True, strength: float = DEFAULT_STRENGTH,
+                     fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
     """Mono float32 at the model's rate -> converted audio of the same length and rate.
 
     target: a Speaker or a float32 (f_dim,) code; a Speaker's z statistics move the source's z to the
     target's (`vc.code_stats`). harmonics=False returns the DSAE's envelope alone
     (breathy, pitchless: what the model itself reconstructs). strength: how far f moves from the source's
-    code towards the target's and beyond (0: the source's own voice, 1: the target's code, default 2.0)."""
+    code towards the target's and beyond (0: the source's own voice, 1: the target's code, default 2.0).
+    fine_structure: what carries the harmonics over the converted envelope (`FINE_STRUCTURES`)."""
     from vc.dsp import log_magnitude
 
     audio = check_audio(audio)
@@ -262,7 +294,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
         converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength),
                                         codes=codes, exemplar_codes=target.envelope_z)
     if harmonics:
-        converted = with_harmonics(converted, audio, target, model, strength)
+        converted = with_harmonics(converted, audio, target, model, strength, frames, fine_structure)
     return synthesise(converted, cfg, length=audio.shape[0], n_iter=n_iter)[:n]
 
 
@@ -297,14 +329,15 @@ def _cached_model(model_dir) -> Model:
 
 
 def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, out_sr: int | None = None,
-            harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> np.ndarray:
+            harmonics: bool = True, strength: float = DEFAULT_STRENGTH,
+            fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
     """Convert `audio` at rate `sr` to the `target` speaker.
 
     audio: (samples,) or (samples, channels), floating point or integer PCM (scaled by its dtype's range);
     `vc.audio.check_audio` says exactly what is accepted. A (channels, samples) array is refused: pass
     `audio.T`. target: a speaker.npy path, a `vc.speakers.Speaker` or a float32 (f_dim,) code; model: a Model, a
     model directory or None (the default model). Returns mono float32 at `out_sr` (default: `sr`).
-    harmonics, strength: see `convert_audio16k`.
+    harmonics, strength, fine_structure: see `convert_audio16k`.
     """
     if not isinstance(model, Model):
         model = _cached_model(model)
@@ -317,7 +350,7 @@ def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, ou
     sr = int(sr)
     model_sr = model.feature_config.sr
     converted = convert_audio16k(resample(mono, sr, model_sr), target, model, n_iter=n_iter, harmonics=harmonics,
-                                 strength=strength)
+                                 strength=strength, fine_structure=fine_structure)
     out = resample(converted, model_sr, out_sr or sr)
     # Keep clipping rare without changing loudness of ordinary speech.
     peak = float(np.max(np.abs(out))) if out.size else 0.0

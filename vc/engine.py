@@ -81,8 +81,9 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import (DEFAULT_STRENGTH, check_strength, code_stats_amount, mixed_code, rebuild_harmonics,
-                           register_amount, source_prior)
+from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_STRENGTH, FINE_STRUCTURES, check_strength,
+                           code_stats_amount, mixed_code, rebuild_harmonics, register_amount, source_fine_structure,
+                           source_prior)
 from vc.exemplars import draw_onto_exemplars
 from vc.code_stats import RunningCodeStats, frame_level_db, move_codes, speech_frames
 from vc.speakers import Speaker, SpeakerError, check_speaker
@@ -166,7 +167,8 @@ class StreamingConverter:
                  lookahead_ms: float = MODES["default"]["lookahead_ms"], n_iter: int = DEFAULT_N_ITER,
                  momentum: float = DEFAULT_MOMENTUM, gate_db: float | None = DEFAULT_GATE_DB,
                  gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False,
-                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True, source: Speaker | None = None):
+                 strength: float = DEFAULT_STRENGTH, harmonics: bool = True, source: Speaker | None = None,
+                 fine_structure: str = DEFAULT_FINE_STRUCTURE):
         cfg = model.feature_config
         self.model = model
         self.cfg = cfg
@@ -198,6 +200,9 @@ class StreamingConverter:
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         self.harmonics = bool(harmonics)
+        if fine_structure not in FINE_STRUCTURES:
+            raise EngineError(f"fine_structure must be one of {FINE_STRUCTURES}, not {fine_structure!r}")
+        self.fine_structure = fine_structure
         if isinstance(target, Speaker):  # its z statistics and exemplars, checked as a speaker file's are
             try:
                 check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes,
@@ -414,7 +419,9 @@ class StreamingConverter:
             self._register.update(f0, voiced)
             decoded, self._harmonic_phase = rebuild_harmonics(
                 decoded, f0, voiced, self.source_register, self.target_register, self.cfg,
-                self._harmonic_phase, self.target_voiced, amount=register_amount(self.strength))
+                self._harmonic_phase, self.target_voiced if self.fine_structure == "target" else None,
+                amount=register_amount(self.strength),
+                source_fine=source_fine_structure(new_frames, self.fine_structure, h))
         magnitude = dsp.magnitude_from_features(decoded, cfg=self.cfg)
         samples = self._griffinlim.push(magnitude)
         self._update_gate(levels)

@@ -165,14 +165,22 @@ def _stretched_fine_structure(envelope: np.ndarray, wanted: np.ndarray, exemplar
     nearest = nearest_exemplars(envelope @ dct_basis(n_features, pool.shape[1]), pool, near)
     pool_f0 = np.asarray(exemplars.f0, np.float64)
     pick = nearest[np.arange(n), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
-    # Feature k is FFT bin k + drop_dc; a frequency f of the output comes from f / ratio of the exemplar.
+    # only the rows taken are converted: a stream calls this every hop
+    return stretch_along_frequency(exemplars.fine[pick].astype(np.float32), wanted / pool_f0[pick], cfg)
+
+
+def stretch_along_frequency(fine: np.ndarray, ratio: np.ndarray, cfg) -> np.ndarray:
+    """Fine structure rows (n, n_features) -> the same stretched along frequency by `ratio` (n,), so that
+    harmonic k of a frame at F0 lands on harmonic k at ratio x F0; zero where the stretch reads past the
+    last bin."""
+    n_features = fine.shape[1]
+    # Feature k is FFT bin k + drop_dc; a frequency f of the output comes from f / ratio of the input.
     first_bin = int(cfg.drop_dc)
     bins = np.arange(n_features) + first_bin
-    source_bin = bins[None, :] / (wanted / pool_f0[pick])[:, None] - first_bin
+    source_bin = bins[None, :] / np.asarray(ratio, np.float64)[:, None] - first_bin
     low = np.floor(source_bin).astype(np.int64)
     frac = (source_bin - low).astype(np.float32)
     inside = (low >= 0) & (low + 1 < n_features)
     low = np.clip(low, 0, n_features - 2)
-    fine = exemplars.fine[pick].astype(np.float32)   # only the rows taken: a stream calls this every hop
     taken = np.take_along_axis(fine, low, axis=1) * (1.0 - frac) + np.take_along_axis(fine, low + 1, axis=1) * frac
     return np.where(inside, taken, 0.0).astype(np.float32)
