@@ -3,9 +3,12 @@
     vc-features CORPUS OUT [--kind auto|KIND] [--split NAME ...]
                 [--segment-hop 10] [--segment-length 20] [--jobs J] [--force] [--no-progress]
                 [--include-sa] [--mic mic1|mic2] [--dev-fraction 0.1] [--test-fraction 0.1]
+                [--content-targets [--content-dim 64]]
 
 Builds train, dev and test by default (train always: the normalisation statistics come from it).
-A second run with the same inputs and options reuses the cache and says so.
+A second run with the same inputs and options reuses the cache and says so. --content-targets also writes
+what Whisper base's encoder makes of every frame (training.data.content; needs the eval extra), which the
+objective's content term learns from: about 1 s of one core per 30 s of audio.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mic", choices=["mic1", "mic2"], help="VCTK 0.92: microphone (default mic1)")
     p.add_argument("--dev-fraction", type=float, help="split-by-speaker corpora: share of speakers in dev")
     p.add_argument("--test-fraction", type=float, help="split-by-speaker corpora: share of speakers in test")
+    p.add_argument("--content-targets", action="store_true",
+                   help="also write frame-level content targets for the train and dev splits (Whisper base)")
+    p.add_argument("--content-dim", type=int, default=64, help="principal components kept (default 64)")
     return p
 
 
@@ -55,7 +61,7 @@ def main(argv=None) -> int:
 
 def _build(args) -> int:
     from training.data.corpora import open_corpus
-    from training.data.features import build_feature_cache
+    from training.data.features import FeatureCacheError, build_feature_cache
 
     options = {k: v for k, v in (("include_sa", args.include_sa), ("mic", args.mic),
                                  ("dev_fraction", args.dev_fraction),
@@ -69,6 +75,16 @@ def _build(args) -> int:
                                  segment_length=args.segment_length, jobs=args.jobs,
                                  progress=not args.no_progress, force=args.force, **kwargs)
     print(report.summary())
+    if args.content_targets:
+        from training.data.content import build_content_targets
+        from training.whisper import WeightsMissing, whisper_base_dir
+
+        try:
+            model_dir = whisper_base_dir()
+        except WeightsMissing as exc:
+            raise FeatureCacheError(f"{args.out}: no content targets: {exc}") from None
+        build_content_targets(args.out, model_dir, dim=args.content_dim, threads=args.jobs or 1,
+                              splits=[s for s in ("train", "dev") if splits is None or s in splits])
     return 0
 
 

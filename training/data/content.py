@@ -172,7 +172,6 @@ def build_content_targets(cache_dir: os.PathLike | str, model_dir: os.PathLike |
         if not filled.all():
             raise FeatureCacheError(f"{cache_dir / split}: {int((~filled).sum())} frames got no content target")
         out.flush()
-        del out
         os.replace(tmp, out_path)
         meta["splits"][split] = int(filled.size)
         meta_path.write_text(json.dumps(meta, indent=2))
