@@ -13,6 +13,7 @@ setup: .setup-stamp
 
 demo: .setup-stamp
 	$(PY) -m vc.demo --out out
+	$(PY) tools/demo_summary.py out
 
 test: .setup-stamp
 	$(PY) -m pytest -q

@@ -215,9 +215,9 @@ def main(argv=None) -> int:
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
                         help="what carries the harmonics (default: vc.conversion.DEFAULT_FINE_STRUCTURE)")
-    parser.add_argument("--match", choices=("z", "envelope"), default="z",
+    parser.add_argument("--match", choices=("z", "envelope", "none"), default="z",
                         help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
-                             "it) or by envelope (speaker files without envelope_z)")
+                             "it), by envelope (speaker files without envelope_z), or use none")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -265,8 +265,10 @@ def main(argv=None) -> int:
         utts = by_speaker[s]
         half = len(utts) // 2
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
-        if args.match == "envelope":
+        if args.match != "z":
             code[s] = dataclasses.replace(code[s], envelope_z=None)
+        if args.match == "none":
+            code[s] = dataclasses.replace(code[s], envelopes=None)
         reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 
