@@ -218,6 +218,9 @@ def main(argv=None) -> int:
     parser.add_argument("--match", choices=("z", "envelope", "none"), default="z",
                         help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
                              "it), by envelope (speaker files without envelope_z), or use none")
+    parser.add_argument("--envelope-share", type=float, default=None,
+                        help="how much of the z moves the envelopes make towards the target's own "
+                             "(default: vc.conversion.ENVELOPE_SHARE)")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -238,6 +241,9 @@ def main(argv=None) -> int:
 
     strength = DEFAULT_STRENGTH if args.strength is None else args.strength
     fine = DEFAULT_FINE_STRUCTURE if args.fine_structure is None else args.fine_structure
+    import vc.conversion
+    if args.envelope_share is not None:
+        vc.conversion.ENVELOPE_SHARE = args.envelope_share
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
     model = load_model(args.model, device="cpu")
@@ -352,6 +358,7 @@ def main(argv=None) -> int:
         "harmonics": args.harmonics,
         "strength": strength,
         "fine_structure": fine,
+        "envelope_share": vc.conversion.ENVELOPE_SHARE,
         "exemplar_match": args.match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),

@@ -34,6 +34,8 @@ MAX_STRENGTH = 3.0
 # Beyond strength 1 the moves of z's statistics and of the envelopes go on past the target too, more
 # gently than f (docs/experiments.md).
 MOVE_PAST_TARGET = 0.2
+# How much of that move the envelopes make towards the target's own (`envelope_amount`).
+ENVELOPE_SHARE = 1.0
 DEFAULT_FINE_STRUCTURE = "target"
 MODEL_BATCH = 256
 
@@ -262,6 +264,12 @@ def register_amount(strength: float) -> float:
     return min(strength, 1.0)
 
 
+def envelope_amount(strength: float) -> float:
+    """How far each speech frame's envelope is drawn onto the target's own: ENVELOPE_SHARE of the moves of
+    z's statistics (`code_stats_amount`)."""
+    return ENVELOPE_SHARE * code_stats_amount(strength)
+
+
 def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
                      harmonics: bool = True, strength: float = DEFAULT_STRENGTH,
                      fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
@@ -291,7 +299,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
     converted = decode_windows(windows, code, model)
     if target.envelopes is not None:
         codes = frame_codes(windows, model) if target.envelope_z is not None else None
-        converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=code_stats_amount(strength),
+        converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=envelope_amount(strength),
                                         codes=codes, exemplar_codes=target.envelope_z)
     if harmonics:
         converted = with_harmonics(converted, audio, target, model, strength, frames, fine_structure)
