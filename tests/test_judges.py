@@ -70,6 +70,10 @@ def test_a_corpus_rate_is_edits_over_reference_words_not_a_mean_of_rates():
     assert errors.add(None, "anything") is None and errors.add("...", "x") is None   # no text: left out
     assert errors.utterances == 2 and errors.words == 6
     assert errors.rate() == pytest.approx(3 / 6)      # the mean of the two rates would be 0.625
+    assert errors.capped_rate() == errors.rate()      # nothing to cap yet
+    errors.add("g h", "bow " * 20)                      # a recognition loop: 20 edits on 2 words
+    assert errors.rate() == pytest.approx(23 / 8)
+    assert errors.capped_rate() == pytest.approx(5 / 8)
 
 
 # --- the per-file cache ---------------------------------------------------------------------------------------

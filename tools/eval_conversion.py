@@ -106,6 +106,8 @@ def _judge_scores(rows: list[dict]) -> dict:
             for r in texted:
                 errors.add(r["text"], r[f"transcript_{key}"])
             out[f"wer_{key}"] = _rate(errors)
+            capped = errors.capped_rate()
+            out[f"wer_{key}_capped"] = None if capped is None else round(capped, 4)
         content = WordErrors()
         for r in rows:
             content.add(r["transcript_source"], r["transcript_converted"])

@@ -126,6 +126,7 @@ class WordErrors:
         self.edits = Edits()
         self.words = 0
         self.utterances = 0
+        self.capped_edits = 0
 
     def add(self, reference: str | None, hypothesis: str | None) -> float | None:
         """Counts one utterance; returns its own WER (None, and nothing counted, when the reference
@@ -137,12 +138,19 @@ class WordErrors:
         self.edits.substitutions += e.substitutions
         self.edits.deletions += e.deletions
         self.edits.insertions += e.insertions
+        self.capped_edits += min(e.total, len(ref))
         self.words += len(ref)
         self.utterances += 1
         return e.total / len(ref)
 
     def rate(self) -> float | None:
         return self.edits.total / self.words if self.words else None
+
+    def capped_rate(self) -> float | None:
+        """The rate with each utterance's edits capped at its word count: a recogniser that loops on one
+        word ("bow, bow, bow, ...") costs that utterance all its words, not twenty times them, so one
+        hallucination cannot outweigh the rest of the corpus."""
+        return self.capped_edits / self.words if self.words else None
 
 
 # --- Whisper base --------------------------------------------------------------------------------------------
