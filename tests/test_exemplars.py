@@ -70,7 +70,7 @@ def test_draw_onto_exemplars_matches_by_code_when_codes_are_given():
     assert np.abs(by_code - want_other).max() < 0.05 * gap
 
 
-def test_conversion_uses_the_targets_envelopes(tiny):
+def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""
     from vc.conversion import convert_audio16k
@@ -90,8 +90,10 @@ def test_conversion_uses_the_targets_envelopes(tiny):
     s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
     s_env = StreamingConverter(tiny, with_env, n_iter=4).convert(audio)
     assert not np.allclose(s_plain, s_env, atol=1e-3)
-    # with the z of each envelope's frame, both paths pick exemplars by what is said instead
+    # with the z of each envelope's frame and EXEMPLAR_MATCH "z", both paths pick exemplars by what is said
     by_code = Speaker(f, envelopes=envelopes, envelope_z=(rng.standard_normal((30, 4)) * 2).astype(np.float16))
+    np.testing.assert_array_equal(convert_audio16k(audio, by_code, tiny, n_iter=4), b)   # default: by envelope
+    monkeypatch.setattr("vc.conversion.EXEMPLAR_MATCH", "z")
     assert not np.allclose(convert_audio16k(audio, by_code, tiny, n_iter=4), b, atol=1e-3)
     assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4).convert(audio), s_env, atol=1e-3)
 

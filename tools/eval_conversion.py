@@ -217,9 +217,9 @@ def main(argv=None) -> int:
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
                         help="what carries the harmonics (default: vc.conversion.DEFAULT_FINE_STRUCTURE)")
-    parser.add_argument("--match", choices=("z", "envelope", "none"), default="z",
+    parser.add_argument("--match", choices=("z", "envelope", "none"), default=None,
                         help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
-                             "it), by envelope (speaker files without envelope_z), or use none")
+                             "it), by envelope, or use none (default: vc.conversion.EXEMPLAR_MATCH)")
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
                              "(default: vc.conversion.ENVELOPE_SHARE)")
@@ -246,6 +246,8 @@ def main(argv=None) -> int:
     import vc.conversion
     if args.envelope_share is not None:
         vc.conversion.ENVELOPE_SHARE = args.envelope_share
+    if args.match in vc.conversion.EXEMPLAR_MATCHES:
+        vc.conversion.EXEMPLAR_MATCH = args.match
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
     model = load_model(args.model, device="cpu")
@@ -273,8 +275,6 @@ def main(argv=None) -> int:
         utts = by_speaker[s]
         half = len(utts) // 2
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
-        if args.match != "z":
-            code[s] = dataclasses.replace(code[s], envelope_z=None)
         if args.match == "none":
             code[s] = dataclasses.replace(code[s], envelopes=None)
         reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
         "strength": strength,
         "fine_structure": fine,
         "envelope_share": vc.conversion.ENVELOPE_SHARE,
-        "exemplar_match": args.match,
+        "exemplar_match": args.match or vc.conversion.EXEMPLAR_MATCH,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,

@@ -36,6 +36,11 @@ MAX_STRENGTH = 3.0
 MOVE_PAST_TARGET = 0.2
 # How much of that move the envelopes make towards the target's own (`envelope_amount`).
 ENVELOPE_SHARE = 1.0
+# Which of the target's envelopes a frame is drawn onto: the nearest by "envelope", or by "z", what is said
+# (needs a speaker file with envelope_z). With the default model's 16-dimensional z, "z" did not keep more
+# words than "envelope" (README, "Conversion quality"); it is for models whose z carries the phones.
+EXEMPLAR_MATCHES = ("envelope", "z")
+EXEMPLAR_MATCH = "envelope"
 DEFAULT_FINE_STRUCTURE = "target"
 MODEL_BATCH = 256
 
@@ -264,6 +269,13 @@ def register_amount(strength: float) -> float:
     return min(strength, 1.0)
 
 
+def matching_codes(envelope_z) -> bool:
+    """Whether envelopes are matched by z: EXEMPLAR_MATCH says "z" and the speaker file has envelope_z."""
+    if EXEMPLAR_MATCH not in EXEMPLAR_MATCHES:
+        raise ValueError(f"EXEMPLAR_MATCH must be one of {EXEMPLAR_MATCHES}, not {EXEMPLAR_MATCH!r}")
+    return EXEMPLAR_MATCH == "z" and envelope_z is not None
+
+
 def envelope_amount(strength: float) -> float:
     """How far each speech frame's envelope is drawn onto the target's own: ENVELOPE_SHARE of the moves of
     z's statistics (`code_stats_amount`)."""
@@ -298,7 +310,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFA
         windows.z_mean = move_codes(windows.z_mean, source, target.z_stats, code_stats_amount(strength))
     converted = decode_windows(windows, code, model)
     if target.envelopes is not None:
-        codes = frame_codes(windows, model) if target.envelope_z is not None else None
+        codes = frame_codes(windows, model) if matching_codes(target.envelope_z) else None
         converted = draw_onto_exemplars(converted, target.envelopes, speech, amount=envelope_amount(strength),
                                         codes=codes, exemplar_codes=target.envelope_z)
     if harmonics:

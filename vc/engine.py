@@ -82,7 +82,7 @@ import numpy as np
 from vc import dsp
 from vc.audio import AudioError, check_audio
 from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_STRENGTH, FINE_STRUCTURES, check_strength,
-                           code_stats_amount, envelope_amount, mixed_code, rebuild_harmonics, register_amount, source_fine_structure,
+                           code_stats_amount, envelope_amount, matching_codes, mixed_code, rebuild_harmonics, register_amount, source_fine_structure,
                            source_prior)
 from vc.exemplars import draw_onto_exemplars
 from vc.code_stats import RunningCodeStats, frame_level_db, move_codes, speech_frames
@@ -412,7 +412,8 @@ class StreamingConverter:
         decoded = model.denormalise(model.decode(code[None], z_mean)[0, -h:])
         if self.target_envelopes is not None:
             decoded = draw_onto_exemplars(decoded, self.target_envelopes, speech,
-                                          amount=envelope_amount(self.strength), codes=z_mean[0, -h:],
+                                          amount=envelope_amount(self.strength),
+                                          codes=z_mean[0, -h:] if matching_codes(self.target_envelope_z) else None,
                                           exemplar_codes=self.target_envelope_z)
         if self.harmonics:
             f0, voiced = self._pitch.take(h)
