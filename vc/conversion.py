@@ -282,7 +282,7 @@ def envelope_amount(strength: float) -> float:
     return ENVELOPE_SHARE * code_stats_amount(strength)
 
 
-def convert_audio16k(audio: np.ndarray, target, model: Model, n_iter: int = DEFAULT_N_ITER,
+def convert_audio16k(audio: np.ndarray, target, model: Model, *, n_iter: int = DEFAULT_N_ITER,
                      harmonics: bool = True, strength: float = DEFAULT_STRENGTH,
                      fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
     """Mono float32 at the model's rate -> converted audio of the same length and rate.
@@ -348,7 +348,7 @@ def _cached_model(model_dir) -> Model:
     return _loaded_models[key]
 
 
-def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, out_sr: int | None = None,
+def convert(audio, sr: int, target, model=None, *, n_iter: int = DEFAULT_N_ITER, out_sr: int | None = None,
             harmonics: bool = True, strength: float = DEFAULT_STRENGTH,
             fine_structure: str = DEFAULT_FINE_STRUCTURE) -> np.ndarray:
     """Convert `audio` at rate `sr` to the `target` speaker.
@@ -379,7 +379,7 @@ def convert(audio, sr: int, target, model=None, n_iter: int = DEFAULT_N_ITER, ou
     return out.astype(np.float32, copy=False)
 
 
-def convert_file(in_path, out_path, target, model: Model, n_iter: int = DEFAULT_N_ITER,
+def convert_file(in_path, out_path, target, model: Model, *, n_iter: int = DEFAULT_N_ITER,
                  out_sr: int | None = None, harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> float:
     """Read, convert, write atomically; returns the input's duration in seconds."""
     audio, file_sr = read_audio(in_path, sr=model.feature_config.sr)

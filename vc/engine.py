@@ -163,7 +163,7 @@ class StreamingConverter:
     speaker file has; the others are still estimated).
     """
 
-    def __init__(self, model, target, hop_ms: float = MODES["default"]["hop_ms"],
+    def __init__(self, model, target, *, hop_ms: float = MODES["default"]["hop_ms"],
                  lookahead_ms: float = MODES["default"]["lookahead_ms"], n_iter: int = DEFAULT_N_ITER,
                  momentum: float = DEFAULT_MOMENTUM, gate_db: float | None = DEFAULT_GATE_DB,
                  gate_hold_ms: float = DEFAULT_GATE_HOLD_MS, passthrough: bool = False,
