@@ -81,7 +81,7 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_STRENGTH, FINE_STRUCTURES, check_strength,
+from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES, check_strength,
                            code_stats_amount, envelope_amount, matching_codes, mixed_code, rebuild_harmonics, register_amount, source_fine_structure,
                            source_prior)
 from vc.exemplars import draw_onto_exemplars
@@ -95,7 +95,6 @@ MODES = {
     # A 40 ms hop with the same 200 ms encoder window; costs five times the model calls per second.
     "lowlat": {"hop_ms": 40.0, "lookahead_ms": 30.0},
 }
-DEFAULT_N_ITER = 32
 DEFAULT_MOMENTUM = 0.99
 DEFAULT_GATE_DB = -50.0
 DEFAULT_GATE_HOLD_MS = 150.0

@@ -20,13 +20,17 @@ from functools import lru_cache
 
 import numpy as np
 
+from vc.code_stats import SILENCE_DBFS
+
 FMIN = 60.0
 FMAX = 450.0
 THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
-SILENCE_DBFS = -50.0   # frames quieter than this (or 40 dB under the loudest) are never voiced
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
-RELATIVE_DB = 40.0     # ... or this far under the loudest frame (of the file; of the recent past, streaming)
+# Frames quieter than the silence gate (vc.code_stats.SILENCE_DBFS), or this far under the loudest frame (of
+# the file; of the recent past, streaming), are never voiced: wider than the speech gate's 35 dB, since
+# quiet voiced tails still carry a pitch.
+RELATIVE_DB = 40.0
 
 
 def _geometry(sr: int, fmin: float, fmax: float, frame_length: int | None) -> tuple[int, int, int, int]:
