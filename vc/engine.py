@@ -6,23 +6,12 @@ Signal path per hop
 Samples go into a streaming log-magnitude STFT (`vc.dsp`) whose state carries across blocks, so frames
 come out exactly as the whole-file STFT would compute them, and into a streaming YIN tracker
 (`vc.streaming_pitch`), which analyses the frames the whole-file tracker analyses. Each time `hop` new
-frames are complete, and their F0 known:
-
-1. the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the
-   start), normalised as the model was trained;
-2. the decoder gets f = f_source + strength * (f_target - f_source), f_source the mean of the encoder's f
-   over the windows so far that hold speech (`vc.conversion.mixed_code`, the file path's function), and
-   z moved from the running statistics of the source's speech frames to the target's (`vc.code_stats`);
-   it reconstructs the window, and only the newest `hop` frames are used (each frame is decoded once,
-   with the most context it will ever get); their speech frames' envelopes are drawn onto the target's
-   nearest own envelopes (`vc.exemplars`, as for files);
-3. the harmonics are rebuilt over the decoded envelope at the source's F0 moved from its running register
-   (median and spread of log F0 over the last 4 s of voicing) to the target's
-   (`vc.conversion.rebuild_harmonics`, the file path's function): the target's own harmonic fine
-   structure where its speaker file has voiced frames, else a pulse train's, whose phase carries over;
-4. those frames (denormalised, exp, DC restored) go to `StreamingGriffinLim`, which keeps the phases of
-   committed frames fixed and iterates the `lookahead` newest frames together with the new ones, then
-   commits all but `lookahead` frames and returns the samples no uncommitted frame can change any more.
+frames are complete, and their F0 known, the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the start),
+and the stages of the file path follow on the newest `hop` frames only (README, "How a voice is
+converted": each frame is decoded once, with the most context it will ever get), the source's f, z
+statistics and register being running estimates; the frames then go to `StreamingGriffinLim`, which keeps
+the phases of committed frames fixed, iterates the `lookahead` newest frames together with the new ones,
+and returns the samples no uncommitted frame can change any more.
 
 The running estimates of the source (its f, z statistics and register) are made from the speech heard so
 far, so the first seconds are converted with rough ones; this is why streaming scores below whole files on
@@ -56,7 +45,7 @@ so nothing ever waits for output that is not final yet, whatever the block size.
 L = 3 give 257.5 ms (244.9 ms without harmonics); H = 40 ms and L = 3 give 97.5 ms (84.9 ms).
 The tracker takes no frames of look-ahead beyond the hop: the newest frames of a hop have their voicing
 and median smoothing decided without the 2-4 frames the whole-file tracker would also see (on the open
-corpus's test speakers the tracks still agree on 99.9 % of frames; tools/eval_conversion.py --path stream).
+corpus's test speakers the tracks still agree on nearly every frame; tools/eval_conversion.py --path stream).
 `algorithmic_latency_ms` reports this number, and
 a test measures it with clicks through an identity model. A live set-up adds the device buffers, the
 resamplers and a safety margin for the compute time of a hop, which comes in one burst when the hop
