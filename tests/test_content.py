@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 
 from training.data.content import WINDOW_SECONDS, _fit_projection, _pack, _rows_of
 
@@ -49,3 +50,40 @@ def test_projection_leaves_out_what_every_window_has_at_a_position():
     assert p["mean"].shape == (1500, 16) and p["basis"].shape == (16, 2)
     first = (windows[0] - p["mean"]) @ p["basis"][:, 0] / p["scale"][0]
     assert abs(np.corrcoef(first, said[0])[0, 1]) > 0.95
+
+
+@pytest.mark.slow
+def test_content_targets_of_a_small_cache_with_whisper(tmp_path):
+    """Whisper base's encoder over a cache of six short recordings: one float16 row per frame, finite, and
+    a rebuilt utterance's targets are those of the first build (the projection is kept)."""
+    import json
+
+    import soundfile as sf
+
+    from training.data.content import build_content_targets, load_content_targets
+    from training.data.corpora import open_corpus
+    from training.data.features import build_feature_cache
+    from training.whisper import whisper_base_dir
+
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        (tmp_path / "corpus" / f"spk{k}").mkdir(parents=True)
+        for u in range(2):
+            t = np.arange(int(16000 * 1.5)) / 16000
+            y = 0.2 * np.sin(2 * np.pi * (110 + 40 * k) * t * (1 + 0.1 * np.sin(3 * t + u))) \
+                + 0.02 * rng.standard_normal(t.size)
+            sf.write(tmp_path / "corpus" / f"spk{k}" / f"u{u}.wav", y.astype(np.float32), 16000)
+    cache = tmp_path / "features"
+    build_feature_cache(open_corpus(tmp_path / "corpus", dev_fraction=0.0, test_fraction=0.0), cache, jobs=1,
+                        progress=False, log=lambda m: None, splits=["train"])
+    meta = build_content_targets(cache, whisper_base_dir(), dim=4, splits=("train",), log=lambda m: None)
+    frames = np.load(cache / "train" / "frames.npy", mmap_mode="r")
+    targets = load_content_targets(cache, "train", frames.shape[0])
+    assert targets.dtype == np.float16 and targets.shape == (frames.shape[0], 4)
+    assert np.all(np.isfinite(targets)) and float(np.abs(targets).max()) > 0
+    assert json.loads((cache / "content.json").read_text())["splits"]["train"] == frames.shape[0] == meta["splits"]["train"]
+    first = np.array(targets)
+    (cache / "train" / "content.npy").unlink()            # a lost split is written again, the same
+    build_content_targets(cache, whisper_base_dir(), dim=4, splits=("train",), log=lambda m: None)
+    np.testing.assert_allclose(load_content_targets(cache, "train", frames.shape[0]).astype(np.float32),
+                               first.astype(np.float32), atol=2e-2)

@@ -35,6 +35,7 @@ WINDOW_SECONDS = 30
 GAP_SECONDS = 0.1
 ENCODER_HOP_SECONDS = 0.02
 FIT_WINDOWS = 120          # windows of the train split that the projection is fitted on
+MIN_POSITION_WINDOWS = 16  # fewer windows than this (a tiny corpus) give no per-position mean
 
 
 def _sha256(path: Path) -> str:
@@ -186,7 +187,10 @@ def _fit_projection(encoded: list[np.ndarray], dim: int) -> dict:
     window a row lies, not what was said there; the top components of the raw rows are mostly that. So
     each row is taken relative to the mean of its position over many windows first."""
     windows = np.stack(encoded).astype(np.float64)
-    mean = windows.mean(0)
+    if len(encoded) >= MIN_POSITION_WINDOWS:
+        mean = windows.mean(0)
+    else:   # a position's mean over a few windows is mostly what they say there: one mean for all rows
+        mean = np.broadcast_to(windows.mean((0, 1)), windows.shape[1:]).copy()
     rows = (windows - mean).reshape(-1, windows.shape[-1])
     cov = np.cov(rows, rowvar=False)
     values, vectors = np.linalg.eigh(cov)
