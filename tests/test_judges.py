@@ -179,3 +179,11 @@ def test_dnsmos_gives_the_numbers_of_speechmos_own_runner(sentence):
     theirs = dnsmos.run(clip, sr=SR)
     for key in ("ovrl", "sig", "bak"):
         assert ours[key] == pytest.approx(float(theirs[f"{key}_mos"]), abs=1e-4)
+
+
+def test_demo_summary_knows_what_each_demo_clip_says():
+    summary = _tool("demo_summary")
+    texts = summary.clip_texts(json.loads((REPO / "examples" / "manifest.json").read_text()))
+    assert texts["alsa-channel-test"].startswith("front left front center")
+    clips = json.loads((REPO / "examples" / "manifest.json").read_text())["clips"]
+    assert all(texts[Path(c["path"]).stem] == c["text"] for c in clips)

@@ -94,6 +94,7 @@ def main(argv=None) -> int:
         return 1
     summary = {"clips": len(rows), "wer_source": _round(source_errors.rate()),
                "wer_converted": _round(converted_errors.rate()),
+               "wer_converted_capped": _round(converted_errors.capped_rate()),
                "dnsmos_ovrl_source": round(float(np.mean([r["dnsmos_ovrl_source"] for r in rows])), 3),
                "dnsmos_ovrl": round(float(np.mean([r["dnsmos_ovrl"] for r in rows])), 3)}
     judged = [r for r in rows if "cos_target" in r]
@@ -109,8 +110,10 @@ def main(argv=None) -> int:
         voice = f", cos target {r['cos_target']:.2f} / source {r['cos_source']:.2f}" if "cos_target" in r else ""
         print(f"  {r['clip']} -> {r['target']}: {words}, DNSMOS {r['dnsmos_ovrl_source']:.2f} -> "
               f"{r['dnsmos_ovrl']:.2f}{voice}")
-        print(f"    heard: \"{r['transcript_converted']}\"")
-    print(f"all: WER {summary['wer_source']} -> {summary['wer_converted']}, DNSMOS {summary['dnsmos_ovrl_source']} "
+        heard = r["transcript_converted"]
+        print(f"    heard: \"{heard if len(heard) <= 100 else heard[:100] + ' ...'}\"")
+    print(f"all: WER {summary['wer_source']} -> {summary['wer_converted']} (each clip capped at its words: "
+          f"{summary['wer_converted_capped']}), DNSMOS {summary['dnsmos_ovrl_source']} "
           f"-> {summary['dnsmos_ovrl']}" + (f", target closer {summary['target_closer_rate']}" if judged else ""))
     return 0
 
