@@ -513,10 +513,14 @@ def test_live_through_pulseaudio(pulse_server, tmp_path):
     from vc.pitch import yin
     f0_in, voiced_in = yin(resample(heard, rate, 16000), 16000, 160)
     f0_out, voiced_out = yin(resample(converted, rate, 16000), 16000, 160)
-    k = min(voiced_in.size, voiced_out.size)
+    k = min(voiced_in.size, voiced_out.size) - 15
     assert voiced_in[:k].sum() > 50, "the stimulus has too little voiced speech to judge"
-    assert (voiced_out[:k] & voiced_in[:k]).sum() > 0.6 * voiced_in[:k].sum(), \
-        (voiced_in[:k].sum(), (voiced_out[:k] & voiced_in[:k]).sum())
+    # The delay was measured in the first run; this run's may differ by a device buffer (on a loaded
+    # machine vc-live sizes its playback margin anew), so the tracks are compared at their best lag
+    # within 150 ms.
+    overlap = max((voiced_out[lag:lag + k] & voiced_in[:k]).sum() for lag in range(0, 15))
+    overlap = max(overlap, max((voiced_out[:k] & voiced_in[lag:lag + k]).sum() for lag in range(0, 15)))
+    assert overlap > 0.6 * voiced_in[:k].sum(), (voiced_in[:k].sum(), overlap)
     assert summary["harmonics"] is True and summary["source_f0_hz"] is not None
     status = [part for part in err.split("\r") if "dBFS | F0" in part and "| compute" in part]
     assert status and "latency ~" in status[-1] and "underflows 0" in status[-1], err[-500:]
