@@ -81,14 +81,18 @@ class SegmentDataset(torch.utils.data.Dataset):
 
     def batch(self, indices) -> np.ndarray:
         """(B, T, D) float32 normalised segments for the given segment indices."""
-        rows = self.segment_start[np.asarray(indices)][:, None] + self._offsets
+        rows = self._rows(indices)
         return (self.frames[rows.ravel()].reshape(len(rows), self.segment_length, -1) - self.mean) / self.std
+
+    def _rows(self, indices) -> np.ndarray:
+        """(B, T) cache rows of the given segments' frames."""
+        return self.segment_start[np.asarray(indices)][:, None] + self._offsets
 
     def content_batch(self, indices) -> np.ndarray:
         """(B, T, content_dim) float32 content targets of the given segments."""
         if self.content is None:
             raise CacheError(f"{self.cache_dir / self.split}: no content targets (training.data.content)")
-        rows = self.segment_start[np.asarray(indices)][:, None] + self._offsets
+        rows = self._rows(indices)
         return self.content[rows.ravel()].astype(np.float32).reshape(len(rows), self.segment_length, -1)
 
     def __getitem__(self, i: int) -> torch.Tensor:

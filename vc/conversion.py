@@ -95,35 +95,38 @@ def encode_windows(frames: np.ndarray, model: Model, window_hop: int | None = No
 
 def decode_windows(windows: EncodedWindows, code: np.ndarray, model: Model) -> np.ndarray:
     """Decode every window with speaker code `code` and blend the overlaps -> raw frames (T, n_features)."""
-    L = model.segment_length
-    n_windows = windows.starts.shape[0]
-    padded_T = int(windows.starts[-1]) + L
-    weights = _window_weights(L, windows.hop) if n_windows > 1 else np.ones(L, np.float32)
-    acc = np.zeros((padded_T, model.n_features), np.float32)
-    wsum = np.zeros(padded_T, np.float32)
-    for b in range(0, n_windows, MODEL_BATCH):
-        z_mean = windows.z_mean[b:b + MODEL_BATCH]
-        f = np.broadcast_to(code, (z_mean.shape[0], code.shape[0]))
-        decoded = model.denormalise(model.decode(f, z_mean)) * weights[None, :, None]
-        for start, window in zip(windows.starts[b:b + MODEL_BATCH], decoded):
-            acc[start:start + L] += window
-            wsum[start:start + L] += weights
-    T = windows.n_frames
-    return acc[:T] / wsum[:T, None]
+    def decoded():
+        for b in range(0, windows.starts.shape[0], MODEL_BATCH):
+            z_mean = windows.z_mean[b:b + MODEL_BATCH]
+            f = np.broadcast_to(code, (z_mean.shape[0], code.shape[0]))
+            yield model.denormalise(model.decode(f, z_mean))
+
+    return _blend(windows, model.segment_length, decoded())
 
 
 def frame_codes(windows: EncodedWindows, model: Model) -> np.ndarray:
-    """The windows' z blended into one per frame, (T, z_dim), with the weights `decode_windows` blends the
-    decoded frames with."""
-    L = model.segment_length
-    weights = _window_weights(L, windows.hop) if windows.starts.shape[0] > 1 else np.ones(L, np.float32)
+    """The windows' z blended into one per frame, (T, z_dim), as `decode_windows` blends the decoded frames."""
+    return _blend(windows, model.segment_length, iter([windows.z_mean]))
+
+
+def _blend(windows: EncodedWindows, L: int, batches) -> np.ndarray:
+    """Per-window values, (n_windows, L, D) given as consecutive batches, cross-faded into one row per frame
+    (T, D) with `_window_weights`; batches keep a long file from holding every decoded window at once."""
+    n_windows = windows.starts.shape[0]
+    weights = _window_weights(L, windows.hop) if n_windows > 1 else np.ones(L, np.float32)
     padded_T = int(windows.starts[-1]) + L
-    acc = np.zeros((padded_T, windows.z_mean.shape[-1]), np.float32)
-    wsum = np.zeros(padded_T, np.float32)
-    for start, z in zip(windows.starts, windows.z_mean):
-        acc[start:start + L] += z * weights[:, None]
-        wsum[start:start + L] += weights
-    return acc[:windows.n_frames] / wsum[:windows.n_frames, None]
+    acc = wsum = None
+    done = 0
+    for values in batches:
+        if acc is None:
+            acc = np.zeros((padded_T, values.shape[-1]), np.float32)
+            wsum = np.zeros(padded_T, np.float32)
+        for start, window in zip(windows.starts[done:done + values.shape[0]], values * weights[None, :, None]):
+            acc[start:start + L] += window
+            wsum[start:start + L] += weights
+        done += values.shape[0]
+    T = windows.n_frames
+    return acc[:T] / wsum[:T, None]
 
 
 def convert_features(frames: np.ndarray, target: np.ndarray, model: Model, window_hop: int | None = None) -> np.ndarray:
@@ -156,8 +159,6 @@ def source_fine_structure(source_frames: np.ndarray | None, fine_structure: str,
     `fine_structure` is "source", else None."""
     from vc.pitch import smooth_across_frequency
 
-    if fine_structure not in FINE_STRUCTURES:
-        raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {fine_structure!r}")
     if fine_structure != "source":
         return None
     frames = np.asarray(source_frames[:n], np.float32)
@@ -211,6 +212,12 @@ def mixed_code(source_f, target_f: np.ndarray, strength: float) -> np.ndarray:
         return target_f
     source_f = np.asarray(source_f, np.float64)
     return (source_f + strength * (target_f - source_f)).astype(np.float32)
+
+
+def check_fine_structure(fine_structure) -> str:
+    if fine_structure not in FINE_STRUCTURES:
+        raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {fine_structure!r}")
+    return fine_structure
 
 
 def check_strength(strength) -> float:
@@ -297,6 +304,7 @@ def convert_audio16k(audio: np.ndarray, target, model: Model, *, n_iter: int = D
     audio = check_audio(audio)
     target = check_speaker(target, model.f_dim, z_dim=model.z_dim, n_features=model.n_features)
     strength = check_strength(strength)
+    fine_structure = check_fine_structure(fine_structure)
     cfg = model.feature_config
     n = audio.shape[0]
     if n < cfg.n_fft:  # the STFT needs one full frame; pad with silence and cut back afterwards

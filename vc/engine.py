@@ -6,12 +6,12 @@ Signal path per hop
 Samples go into a streaming log-magnitude STFT (`vc.dsp`) whose state carries across blocks, so frames
 come out exactly as the whole-file STFT would compute them, and into a streaming YIN tracker
 (`vc.streaming_pitch`), which analyses the frames the whole-file tracker analyses. Each time `hop` new
-frames are complete, and their F0 known, the encoder sees the newest `segment_length` frames (the model's 200 ms window; silence before the start),
-and the stages of the file path follow on the newest `hop` frames only (README, "How a voice is
-converted": each frame is decoded once, with the most context it will ever get), the source's f, z
-statistics and register being running estimates; the frames then go to `StreamingGriffinLim`, which keeps
-the phases of committed frames fixed, iterates the `lookahead` newest frames together with the new ones,
-and returns the samples no uncommitted frame can change any more.
+frames are complete, and their F0 known, the encoder sees the newest `segment_length` frames (the model's
+200 ms window; silence before the start), and the stages of the file path follow on the newest `hop`
+frames only (README, "How a voice is converted": each frame is decoded once, with the most context it
+will ever get), the source's f, z statistics and register being running estimates; the frames then go to
+`StreamingGriffinLim`, which keeps the phases of committed frames fixed, iterates the `lookahead` newest
+frames together with the new ones, and returns the samples no uncommitted frame can change any more.
 
 The running estimates of the source (its f, z statistics and register) are made from the speech heard so
 far, so the first seconds are converted with rough ones; this is why streaming scores below whole files on
@@ -70,9 +70,9 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES, check_strength,
-                           code_stats_amount, envelope_amount, matching_codes, mixed_code, rebuild_harmonics, register_amount, source_fine_structure,
-                           source_prior)
+from vc.conversion import (DEFAULT_FINE_STRUCTURE, DEFAULT_N_ITER, DEFAULT_STRENGTH, check_fine_structure,
+                           check_strength, code_stats_amount, envelope_amount, matching_codes, mixed_code,
+                           rebuild_harmonics, register_amount, source_fine_structure, source_prior)
 from vc.exemplars import draw_onto_exemplars
 from vc.code_stats import RunningCodeStats, frame_level_db, move_codes, speech_frames
 from vc.speakers import Speaker, SpeakerError, check_speaker
@@ -185,12 +185,10 @@ class StreamingConverter:
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
         try:
             self.strength = check_strength(strength)
+            self.fine_structure = check_fine_structure(fine_structure)
         except ValueError as exc:
             raise EngineError(str(exc)) from None
         self.harmonics = bool(harmonics)
-        if fine_structure not in FINE_STRUCTURES:
-            raise EngineError(f"fine_structure must be one of {FINE_STRUCTURES}, not {fine_structure!r}")
-        self.fine_structure = fine_structure
         if isinstance(target, Speaker):  # its z statistics and exemplars, checked as a speaker file's are
             try:
                 check_speaker(Speaker(np.asarray(target.f, np.float32), None, target.z_stats, target.envelopes,
@@ -401,7 +399,8 @@ class StreamingConverter:
         if self.target_envelopes is not None:
             decoded = draw_onto_exemplars(decoded, self.target_envelopes, speech,
                                           amount=envelope_amount(self.strength),
-                                          codes=z_mean[0, -h:] if matching_codes(self.target_envelope_z) else None,
+                                          codes=z_mean[0, -h:] if matching_codes(self.target_envelope_z)
+                                          else None,
                                           exemplar_codes=self.target_envelope_z)
         if self.harmonics:
             f0, voiced = self._pitch.take(h)

@@ -228,7 +228,8 @@ CODE_STATS_FIELDS = ("z_mean", "z_std")
 ENVELOPE_FIELDS = ("envelopes",)
 VOICED_FIELDS = ("voiced_envelopes", "voiced_f0", "voiced_fine")
 ENVELOPE_CODE_FIELDS = ("envelope_z",)
-OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS, ENVELOPE_CODE_FIELDS)  # each all or nothing, in this order
+# each all or nothing, in this order
+OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS, ENVELOPE_CODE_FIELDS)
 F0_RANGE_HZ = (20.0, 2000.0)
 LOG_F0_RANGE = (np.log(F0_RANGE_HZ[0]), np.log(F0_RANGE_HZ[1]))
 
