@@ -46,7 +46,7 @@ class IdentityModel:
 @pytest.mark.parametrize("T", [1, 7, 20, 21, 37, 100, 613])
 @pytest.mark.parametrize("window_hop", [None, 5, 15, 20])
 def test_blending_reproduces_frames_of_any_length(T, window_hop):
-    from vc.conversion import convert_features
+    from vc.conversion import reconstruct_features as convert_features
 
     rng = np.random.default_rng(T)
     frames = rng.standard_normal((T, 200)).astype(np.float32)
@@ -62,7 +62,7 @@ def test_blending_reproduces_frames_of_any_length(T, window_hop):
 
 
 def test_weights_cross_fade_to_one():
-    from vc.conversion import _window_weights
+    from vc.stages import _window_weights
 
     for hop in (10, 15, 19):
         w = _window_weights(20, hop)
@@ -73,7 +73,7 @@ def test_weights_cross_fade_to_one():
 
 def test_blending_crossfades_between_windows():
     """Windows that decode to different constants are blended smoothly, not switched at block edges."""
-    from vc.conversion import convert_features
+    from vc.conversion import reconstruct_features as convert_features
 
     class WindowIndexModel(IdentityModel):
         def decode(self, f, z):
@@ -182,14 +182,14 @@ def test_whole_utterance_path_rebuilds_the_spectrum():
     """With a model that changes nothing, the converted audio has the input's magnitude spectrum:
     features, blending, DC restoration and Griffin-Lim (PGHI start) fit together, and more iterations help.
     (harmonics=False: rebuilt harmonics would replace the input's own fine structure.)"""
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
     from vc.dsp import spectral_convergence_db, stft
 
     audio = speech(1.5, f0=130)
     mag = np.abs(stft(audio, n_fft=400, hop_length=160, win_length=400))
     target = np.array([1, 2, 3], np.float32)
-    rough = convert_audio16k(audio, target, IdentityModel(), n_iter=0, harmonics=False, strength=1.0)
-    fine = convert_audio16k(audio, target, IdentityModel(), n_iter=32, harmonics=False, strength=1.0)
+    rough = convert_at_model_rate(audio, target, IdentityModel(), n_iter=0, harmonics=False, strength=1.0)
+    fine = convert_at_model_rate(audio, target, IdentityModel(), n_iter=32, harmonics=False, strength=1.0)
     assert fine.shape == audio.shape
     sc_rough = spectral_convergence_db(mag, rough, hop_length=160)
     sc_fine = spectral_convergence_db(mag, fine, hop_length=160)
@@ -215,11 +215,11 @@ class CodeRecorder(IdentityModel):
 
 @pytest.mark.parametrize("strength", [0.0, 0.5, 1.0, 1.5, 3.0])
 def test_strength_moves_the_code_from_the_source_to_the_target_and_past_it(strength):
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
 
     model = CodeRecorder()
     source, target = np.array([1, 0, 0], np.float32), np.array([0, 2, 0], np.float32)
-    convert_audio16k(speech(1.0), target, model, n_iter=0, harmonics=False, strength=strength)
+    convert_at_model_rate(speech(1.0), target, model, n_iter=0, harmonics=False, strength=strength)
     assert model.decoded_with
     for f in model.decoded_with:
         np.testing.assert_allclose(f, source + strength * (target - source), atol=1e-6)
@@ -227,11 +227,11 @@ def test_strength_moves_the_code_from_the_source_to_the_target_and_past_it(stren
 
 def test_bad_strength_is_refused(tiny, tmp_path, capsys):
     from vc.cli.batch import main
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
 
     for bad in (-0.1, 3.5, float("nan"), True):
         with pytest.raises(ValueError, match="strength must be a number from 0 to 3"):
-            convert_audio16k(speech(0.5), np.zeros(6, np.float32), tiny, strength=bad)
+            convert_at_model_rate(speech(0.5), np.zeros(6, np.float32), tiny, strength=bad)
     (tmp_path / "in").mkdir()
     sf.write(tmp_path / "in" / "a.wav", speech(0.5), SR)
     np.save(tmp_path / "t.npy", np.zeros(6, np.float32))
@@ -348,7 +348,7 @@ def run_demo_quiet(out, model, examples):
 
 
 def test_code_statistics_estimate_and_move():
-    from vc.code_stats import CodeStats, RunningCodeStats, move_codes
+    from vc.z_statistics import CodeStats, RunningCodeStats, move_codes
 
     rng = np.random.default_rng(0)
     z = rng.normal(2.0, 3.0, (500, 4)).astype(np.float32)
@@ -375,19 +375,24 @@ def test_code_statistics_estimate_and_move():
 def test_file_path_moves_z_to_the_targets_statistics():
     """With z = the normalised frames, moving z's mean by d moves the log-magnitude by 2d (denormalise
     doubles), i.e. scales the output by exp(2d); the source's own statistics as the target's move nothing."""
-    from vc.code_stats import CodeStats
-    from vc.conversion import convert_audio16k, encode_windows, source_code_stats, speech_frame_flags
+    from vc.z_statistics import CodeStats
+    from vc.conversion import convert_at_model_rate
+    from vc.levels import speech_frame_flags
+    from vc.stages import encode_windows
+    from vc.z_statistics import RunningCodeStats
     from vc.dsp import log_magnitude
     from vc.speakers import Speaker
 
     model = IdentityModel()
     audio = speech(1.5, f0=130)
     frames = log_magnitude(audio, cfg=model.feature_config)
-    own = source_code_stats(encode_windows(frames, model), speech_frame_flags(frames, model), model)
+    running = RunningCodeStats(model.z_dim)
+    running.update(encode_windows(frames, model).speech_z(speech_frame_flags(frames, model.feature_config)))
+    own = running.estimate()
     f = np.array([1, 2, 3], np.float32)
 
     def convert(stats):
-        return convert_audio16k(audio, Speaker(f, None, stats), model, n_iter=0, harmonics=False, strength=1.0)
+        return convert_at_model_rate(audio, Speaker(f, None, stats), model, n_iter=0, harmonics=False, strength=1.0)
 
     plain = convert(None)
     np.testing.assert_allclose(convert(own), plain, rtol=1e-3, atol=2e-5)   # float32 rounding only
@@ -401,7 +406,7 @@ def test_strength_zero_is_the_sources_own_voice_whatever_the_target(tiny, tmp_pa
     """At strength 0 nothing of the target is used (code, z statistics, envelopes, register, voiced
     frames): two very different targets give the same output, on the file path and in the engine, and it
     is the DSAE's reconstruction with the source's own code."""
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
     from vc.engine import StreamingConverter
     from vc.speakers import enroll
 
@@ -411,14 +416,14 @@ def test_strength_zero_is_the_sources_own_voice_whatever_the_target(tiny, tmp_pa
     high = enroll([tmp_path / "high.wav"], tiny).speaker
     assert low.register is not None and high.register is not None and high.voiced is not None
     audio = speech(1.5, f0=150.0, formant=700.0, seed=2)
-    a = convert_audio16k(audio, low, tiny, n_iter=4, strength=0.0)
-    b = convert_audio16k(audio, high, tiny, n_iter=4, strength=0.0)
+    a = convert_at_model_rate(audio, low, tiny, n_iter=4, strength=0.0)
+    b = convert_at_model_rate(audio, high, tiny, n_iter=4, strength=0.0)
     np.testing.assert_array_equal(a, b)
     sf.write(tmp_path / "source.wav", audio, 16000)
     own_code = enroll([tmp_path / "source.wav"], tiny).speaker.f      # a bare code: nothing else to move
-    np.testing.assert_allclose(convert_audio16k(audio, own_code, tiny, n_iter=4, strength=1.0), a, atol=1e-4)
-    assert not np.allclose(convert_audio16k(audio, low, tiny, n_iter=4, strength=0.5),
-                           convert_audio16k(audio, high, tiny, n_iter=4, strength=0.5), atol=1e-3)
+    np.testing.assert_allclose(convert_at_model_rate(audio, own_code, tiny, n_iter=4, strength=1.0), a, atol=1e-4)
+    assert not np.allclose(convert_at_model_rate(audio, low, tiny, n_iter=4, strength=0.5),
+                           convert_at_model_rate(audio, high, tiny, n_iter=4, strength=0.5), atol=1e-3)
     s_low = StreamingConverter(tiny, low, n_iter=4, strength=0.0).convert(audio)
     s_high = StreamingConverter(tiny, high, n_iter=4, strength=0.0).convert(audio)
     np.testing.assert_array_equal(s_low, s_high)

@@ -122,7 +122,8 @@ def test_passthrough_is_the_input_delayed_and_switches_without_a_step(random_mod
     converting = StreamingConverter(random_model, target_code(random_model), n_iter=4)
     converting.push(audio)
     wet = converting.push(audio)
-    fade = engine._crossfade
+    from vc.engine_output import CROSSFADE_MS
+    fade = int(round(CROSSFADE_MS * SR / 1000))
     np.testing.assert_allclose(z[fade:], wet[fade:], atol=1e-6)
     dry = np.concatenate([audio[audio.size - D:], audio])[:fade + 1]
     bound = (np.max(np.abs(np.diff(wet[:fade + 1]))) + np.max(np.abs(np.diff(dry)))
@@ -158,7 +159,7 @@ def test_bad_settings_are_refused(random_model):
         StreamingConverter(random_model, target, hop_ms=25)
     with pytest.raises(EngineError, match="longer than the model"):
         StreamingConverter(random_model, target, hop_ms=400)
-    with pytest.raises(EngineError, match="target code has 3"):
+    with pytest.raises(EngineError, match="size 3 does not match"):
         StreamingConverter(random_model, np.zeros(3, np.float32))
     engine = StreamingConverter(random_model, target)
     with pytest.raises(EngineError, match="NaN"):
@@ -197,24 +198,24 @@ def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_
     """strength uses f averaged over the speech so far; with the default hop (one window per hop) the
     windows are the file path's segments, so at the end it is the code vc.convert uses, and reset()
     forgets it."""
-    from vc.conversion import conversion_code, encode_windows, mixed_code
     from vc.dsp import log_magnitude
     from vc.engine import StreamingConverter
-    from vc.speakers import speech_flags
+    from vc.levels import speech_segment_flags
+    from vc.stages import encode_windows, mixed_code
 
     audio = speech(2.0)
     target = target_code(random_model)
     engine = StreamingConverter(random_model, target, n_iter=2, strength=2.0)
     engine.push(audio)
     windows = encode_windows(log_magnitude(audio, cfg=random_model.feature_config), random_model)
-    flags = speech_flags(audio, random_model)
+    cfg = random_model.feature_config
+    flags = speech_segment_flags(audio, segment_samples=random_model.segment_length * cfg.hop_length, n_fft=cfg.n_fft)
     assert flags.sum() >= 8
     n = engine.hops                                         # windows the engine has encoded so far
-    file_code = conversion_code(windows, flags[:n], target, random_model, 2.0)
-    source = engine._source_f_sum / engine._source_windows
-    np.testing.assert_allclose(mixed_code(source, target, 2.0), file_code, atol=1e-4)
+    file_f = windows.speech_f(flags[:n]).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(mixed_code(engine._source.f, target, 2.0), mixed_code(file_f, target, 2.0), atol=1e-4)
     engine.reset()
-    assert engine._source_windows == 0 and engine.source_register is None
+    assert engine._source.f is None and engine.source_register is None
     with pytest.raises(Exception, match="strength"):
         StreamingConverter(random_model, target, strength=5.0)
 
@@ -222,26 +223,29 @@ def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_
 def test_engine_moves_z_as_the_file_path_does(random_model):
     """The running statistics of the source's z end where the file path's whole-utterance ones are, and a
     target with z statistics changes the output (a bare code leaves z as encoded)."""
-    from vc.code_stats import CodeStats
-    from vc.conversion import encode_windows, source_code_stats, speech_frame_flags
+    from vc.z_statistics import CodeStats
     from vc.dsp import log_magnitude
+    from vc.levels import speech_frame_flags
+    from vc.stages import encode_windows
+    from vc.z_statistics import RunningCodeStats
     from vc.engine import StreamingConverter
     from vc.speakers import Speaker
 
     audio = np.concatenate([speech(2.0), np.zeros(4000, np.float32), speech(1.0, f0=170, seed=2)])
     frames = log_magnitude(audio, cfg=random_model.feature_config)
-    file_stats = source_code_stats(encode_windows(frames, random_model), speech_frame_flags(frames, random_model),
-                                   random_model)
+    running = RunningCodeStats(random_model.z_dim)
+    running.update(encode_windows(frames, random_model).speech_z(speech_frame_flags(frames, random_model.feature_config)))
+    file_stats = running.estimate()
     f = target_code(random_model)
     moved = StreamingConverter(random_model, Speaker(f, None, CodeStats(file_stats.mean + 0.5, file_stats.std)),
                                n_iter=4)
     out = moved.convert(audio)
-    stream_stats = moved.source_code_stats
+    stream_stats = moved._source._z.estimate()   # what was measured, before the prior is counted in
     assert np.all(np.abs(stream_stats.mean - file_stats.mean) < 0.25 * file_stats.std)
     np.testing.assert_allclose(stream_stats.std, file_stats.std, rtol=0.25)
     plain = StreamingConverter(random_model, Speaker(f), n_iter=4)
     unmoved = plain.convert(audio)
-    assert unmoved.shape == out.shape and plain.source_code_stats is None
+    assert unmoved.shape == out.shape
     assert not np.allclose(unmoved, out, atol=1e-3)
 
 
@@ -252,7 +256,7 @@ def test_an_enrolled_source_is_used_from_the_first_word(random_model, tmp_path):
     estimate; a bad source is an EngineError."""
     import soundfile as sf
 
-    from vc.code_stats import CodeStats
+    from vc.z_statistics import CodeStats
     from vc.engine import EngineError, StreamingConverter
     from vc.pitch import Register
     from vc.speakers import Speaker, enroll
@@ -266,8 +270,8 @@ def test_an_enrolled_source_is_used_from_the_first_word(random_model, tmp_path):
     assert engine.source_register == me.register and engine.source_code_stats is me.z_stats
     assert "source enrolled" in engine.describe()
     engine.push(audio[:3200])                                # one hop: nothing estimated yet
-    assert engine._source_windows == 0 and engine._source_z.frames == 0
-    np.testing.assert_array_equal(engine._source_code(np.zeros_like(me.f)), me.f)
+    np.testing.assert_array_equal(engine._source.f, me.f)
+    assert engine.source_code_stats is me.z_stats
     known = engine.convert(audio)
     learnt = StreamingConverter(random_model, target, n_iter=4, strength=2.0).convert(audio)
     assert known.shape == learnt.shape and not np.allclose(known, learnt, atol=1e-3)
@@ -275,7 +279,7 @@ def test_an_enrolled_source_is_used_from_the_first_word(random_model, tmp_path):
     assert engine.source_register == me.register               # reset keeps who is speaking
     partial = StreamingConverter(random_model, target, n_iter=4, source=Speaker(me.f, me.register))
     partial.convert(audio)
-    assert partial._source_z.frames > 0                        # z statistics still learnt
+    assert partial.source_code_stats is not None               # z statistics still learnt
     with pytest.raises(EngineError, match="source: size 3"):
         StreamingConverter(random_model, target, source=Speaker(np.zeros(3, np.float32)))
     with pytest.raises(EngineError, match="enrolled speaker"):

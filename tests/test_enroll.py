@@ -81,7 +81,7 @@ def test_cli_writes_speaker_and_reports(tmp_path, tiny_dir, capsys):
 
 
 def test_enrol_measures_z_over_speech_frames(tmp_path, tiny):
-    from vc.code_stats import frame_level_db
+    from vc.levels import frame_level_db
     from vc.speakers import enroll, speech_segments
 
     # Speech, then a near-silent stretch inside the last speech segment: its frames must not count.
@@ -227,7 +227,7 @@ def test_load_speaker_checks_everything(tmp_path, tiny):
             load_speaker(tmp_path / name, tiny)
 
     # z statistics with or without a register round-trip; a file without them still loads.
-    from vc.code_stats import CodeStats
+    from vc.z_statistics import CodeStats
 
     stats = CodeStats(np.arange(4, dtype=np.float32), np.full(4, 0.5, np.float32))
     envelopes = np.random.default_rng(0).normal(size=(7, 48)).astype(np.float16)

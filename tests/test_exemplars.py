@@ -41,8 +41,8 @@ def test_draw_onto_exemplars_moves_speech_frames_only():
     np.testing.assert_array_equal(out[~speech], decoded[~speech])
     half = draw_onto_exemplars(decoded, pool.astype(np.float16), speech, k=4, amount=0.5)
     np.testing.assert_allclose(half[speech] - decoded[speech], 0.5 * (out[speech] - decoded[speech]), atol=1e-5)
-    assert draw_onto_exemplars(decoded, pool, speech, amount=0.0) is decoded
-    assert draw_onto_exemplars(decoded, pool, np.zeros(6, bool)) is decoded
+    assert draw_onto_exemplars(decoded, pool, speech, k=4, amount=0.0) is decoded
+    assert draw_onto_exemplars(decoded, pool, np.zeros(6, bool), k=4) is decoded
 
 
 def test_draw_onto_exemplars_matches_by_code_when_codes_are_given():
@@ -73,7 +73,7 @@ def test_draw_onto_exemplars_matches_by_code_when_codes_are_given():
 def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
     from vc.engine import StreamingConverter
     from vc.speakers import Speaker
 
@@ -82,20 +82,20 @@ def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     f = rng.standard_normal(8).astype(np.float32)
     envelopes = (rng.standard_normal((30, 48)) * 3).astype(np.float16)
     plain, with_env = Speaker(f), Speaker(f, envelopes=envelopes)
-    a = convert_audio16k(audio, plain, tiny, n_iter=4)
-    b = convert_audio16k(audio, with_env, tiny, n_iter=4)
+    a = convert_at_model_rate(audio, plain, tiny, n_iter=4)
+    b = convert_at_model_rate(audio, with_env, tiny, n_iter=4)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
-    np.testing.assert_array_equal(convert_audio16k(audio, plain, tiny, n_iter=4, strength=0.0),
-                                  convert_audio16k(audio, with_env, tiny, n_iter=4, strength=0.0))
+    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, n_iter=4, strength=0.0),
+                                  convert_at_model_rate(audio, with_env, tiny, n_iter=4, strength=0.0))
     s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
     s_env = StreamingConverter(tiny, with_env, n_iter=4).convert(audio)
     assert not np.allclose(s_plain, s_env, atol=1e-3)
-    # with the z of each envelope's frame and EXEMPLAR_MATCH "z", both paths pick exemplars by what is said
+    # with the z of each envelope's frame and exemplar_match "z", both paths pick exemplars by what is said
     by_code = Speaker(f, envelopes=envelopes, envelope_z=(rng.standard_normal((30, 4)) * 2).astype(np.float16))
-    np.testing.assert_array_equal(convert_audio16k(audio, by_code, tiny, n_iter=4), b)   # default: by envelope
-    monkeypatch.setattr("vc.conversion.EXEMPLAR_MATCH", "z")
-    assert not np.allclose(convert_audio16k(audio, by_code, tiny, n_iter=4), b, atol=1e-3)
-    assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4).convert(audio), s_env, atol=1e-3)
+    np.testing.assert_array_equal(convert_at_model_rate(audio, by_code, tiny, n_iter=4), b)   # default: by envelope
+    assert not np.allclose(convert_at_model_rate(audio, by_code, tiny, n_iter=4, exemplar_match="z"), b, atol=1e-3)
+    assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4, exemplar_match="z").convert(audio), s_env,
+                           atol=1e-3)
 
 
 def _pulse_frames(hz: float, n: int, cfg) -> np.ndarray:
@@ -136,7 +136,7 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, mo
     envelope = np.full((4, 200), -4.0, np.float32)
     f0 = np.array([150.0, 0.0, 150.0, 250.0])
     voiced = np.array([True, False, True, True])
-    fine = voiced_fine_structure(envelope, f0, voiced, bank, cfg)
+    fine = voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=32)
     assert np.all(fine[1] == 0.0)
     for t, hz in ((0, 150.0), (3, 250.0)):
         wanted = harmonic_fine_structure(np.array([hz]), np.array([True]), cfg)[0][0]
@@ -148,13 +148,13 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, mo
     import vc.exemplars
 
     monkeypatch.setattr(vc.exemplars, "QUERY_BLOCK", 1)
-    np.testing.assert_array_equal(voiced_fine_structure(envelope, f0, voiced, bank, cfg), fine)
+    np.testing.assert_array_equal(voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=32), fine)
 
 
 def test_conversion_uses_the_targets_voiced_frames(tiny):
     """File path and engine: a target with voiced frames converts differently from one without; without
     harmonics, or at strength 0 there is no difference."""
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
     from vc.engine import StreamingConverter
     from vc.exemplars import voiced_exemplar_set
     from vc.pitch import Register
@@ -167,11 +167,11 @@ def test_conversion_uses_the_targets_voiced_frames(tiny):
     bank = voiced_exemplar_set(np.concatenate([_pulse_frames(hz, 8, cfg) for hz in (160.0, 200.0)]),
                                np.repeat([160.0, 200.0], 8))
     plain, voiced = Speaker(f, register), Speaker(f, register, voiced=bank)
-    a = convert_audio16k(audio, plain, tiny, n_iter=4)
-    b = convert_audio16k(audio, voiced, tiny, n_iter=4)
+    a = convert_at_model_rate(audio, plain, tiny, n_iter=4)
+    b = convert_at_model_rate(audio, voiced, tiny, n_iter=4)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
-    np.testing.assert_array_equal(convert_audio16k(audio, plain, tiny, n_iter=4, harmonics=False),
-                                  convert_audio16k(audio, voiced, tiny, n_iter=4, harmonics=False))
+    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, n_iter=4, harmonics=False),
+                                  convert_at_model_rate(audio, voiced, tiny, n_iter=4, harmonics=False))
     s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
     s_voiced = StreamingConverter(tiny, voiced, n_iter=4).convert(audio)
     assert not np.allclose(s_plain, s_voiced, atol=1e-3)

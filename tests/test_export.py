@@ -67,8 +67,8 @@ def test_metadata_carries_everything_the_runtime_needs(exported):
 
 def test_metadata_carries_z_statistics_of_the_training_speech(exported):
     """z_population: the statistics of z's posterior means over speech frames of training segments, as the
-    runtime (vc.code_stats) reads them; recomputed here through ONNX Runtime on the same segments."""
-    from vc.code_stats import frame_level_db, speech_frames
+    runtime (vc.source) reads them; recomputed here through ONNX Runtime on the same segments."""
+    from vc.levels import frame_level_db, is_speech as speech_frames
     from vc.dsp import FeatureConfig
     from vc.model import load_model as load_onnx
 

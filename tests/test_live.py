@@ -604,7 +604,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
 def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model, tmp_path):
     from vc.engine import StreamingConverter
     from vc.live import EngineSettings, build_engine
-    from vc.live.session import pitch_status
+    from vc.live.report import pitch_status
     from vc.pitch import Register
     from vc.speakers import Speaker, save_speaker
 
@@ -613,14 +613,14 @@ def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model,
     save_speaker(target, Speaker(np.load(plain_target), Register(np.log(200.0), 0.1)))
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", strength=2.0))
     assert engine.strength == 2.0 and engine.harmonics
-    assert engine.target_register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
+    assert engine.target.register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
     assert pitch_status(engine) == "F0   - Hz, source   - Hz"
     engine.push(speech(2.0, f0=150.0))                       # a voice: the register is measured
     status = pitch_status(engine)
     assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
     _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))
     assert not plain.harmonics and pitch_status(plain) == "F0 off"
-    from vc.conversion import DEFAULT_STRENGTH
+    from vc.settings import DEFAULT_STRENGTH
     assert isinstance(plain, StreamingConverter) and plain.strength == DEFAULT_STRENGTH
     # The command line refuses a strength out of range in one line.
     done = vc_live("--target", target, "--model", model_dir, "--strength", "4", "-o", "none")

@@ -59,7 +59,7 @@ def test_a_recording_20_db_quieter_converts_to_the_same_voice(shipped):
     each shipped target, gives outputs nearer the target's code than the source's, and nearer each other
     than to the source; the source's own code hardly moves with level."""
     from vc.audio import read_audio
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert_at_model_rate
     from vc.speakers import load_speaker
 
     audio, _ = read_audio(CLIPS[0], sr=16000)
@@ -67,8 +67,8 @@ def test_a_recording_20_db_quieter_converts_to_the_same_voice(shipped):
     assert _cos(source, _code(audio * 0.1, shipped)) > 0.9
     for path in TARGETS:
         target = load_speaker(path, shipped)
-        loud = _code(convert_audio16k(audio, target, shipped, n_iter=8), shipped)
-        quiet = _code(convert_audio16k(audio * 0.1, target, shipped, n_iter=8), shipped)
+        loud = _code(convert_at_model_rate(audio, target, shipped, n_iter=8), shipped)
+        quiet = _code(convert_at_model_rate(audio * 0.1, target, shipped, n_iter=8), shipped)
         for out in (loud, quiet):
             assert _cos(out, target.f) > _cos(out, source), path.name
         assert _cos(loud, quiet) > max(_cos(loud, source), _cos(quiet, source)), path.name

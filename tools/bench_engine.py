@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from vc.conversion import DEFAULT_STRENGTH
+    from vc.settings import DEFAULT_STRENGTH
     from vc.engine import MODES, StreamingConverter
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, load_speaker

@@ -187,7 +187,7 @@ def pitch_agreement(paths, model) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--model", default=None, help="model directory (default: $VC_MODEL, else models/default)")
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     parser.add_argument("--utterances", type=int, default=2, help="converted utterances per (source, target)")
     parser.add_argument("--n-iter", type=int, default=32)
     parser.add_argument("--strength", type=float, default=None,
-                        help="conversion strength (default: vc.conversion.DEFAULT_STRENGTH; 1 = plain code swap)")
+                        help="conversion strength (default: vc.settings.DEFAULT_STRENGTH; 1 = plain code swap)")
     parser.add_argument("--details", type=Path, default=None, metavar="CSV",
                         help="also write one row per conversion (speakers, utterance, cosines; texts, transcripts, "
                              "WERs and DNSMOS) to this CSV")
@@ -216,13 +216,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
-                        help="what carries the harmonics (default: vc.conversion.DEFAULT_FINE_STRUCTURE)")
+                        help="what carries the harmonics (default: vc.settings.ConversionSettings)")
     parser.add_argument("--match", choices=("z", "envelope", "none"), default=None,
                         help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
-                             "it), by envelope, or use none (default: vc.conversion.EXEMPLAR_MATCH)")
+                             "it), by envelope, or use none (default: vc.settings.ConversionSettings)")
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
-                             "(default: vc.conversion.ENVELOPE_SHARE)")
+                             "(default: vc.settings.ConversionSettings)")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -230,24 +230,27 @@ def main(argv=None) -> int:
     parser.add_argument("--stream-source", choices=("running", "enrolled"), default="running",
                         help="stream path: the source speaker learnt as they speak (vc-live's default), or "
                              "known from their enrolment half (vc-live --source)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import DEFAULT_FINE_STRUCTURE, DEFAULT_STRENGTH, convert_audio16k, synthesise
+    from vc.conversion import convert_at_model_rate
     from vc.dsp import log_magnitude
     from judges import wer
     from vc.engine import MODES, StreamingConverter
     from vc.model import load_model
+    from vc.settings import ConversionSettings
     from vc.speakers import enroll
+    from vc.stages import synthesise
 
-    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
-    fine = DEFAULT_FINE_STRUCTURE if args.fine_structure is None else args.fine_structure
-    import vc.conversion
-    if args.envelope_share is not None:
-        vc.conversion.ENVELOPE_SHARE = args.envelope_share
-    if args.match in vc.conversion.EXEMPLAR_MATCHES:
-        vc.conversion.EXEMPLAR_MATCH = args.match
+    settings = ConversionSettings.of(
+        strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
+        envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match)
+    strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
     model = load_model(args.model, device="cpu")
@@ -288,17 +291,15 @@ def main(argv=None) -> int:
     def engine(target, known, strength):
         key = (target, known, strength)
         if key not in engines:
-            engines[key] = StreamingConverter(model, code[target], n_iter=args.n_iter, harmonics=args.harmonics,
-                                              strength=strength, source=code.get(known), fine_structure=fine,
-                                              **MODES[args.stream_mode])
+            engines[key] = StreamingConverter(model, code[target], settings=settings, strength=strength,
+                                              source=code.get(known), **MODES[args.stream_mode])
         engines[key].reset()
         return engines[key]
 
     def resynthesis(name, source, audio):
         """The source through the DSAE with its own enrolled code, strength 0, on the same path."""
         if name == "file":
-            return convert_audio16k(audio, code[source], model, n_iter=args.n_iter, harmonics=args.harmonics,
-                                    strength=0.0, fine_structure=fine)
+            return convert_at_model_rate(audio, code[source], model, settings=settings, strength=0.0)
         known = source if args.stream_source == "enrolled" else None
         return engine(source, known, 0.0).convert(audio, block=STREAM_BLOCK)
 
@@ -307,8 +308,8 @@ def main(argv=None) -> int:
             text = utt.text or ""
             said = transcripts.file(utt.path)
             if ("gl", utt.path) not in heard:
-                heard["gl", utt.path] = asr.transcribe(synthesise(log_magnitude(audio, cfg=cfg), cfg,
-                                                                  length=audio.size, n_iter=args.n_iter))
+                heard["gl", utt.path] = asr.transcribe(synthesise(log_magnitude(audio, cfg=cfg), cfg, length=audio.size,
+                                                                  n_iter=settings.n_iter, momentum=settings.momentum))
             if (name, utt.path) not in heard:
                 heard[name, utt.path] = asr.transcribe(resynthesis(name, source, audio))
             row.update(text=text, transcript_source=said, transcript_gl=heard["gl", utt.path],
@@ -333,9 +334,7 @@ def main(argv=None) -> int:
                 e_orig = files.file(utt.path)
                 for name in paths:
                     if name == "file":
-                        converted = convert_audio16k(audio, code[target], model, n_iter=args.n_iter,
-                                                     harmonics=args.harmonics, strength=strength,
-                                                     fine_structure=fine)
+                        converted = convert_at_model_rate(audio, code[target], model, settings=settings)
                     else:
                         known = source if args.stream_source == "enrolled" else None
                         converted = engine(target, known, strength).convert(audio, block=STREAM_BLOCK)
@@ -359,9 +358,9 @@ def main(argv=None) -> int:
         "n_iter": args.n_iter,
         "harmonics": args.harmonics,
         "strength": strength,
-        "fine_structure": fine,
-        "envelope_share": vc.conversion.ENVELOPE_SHARE,
-        "exemplar_match": args.match or vc.conversion.EXEMPLAR_MATCH,
+        "fine_structure": settings.fine_structure,
+        "envelope_share": settings.envelope_share,
+        "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,

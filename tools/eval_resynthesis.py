@@ -53,7 +53,8 @@ def main(argv=None) -> int:
     from judges import WordErrors
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import decode_windows, encode_windows, rebuild_harmonics, synthesise
+    from vc.settings import DEFAULT_MOMENTUM
+    from vc.stages import decode_windows, encode_windows, rebuild_harmonics, synthesise
     from vc.dsp import log_magnitude
     from vc.model import load_model
     from vc.pitch import Register, smooth_across_frequency, yin
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     untexted = 0
 
     def waveform(frames, n):
-        return synthesise(frames, cfg, length=n, n_iter=args.n_iter)
+        return synthesise(frames, cfg, length=n, n_iter=args.n_iter, momentum=DEFAULT_MOMENTUM)
 
     by_speaker: dict[str, list] = {}
     for utt in open_corpus(args.corpus).utterances(args.split):
@@ -102,9 +103,9 @@ def main(argv=None) -> int:
             versions = {
                 "unconverted": audio,
                 "griffinlim": waveform(frames, n),
-                "harmonic_model": waveform(rebuild_harmonics(frames, f0, voiced, register, register, cfg)[0], n),
+                "harmonic_model": waveform(rebuild_harmonics(frames, f0, voiced, source=register, target=register, cfg=cfg)[0], n),
                 "decoder_envelope_own_fine": waveform(smooth_across_frequency(decoded) + fine, n),
-                "decoder": waveform(rebuild_harmonics(decoded, f0, voiced, register, register, cfg)[0], n),
+                "decoder": waveform(rebuild_harmonics(decoded, f0, voiced, source=register, target=register, cfg=cfg)[0], n),
                 "decoder_envelope_alone": waveform(decoded, n),
             }
             untexted += not utt.text

@@ -28,7 +28,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
 
     from training.data.corpora import open_corpus
     from vc.audio import read_audio
-    from vc.conversion import convert_features
+    from vc.conversion import reconstruct_features
     from vc.dsp import log_magnitude
     from vc.model import load_model
     from vc.speakers import enroll
@@ -52,7 +52,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     for col, speaker in enumerate(picks):
         frames = log_magnitude(read_audio(by_speaker[speaker][2].path)[0], cfg=cfg)
         show(axes[0, col], frames, f"{speaker}: input")
-        show(axes[1, col], convert_features(frames, codes[speaker], model), "reconstruction (own f)")
+        show(axes[1, col], reconstruct_features(frames, codes[speaker], model), "reconstruction (own f)")
     fig.suptitle("Held-out speakers: log-magnitude input and DSAE reconstruction", fontsize=9)
     save_figure(fig, model_dir / "reconstruction.png", bbox_inches="tight")
     plt.close(fig)
@@ -67,7 +67,7 @@ def spectrogram_figures(model_dir: Path, corpus: Path, n_examples: int = 3) -> d
     tgt_frames = log_magnitude(read_audio(shared[target].path)[0], cfg=cfg)
     fig, axes = plt.subplots(1, 3, figsize=(10, 2.8), squeeze=False)
     show(axes[0, 0], src_frames, f"source: {source}")
-    show(axes[0, 1], convert_features(src_frames, codes[target], model), f"z of source, f of {target}")
+    show(axes[0, 1], reconstruct_features(src_frames, codes[target], model), f"z of source, f of {target}")
     show(axes[0, 2], tgt_frames, f"{target}'s own speech" + (" (same sentence)" if common else ""))
     save_figure(fig, model_dir / "swap.png", bbox_inches="tight")
     plt.close(fig)

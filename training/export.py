@@ -140,10 +140,11 @@ def _real_segments(config_features: str, segment_length: int, n: int = 16) -> np
 
 def z_population(model: DSAE, features: str, mean: np.ndarray, std: np.ndarray, feature_config: dict,
                  n_segments: int = 4096) -> dict | None:
-    """z's statistics over the speech frames (`vc.code_stats.speech_frames`) of up to n_segments training
-    segments spread over the split, for the metadata (vc.code_stats: a source's estimate starts here)."""
+    """z's statistics over the speech frames (`vc.levels.speech_frame_flags`) of up to n_segments training
+    segments spread over the split, for the metadata (vc.source: a source's estimate starts here)."""
     from training.dataset import SegmentDataset
-    from vc.code_stats import RunningCodeStats, frame_level_db, speech_frames
+    from vc.levels import speech_frame_flags
+    from vc.z_statistics import RunningCodeStats
     from vc.dsp import FeatureConfig
 
     if not (Path(features) / "train").is_dir():
@@ -151,12 +152,12 @@ def z_population(model: DSAE, features: str, mean: np.ndarray, std: np.ndarray, 
     data = SegmentDataset(features, "train")
     idx = np.linspace(0, len(data) - 1, min(n_segments, len(data))).astype(np.int64)
     x = data.batch(idx).astype(np.float32)
-    levels = frame_level_db(x * std + mean, FeatureConfig.from_dict(feature_config))
+    speech = speech_frame_flags(x * std + mean, FeatureConfig.from_dict(feature_config))
     encoder = ExportEncoder(model).eval()
     with torch.no_grad():
         z = np.concatenate([encoder(torch.from_numpy(x[i:i + 256]))[2].numpy() for i in range(0, len(x), 256)])
     stats = RunningCodeStats(z.shape[-1])
-    stats.update(z[speech_frames(levels, float(levels.max()))])
+    stats.update(z[speech])
     result = stats.estimate()
     return {"mean": result.mean.tolist(), "std": result.std.tolist(), "frames": stats.frames}
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError
-from vc.conversion import DEFAULT_N_ITER, DEFAULT_STRENGTH, check_strength, convert_file, resolve_target
+from vc.conversion import convert_file, resolve_speaker
 from vc.model import load_model
+from vc.settings import ConversionSettings
 from vc.speakers import SpeakerError
 
 
@@ -117,7 +118,7 @@ def _numpy_single_threaded():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _worker_init(model_dir, device, threads, target, n_iter, out_sr, harmonics, strength):
+def _worker_init(model_dir, device, threads, target, settings, out_sr):
     import signal
 
     # Ctrl-C goes to the whole process group: the parent alone decides, then terminates the pool with
@@ -126,7 +127,7 @@ def _worker_init(model_dir, device, threads, target, n_iter, out_sr, harmonics, 
     signal.signal(signal.SIGTERM, _raise_exit)
     _worker["blas_limit"] = _numpy_single_threaded()   # kept for the worker's life
     _worker["model"] = load_model(model_dir, device=device, threads=threads)
-    _worker.update(target=target, n_iter=n_iter, out_sr=out_sr, harmonics=harmonics, strength=strength)
+    _worker.update(target=target, settings=settings, out_sr=out_sr)
 
 
 def _worker_convert(job):
@@ -137,8 +138,7 @@ def _worker_convert(job):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            seconds = convert_file(src, dst, w["target"], w["model"], n_iter=w["n_iter"], out_sr=w["out_sr"],
-                                   harmonics=w["harmonics"], strength=w["strength"])
+            seconds = convert_file(src, dst, w["target"], w["model"], settings=w["settings"], out_sr=w["out_sr"])
             error = None
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch; it is reported
             seconds, error = 0.0, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -164,17 +164,15 @@ def default_threads_per_job(jobs: int) -> int:
     return max(1, min(default_threads(), cores // max(1, jobs)))
 
 
-def _check_settings(jobs: int, n_iter: int, out_sr: int | None, strength: float) -> float:
+def _check_settings(jobs: int, out_sr: int | None, settings, knobs) -> ConversionSettings:
     if jobs < 1:
         raise BatchError(f"--jobs must be at least 1, not {jobs}")
-    if n_iter < 0:
-        raise BatchError(f"--n-iter must be >= 0, not {n_iter}")
     if out_sr is not None and out_sr <= 0:
         raise BatchError(f"--sr must be positive, not {out_sr}")
     try:
-        return check_strength(strength)
+        return ConversionSettings.of(settings, **knobs)
     except ValueError as exc:
-        raise BatchError(f"--{exc}") from None
+        raise BatchError(f"--{str(exc).replace('_', '-')}") from None
 
 
 def _run_pool(todo, jobs: int, initargs, record) -> None:
@@ -196,24 +194,25 @@ def _run_pool(todo, jobs: int, initargs, record) -> None:
         pool.join()
 
 
-def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT_N_ITER, jobs: int = 1,
-                  overwrite: bool = False, out_sr: int | None = None, device: str = "auto",
+def batch_convert(in_dir, out_dir, target, *, model_dir=None, settings: ConversionSettings | None = None,
+                  jobs: int = 1, overwrite: bool = False, out_sr: int | None = None, device: str = "auto",
                   threads: int | None = None, progress: bool = True, log=None, describe=None,
-                  harmonics: bool = True, strength: float = DEFAULT_STRENGTH) -> BatchSummary:
+                  **knobs) -> BatchSummary:
     """Convert every audio file under in_dir into out_dir (same relative paths, .wav).
 
+    settings and knobs: as `vc.convert` takes them (strength=, n_iter=, harmonics=, ...).
     Existing outputs are skipped unless overwrite; one bad file is reported and the rest go on.
     `log(line)` receives one line per failure or warning and `describe(line)` the model/provider line
     (default: nothing; the CLI prints them).
     """
     from tqdm import tqdm
 
-    strength = _check_settings(jobs, n_iter, out_sr, strength)
+    settings = _check_settings(jobs, out_sr, settings, knobs)
     in_dir, out_dir = check_batch_dirs(in_dir, out_dir)
     threads = threads or default_threads_per_job(jobs)
     # Validate model and target before any work; the workers load their own copies.
     model = load_model(model_dir, device=device, threads=threads)
-    target = resolve_target(target, model)
+    target = resolve_speaker(target, model)
     if describe is not None:
         describe(model.describe() + (f", {jobs} jobs" if jobs > 1 else ""))
 
@@ -243,10 +242,9 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
             log(f"FAILED {rel}: {error}")
         bar.update(1)
 
-    settings = dict(n_iter=n_iter, out_sr=out_sr, harmonics=harmonics, strength=strength)
     try:
         if jobs == 1 or len(todo) <= 1:
-            _worker.update(model=model, target=target, **settings)
+            _worker.update(model=model, target=target, settings=settings, out_sr=out_sr)
             with _numpy_single_threaded():
                 for job in todo:
                     record(_worker_convert(job))
@@ -255,7 +253,7 @@ def batch_convert(in_dir, out_dir, target, model_dir=None, n_iter: int = DEFAULT
             # The parent's sessions are dropped before forking so no ONNX Runtime threads exist at fork.
             del model
             _worker.clear()
-            _run_pool(todo, jobs, (model_dir, device, threads, target, n_iter, out_sr, harmonics, strength), record)
+            _run_pool(todo, jobs, (model_dir, device, threads, target, settings, out_sr), record)
     finally:
         bar.close()
         _worker.clear()

@@ -118,15 +118,10 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
     return True
 
 
-def _peak_limited(audio: np.ndarray) -> np.ndarray:
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    return audio * (0.99 / peak) if peak > 0.99 else audio
-
-
 def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str = "auto",
              examples: Path = EXAMPLES) -> dict:
     from vc.audio import read_audio, write_wav
-    from vc.conversion import convert_audio16k
+    from vc.conversion import convert
     from vc.model import load_model
     from vc.speakers import load_speaker
 
@@ -151,7 +146,7 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
     for clip in clips:
         src = examples / clip["path"]
         audio, _ = read_audio(src, sr=sr)
-        converted = _peak_limited(convert_audio16k(audio, speaker, model, n_iter=n_iter))
+        converted = convert(audio, sr, speaker, model, n_iter=n_iter)
         stem = Path(clip["path"]).stem
         dst = out_dir / "converted" / f"{stem}__to__{name}.wav"
         write_wav(out_dir / "source" / f"{stem}.wav", audio, sr)
@@ -171,7 +166,7 @@ def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str
         write_wav(out_dir / "source" / f"{human_name}.wav", human_audio, sr)
         print(f"converting a human voice ({human_name}, {human_audio.size / sr:.1f} s) to {len(targets)} target(s)")
         for target_name, target_speaker_code in targets:
-            converted = _peak_limited(convert_audio16k(human_audio, target_speaker_code, model, n_iter=n_iter))
+            converted = convert(human_audio, sr, target_speaker_code, model, n_iter=n_iter)
             dst = out_dir / "converted" / f"{human_name}__to__{target_name}.wav"
             write_wav(dst, converted, sr)
             written.append(dst)

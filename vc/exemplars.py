@@ -1,24 +1,16 @@
-"""The target's own spectral envelopes (exemplars), and drawing the converted envelope onto them.
+"""The target's own spectral envelopes and voiced frames (exemplars), and drawing converted frames onto them.
 
-The decoder predicts the mean log spectrum given (f, z). Averaged over everything z leaves open, its
-envelopes are smoother than any real frame, and a speaker-verification network hears that smoothing as
-another voice: held-out human utterances resynthesised through the default model with their own f and z
-keep a cosine of 0.69 to their speaker, against 0.80 for their own envelopes under the same rebuilt
-harmonics (tools/eval_resynthesis.py). So after decoding, the envelope of every speech frame is replaced
-by the mean of the K target envelopes nearest to it among up to MAX_EXEMPLARS stored at enrolment: the
-DSAE decides what is said and in which voice, the target's real frames supply the detail the decoder
-averages away (the matching step of kNN-VC, Baas, van Niekerk & Kamper 2023, applied to the DSAE's output
-rather than to self-supervised features). Envelopes are compared and stored as their first N_COEFFS
-orthonormal DCT-II coefficients: the envelope (`vc.pitch.smooth_across_frequency`) is smooth across
-frequency, and these hold it.
+The decoder predicts the mean log spectrum given (f, z): smoother than any real frame, and a speaker
+verifier hears that smoothing as another voice. So after decoding, each speech frame's envelope is moved
+onto the mean of its nearest envelopes among those the target's enrolment kept (the matching step of
+kNN-VC, Baas, van Niekerk & Kamper 2023, applied to the DSAE's output). Envelopes are compared and stored
+as their first N_COEFFS orthonormal DCT-II coefficients, which hold a curve this smooth.
 
-The same goes for what lies on the envelope. A pulse train's harmonics are perfectly periodic and equally
-deep at every frequency; a real voice's are not (breath fills the upper bands, the glottis shapes the
-lower ones), and that, too, is part of who speaks. So the target's voiced frames are kept as well
-(`VoicedExemplars`): each one's fine structure (log spectrum less envelope), with the F0 and the envelope
-it was spoken at. A converted voiced frame takes the fine structure of the exemplar whose F0 is nearest to
-the frame's (target-register) F0 among the NEAR exemplars with the nearest envelopes, stretched along
-frequency to that F0 exactly (`voiced_fine_structure`).
+The same goes for what lies on the envelope: a pulse train's harmonics are perfectly periodic and equally
+deep everywhere, a real voice's are not (breath fills the upper bands, the glottis shapes the lower ones).
+So the target's voiced frames are kept too (`VoicedExemplars`), and a converted voiced frame takes the
+fine structure of the one nearest in F0 among those nearest in envelope, stretched along frequency to its
+F0 exactly (`voiced_fine_structure`). The measurements behind this are in docs/experiments.md.
 """
 
 from __future__ import annotations
@@ -30,9 +22,7 @@ import numpy as np
 
 N_COEFFS = 48
 MAX_EXEMPLARS = 3000
-K = 4
 MAX_VOICED = 1500
-NEAR = 32
 QUERY_BLOCK = 4096   # frames matched at a time: an hour-long file must not need a (frames x exemplars) matrix
 
 
@@ -55,7 +45,7 @@ def envelope_coefficients(frames: np.ndarray) -> np.ndarray:
     return smooth_across_frequency(frames) @ dct_basis(frames.shape[-1])
 
 
-def thin(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray:
+def evenly_spaced(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray:
     """At most max_count rows, evenly spaced over all of them (so every enrolment file keeps its share)."""
     if coefficients.shape[0] <= max_count:
         return coefficients
@@ -65,10 +55,10 @@ def thin(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray
 
 def exemplar_set(coefficients: np.ndarray, max_count: int = MAX_EXEMPLARS) -> np.ndarray:
     """All envelope coefficients of an enrolment (n, N_COEFFS) -> what speaker.npy keeps: at most max_count
-    of them (`thin`), in float16 and in a fixed shuffled order. Matching needs no order, and without it
+    of them (`evenly_spaced`), in float16 and in a fixed shuffled order. Matching needs no order, and without it
     the file holds a set of spectral envelopes, not a time line from which the enrolment speech could be
     pieced together."""
-    return _unordered(thin(coefficients, max_count)).astype(np.float16)
+    return _unordered(evenly_spaced(coefficients, max_count)).astype(np.float16)
 
 
 def _unordered(rows: np.ndarray) -> np.ndarray:
@@ -89,8 +79,8 @@ def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray
     return out
 
 
-def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, k: int = K,
-                        amount: float = 1.0, *, codes: np.ndarray | None = None,
+def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, *, k: int,
+                        amount: float = 1.0, codes: np.ndarray | None = None,
                         exemplar_codes: np.ndarray | None = None) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
     `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (non-speech
@@ -135,7 +125,7 @@ def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX
 
     if frames.shape[0] == 0:
         return None
-    rows = _unordered(thin(np.arange(frames.shape[0]), max_count))
+    rows = _unordered(evenly_spaced(np.arange(frames.shape[0]), max_count))
     frames = np.asarray(frames[rows], np.float32)
     envelope = smooth_across_frequency(frames)
     return VoicedExemplars((envelope @ dct_basis(frames.shape[1])).astype(np.float16),
@@ -143,7 +133,7 @@ def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX
 
 
 def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, exemplars: VoicedExemplars,
-                          cfg, near: int = NEAR) -> np.ndarray:
+                          cfg, *, near: int) -> np.ndarray:
     """Envelopes of converted frames (T, n_features; `vc.pitch.smooth_across_frequency` of them) and the F0
     each should have -> (T, n_features) fine structure to add to them: for each voiced frame, the fine
     structure of the exemplar with the F0 nearest to its own among the `near` with the nearest envelopes,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from vc.code_stats import CodeStats
+from vc.z_statistics import CodeStats
 from vc.model_format import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS,
                              ENCODER_OUTPUTS, METADATA_KEY, REQUIRED_KEYS, SHARED_KEYS, SUPPORTED_FORMAT_VERSIONS,
                              VARIANTS, Z_POPULATION_KEY)

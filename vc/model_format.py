@@ -28,7 +28,7 @@ REQUIRED_KEYS = (
 # Keys that describe the model as a whole, so encoder and decoder must agree on them.
 SHARED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "role")
 # Optional: {"mean": [z_dim floats], "std": [z_dim floats], "frames": n}, z's statistics over the speech
-# frames of training segments (vc.code_stats: where a source's estimate starts before it has spoken).
+# frames of training segments (vc.z_statistics: where a source's estimate starts before it has spoken).
 Z_POPULATION_KEY = "z_population"
 
 _TIME_SERIES = {"x", "z", "z_mean", "z_logvar", "x_mean"}  # names with a time axis

@@ -20,17 +20,13 @@ from functools import lru_cache
 
 import numpy as np
 
-from vc.code_stats import SILENCE_DBFS
+from vc.levels import may_be_voiced, power_db
 
 FMIN = 60.0
 FMAX = 450.0
 THRESHOLD = 0.25       # YIN's absolute threshold on the normalised difference
 MIN_VOICED_RUN = 3     # shorter voiced runs are tracking noise (10 ms frames)
 FRAMES_PER_BLOCK = 2048  # frames analysed at once: memory stays near 60 MB for files of any length
-# Frames quieter than the silence gate (vc.code_stats.SILENCE_DBFS), or this far under the loudest frame (of
-# the file; of the recent past, streaming), are never voiced: wider than the speech gate's 35 dB, since
-# quiet voiced tails still carry a pitch.
-RELATIVE_DB = 40.0
 
 
 def _geometry(sr: int, fmin: float, fmax: float, frame_length: int | None) -> tuple[int, int, int, int]:
@@ -65,7 +61,7 @@ def yin_periodicity(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN,
         frames = padded[starts[:, None] + np.arange(span)[None, :]]
         block = slice(first, first + starts.shape[0])
         period[block], dip[block], energy[block] = _yin_frames(frames, width, min_lag, max_lag, threshold)
-    return sr / period, dip, 10.0 * np.log10(np.maximum(energy / width, 1e-20))
+    return sr / period, dip, power_db(energy / width)
 
 
 def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float = FMAX,
@@ -73,7 +69,7 @@ def yin(y: np.ndarray, sr: int, hop_length: int, fmin: float = FMIN, fmax: float
     """F0 in Hz and a voiced flag per frame, frames centred at t * hop_length like a centred STFT
     (1 + len(y) // hop_length frames). Unvoiced frames have F0 0."""
     f0, dip, level = yin_periodicity(y, sr, hop_length, fmin, fmax, frame_length, threshold)
-    loud = (level > SILENCE_DBFS) & (level > level.max() - RELATIVE_DB)
+    loud = may_be_voiced(level, level.max())
     voiced = _drop_short_runs((dip < threshold) & loud, MIN_VOICED_RUN)
     return _median_within_runs(np.where(voiced, f0, 0.0), voiced), voiced
 

@@ -4,7 +4,7 @@ register and the statistics of z) and save or load speaker.npy.
 speaker.npy holds one record, readable with `np.load(path, allow_pickle=False)`: `f` (float32, f_dim),
 the DSAE speaker code; `log_f0_mean`, `log_f0_std` (float32), the speaker's pitch register (median and
 spread of natural-log F0 over voiced frames); `z_mean`, `z_std` (float32, z_dim), the mean and standard
-deviation of the dynamic code z over the speaker's speech frames (`vc.code_stats`); `envelopes` (float16,
+deviation of the dynamic code z over the speaker's speech frames (`vc.z_statistics`); `envelopes` (float16,
 (n, 48)), an unordered set of the speaker's own spectral envelopes; `voiced_envelopes`, `voiced_f0`,
 `voiced_fine` (float16, (m, 48), (m,), (m, n_features)), an unordered set of the speaker's voiced frames,
 each as its envelope, F0 (Hz) and harmonic fine structure (`vc.exemplars`); `envelope_z` (float16,
@@ -27,16 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError, read_audio
-from vc.code_stats import CodeStats, RunningCodeStats, frame_level_db, speech_frames
-from vc.exemplars import (MAX_VOICED, N_COEFFS, VoicedExemplars, envelope_coefficients, exemplar_set, thin,
+from vc.levels import speech_frame_flags, speech_segment_flags
+from vc.exemplars import (MAX_VOICED, N_COEFFS, VoicedExemplars, envelope_coefficients, evenly_spaced, exemplar_set,
                           voiced_exemplar_set)
 from vc.files import atomic_write
 from vc.model import Model
 from vc.pitch import Register, yin
+from vc.z_statistics import CodeStats, RunningCodeStats
 
-# A segment counts as speech as a frame does (`vc.code_stats.speech_frames`): its RMS is above an absolute
-# level and not far below the loudest segment of the same file (so room noise in a quiet recording does not
-# count either).
 ENCODE_BATCH = 256
 
 
@@ -111,19 +109,6 @@ def audio_files(paths) -> list[Path]:
     return found
 
 
-def speech_flags(audio: np.ndarray, model: Model) -> np.ndarray:
-    """Mono float32 at the model's rate -> one flag per whole segment (segment k holds frames k*L to
-    k*L + L - 1): True where it holds speech. A partial tail is not a segment."""
-    cfg = model.feature_config
-    seg_samples = model.segment_length * cfg.hop_length
-    n_seg = audio.shape[0] // seg_samples
-    if n_seg == 0 or audio.shape[0] < cfg.n_fft:
-        return np.zeros(0, bool)
-    blocks = audio[: n_seg * seg_samples].reshape(n_seg, seg_samples).astype(np.float64)
-    level = 10.0 * np.log10(np.maximum(np.mean(blocks ** 2, axis=1), 1e-20))
-    return speech_frames(level, float(level.max()))
-
-
 def speech_segments(audio: np.ndarray, model: Model, frames: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Mono float32 at the model's rate -> (raw feature segments (n, L, n_features) that hold speech,
     number of silent segments dropped). Segments do not overlap. `frames`: the audio's log-magnitude
@@ -131,7 +116,8 @@ def speech_segments(audio: np.ndarray, model: Model, frames: np.ndarray | None =
     from vc.dsp import log_magnitude
 
     L = model.segment_length
-    speech = speech_flags(audio, model)
+    cfg = model.feature_config
+    speech = speech_segment_flags(audio, segment_samples=L * cfg.hop_length, n_fft=cfg.n_fft)
     if speech.size == 0:
         return np.zeros((0, L, model.n_features), np.float32), 0
     if frames is None:
@@ -193,8 +179,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
             continue
         f, z = posterior_codes(segments, model)
         total += f.astype(np.float64).sum(axis=0)
-        levels = frame_level_db(segments, model.feature_config)
-        speech = speech_frames(levels, float(levels.max()))
+        speech = speech_frame_flags(segments, model.feature_config)
         z_stats.update(z[speech])
         envelopes.append(envelope_coefficients(segments[speech]))
         envelope_z.append(z[speech])
@@ -202,9 +187,9 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         f0s.append(f0)
         voiced_flags.append(voiced)
         n = min(frames.shape[0], f0.shape[0])
-        all_levels = frame_level_db(frames[:n], model.feature_config)
         # At most the final count from each file, so hours of enrolment do not pile up in memory.
-        keep = thin(np.flatnonzero(voiced[:n] & speech_frames(all_levels, float(all_levels.max()))), MAX_VOICED)
+        keep = evenly_spaced(np.flatnonzero(voiced[:n] & speech_frame_flags(frames[:n], model.feature_config)),
+                             MAX_VOICED)
         voiced_frames.append(frames[keep])
         voiced_f0.append(f0[keep])
         n_segments += f.shape[0]

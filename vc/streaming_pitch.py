@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from vc.pitch import (FMAX, FMIN, MIN_VOICED_RUN, RELATIVE_DB, SILENCE_DBFS, THRESHOLD, Register,
+from vc.levels import may_be_voiced, power_db
+from vc.pitch import (FMAX, FMIN, MIN_VOICED_RUN, THRESHOLD, Register,
                       _drop_short_runs, _geometry, _median_within_runs, _yin_frames)
 
 PEAK_DECAY_DB_PER_S = 1.0
@@ -80,13 +81,13 @@ class StreamingPitch:
         starts = np.arange(first, stop) * hop - self.span // 2 - self._buffer_first
         frames = self._buffer[starts[:, None] + np.arange(span)[None, :]]
         period, dip, energy = _yin_frames(frames, self.width, self.min_lag, self.max_lag, self.threshold)
-        level = 10.0 * np.log10(np.maximum(energy / self.width, 1e-20))
+        level = power_db(energy / self.width)
         # peak[i] = max(peak before - d*(i+1), max over j <= i of level[j] - d*(i-j)): a decaying maximum
         decay = self._decay_per_frame * np.arange(level.shape[0])
         peak = np.maximum(self._peak_db - decay - self._decay_per_frame,
                           np.maximum.accumulate(level + decay) - decay)
         self._peak_db = float(peak[-1])
-        loud = (level > SILENCE_DBFS) & (level > peak - RELATIVE_DB)
+        loud = may_be_voiced(level, peak)
         voiced = (dip < self.threshold) & loud
         self._raw_f0 = np.concatenate([self._raw_f0, np.where(voiced, self.sr / period, 0.0)])
         self._raw_voiced = np.concatenate([self._raw_voiced, voiced])

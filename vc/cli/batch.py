@@ -8,7 +8,7 @@ from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.conversion import DEFAULT_N_ITER, DEFAULT_STRENGTH, MAX_STRENGTH
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, MAX_STRENGTH
 
     parser = argparse.ArgumentParser(
         prog="vc-batch",
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     try:
         summary = batch_convert(args.in_dir, args.out_dir, args.target, model_dir=args.model,
-                                n_iter=args.n_iter, jobs=args.jobs, overwrite=args.overwrite,
+                                jobs=args.jobs, overwrite=args.overwrite, n_iter=args.n_iter,
                                 out_sr=args.sr, device=args.device, threads=args.threads,
                                 progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
                                 strength=args.strength)

@@ -20,7 +20,7 @@ def _gate(text: str):
 
 
 def _strength(text: str) -> float:
-    from vc.conversion import MAX_STRENGTH
+    from vc.settings import MAX_STRENGTH
 
     value = float(text)
     if not 0.0 <= value <= MAX_STRENGTH:
@@ -35,8 +35,8 @@ def _latency(text: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.conversion import DEFAULT_STRENGTH
-    from vc.engine import DEFAULT_GATE_DB, DEFAULT_N_ITER, MODES
+    from vc.engine import DEFAULT_GATE_DB, MODES
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH
 
     default, lowlat = MODES["default"], MODES["lowlat"]
     parser = argparse.ArgumentParser(

@@ -22,7 +22,8 @@ the same delay, so the comparison is in time.
 from vc.live.devices import format_device_list, import_sounddevice, resolve_device
 from vc.live.playout import SETTLE_S, Playout
 from vc.live.ring import RingBuffer
-from vc.live.session import LiveSession, build_engine, format_summary, run_live
+from vc.live.report import format_summary
+from vc.live.session import LiveSession, build_engine, run_live
 from vc.live.settings import DeviceSettings, EngineSettings, LiveError, LiveSettings, LiveStats, SessionSettings
 
 __all__ = ["DeviceSettings", "EngineSettings", "LiveError", "LiveSession", "LiveSettings", "LiveStats", "Playout",

@@ -5,7 +5,6 @@ with one sentence and its fix."""
 from __future__ import annotations
 
 import math
-import shutil
 import sys
 import threading
 import time
@@ -17,38 +16,11 @@ from vc.live import devices
 from vc.live.playout import Playout, initial_margin_s
 from vc.live.quiet import NativeStderrFilter
 from vc.live.recorder import Recorder
+from vc.live.report import install_ab_switch, slow_advice, status_line, summarise
 from vc.live.ring import RingBuffer
 from vc.live.settings import (BLOCK_MS, RING_SECONDS, STALL_SECONDS, STATUS_PERIOD_S, TOO_SLOW_FRACTION,
                               EngineSettings, LiveError, LiveSettings, LiveStats)
 from vc.live.worker import Worker, feed_file, resampler_delay_ms
-
-
-def pitch_status(engine) -> str:
-    """'F0 182 Hz, source ~175 Hz +-2.1 st': the newest frame's F0 and the speaker's running register
-    (median, spread in semitones); dashes while unvoiced or not yet known."""
-    if not getattr(engine, "harmonics", False):
-        return "F0 off"
-    f0 = f"{engine.current_f0:3.0f} Hz" if engine.current_f0 > 0 else "  - Hz"
-    register = engine.source_register
-    if register is None:
-        return f"F0 {f0}, source   - Hz"
-    return (f"F0 {f0}, source ~{math.exp(register.log_mean):3.0f} Hz "
-            f"+-{12.0 * register.log_std / math.log(2.0):.1f} st")
-
-
-def pitch_summary(engine) -> dict:
-    register = getattr(engine, "source_register", None)
-    return {"harmonics": getattr(engine, "harmonics", False), "strength": getattr(engine, "strength", None),
-            "source_f0_hz": round(math.exp(register.log_mean), 1) if register is not None else None}
-
-
-def slow_advice(settings: EngineSettings, engine) -> str:
-    tips = [f"lower --n-iter (now {engine.n_iter})"]
-    if engine.hop_ms < 200:
-        tips.append(f"raise --hop-ms (now {engine.hop_ms:g}; the default 200 costs least per second)")
-    if settings.device != "cuda":
-        tips.append("run the model with --device cuda if there is a GPU")
-    return "; ".join(tips)
 
 
 class LiveSession:
@@ -200,7 +172,7 @@ class LiveSession:
             self.log(self.model_description)
         threads = []
         interrupted = False
-        self._install_ab_switch()
+        install_ab_switch(self.toggle_passthrough, self.stop, self.log, _start_thread)
         started = time.monotonic()
         try:
             if self.out_index is not None:
@@ -220,7 +192,7 @@ class LiveSession:
             self._shut_down(threads)
         if self.error is not None:
             raise LiveError(self.error)
-        return self._summary(time.monotonic() - started, interrupted)
+        return summarise(self, time.monotonic() - started, interrupted)
 
     def _shut_down(self, threads) -> None:
         self.stop.set()
@@ -237,35 +209,12 @@ class LiveSession:
         if self._status_enabled():
             print(file=sys.stderr)
 
-    def _status_enabled(self) -> bool:
-        status = self.settings.session.status
-        return sys.stderr.isatty() if status is None else status
-
-    # --- A/B switch -----------------------------------------------------------------------------------------
     def toggle_passthrough(self, *_signal_args) -> None:
         self.engine.passthrough = not self.engine.passthrough
 
-    def _install_ab_switch(self) -> None:
-        """Enter on the terminal, or SIGUSR1 from a script, switches between conversion and pass-through."""
-        try:
-            import signal
-            signal.signal(signal.SIGUSR1, self.toggle_passthrough)
-        except (ValueError, AttributeError, OSError):  # not the main thread, or no SIGUSR1 (Windows)
-            pass
-        try:
-            interactive = sys.stdin is not None and sys.stdin.isatty()
-        except (ValueError, OSError):
-            interactive = False
-        if interactive:
-            self.log("press Enter to switch between the converted voice and pass-through (A/B), Ctrl-C to stop")
-
-            def read_keys():
-                for _ in iter(sys.stdin.readline, ""):
-                    if self.stop.is_set():
-                        return
-                    self.toggle_passthrough()
-
-            _start_thread(read_keys, "vc-live-keys")
+    def _status_enabled(self) -> bool:
+        status = self.settings.session.status
+        return sys.stderr.isatty() if status is None else status
 
     # --- supervision ----------------------------------------------------------------------------------------
     def _supervise(self, worker_thread: threading.Thread) -> bool:
@@ -277,7 +226,7 @@ class LiveSession:
             self._warn_if_too_slow()
             now = time.monotonic()
             if now >= next_status and self._status_enabled():
-                print("\r" + self.status_line(), end="", file=sys.stderr, flush=True)
+                print("\r" + status_line(self), end="", file=sys.stderr, flush=True)
                 next_status = now + STATUS_PERIOD_S
             time.sleep(0.02)
         return False
@@ -307,75 +256,10 @@ class LiveSession:
                      f"time: this machine is too slow for these settings; "
                      f"{slow_advice(self.settings.engine, self.engine)}.")
 
-    def latency_estimate_ms(self) -> float:
-        total = self.engine.algorithmic_latency_ms + self.resampler_ms + 1000.0 * self.block_in / self.in_rate
-        if self.playout is not None:
-            total += 1000.0 * self.playout.margin_s
-        for stream in self.streams:
-            lat = stream.latency
-            total += 1000.0 * (lat if isinstance(lat, float) else sum(lat))
-        return total
-
-    def status_line(self) -> str:
-        s = self.stats
-        level = "  -inf" if not math.isfinite(s.level_db) or s.level_db < -99 else f"{s.level_db:6.1f}"
-        mode = " [pass-through]" if self.engine.passthrough else ""
-        line = (f"in {level} dBFS | {pitch_status(self.engine)} | "
-                f"compute {s.recent_fraction():4.2f}x (peak {s.max_fraction:4.2f}x) | "
-                f"latency ~{self.latency_estimate_ms():.0f} ms | overflows {s.overflows} | "
-                f"underflows {s.underflows}{mode}")
-        # One terminal line, or \r cannot redraw it; trailing blanks wipe a longer previous line.
-        # Not a terminal (a pipe, a log): nothing to redraw, so room for the whole line.
-        width = shutil.get_terminal_size((160, 24)).columns - 1
-        return line[:width].ljust(width)
-
-    def _summary(self, wall_s: float, interrupted: bool) -> dict:
-        s = self.stats
-        mean_fraction = s.compute_s / s.audio_s if s.audio_s > 0 else 0.0
-        summary = {
-            "seconds": round(wall_s, 2),
-            "audio_seconds": round(s.audio_s, 2),
-            "compute_fraction": round(mean_fraction, 4),
-            "hop_peak_fraction": round(s.max_fraction, 4),
-            "latency_ms": round(self.latency_estimate_ms(), 1),
-            "algorithmic_latency_ms": round(self.engine.algorithmic_latency_ms, 1),
-            **pitch_summary(self.engine),
-            "overflows": s.overflows,
-            "underflows": s.underflows,
-            "device_underflows": s.device_underflows,
-            "startup_underflows": s.startup_underflows,
-            "margin_ms": round(1000.0 * self.playout.margin_s, 1) if self.playout is not None else 0.0,
-            "drift_trims": s.trims,
-            "interrupted": interrupted,
-            "record": self.settings.session.record,
-        }
-        advice = None
-        if mean_fraction > TOO_SLOW_FRACTION or (s.underflows > 3 and s.max_fraction > 1.0):
-            advice = (f"This machine is too slow for these settings (conversion took {mean_fraction:.2f}x real "
-                      f"time); {slow_advice(self.settings.engine, self.engine)}.")
-        elif s.underflows > 3:
-            advice = ("Playback ran dry although conversion kept up: the system's audio scheduling is irregular; "
-                      "try --latency high.")
-        summary["advice"] = advice
-        return summary
-
-
 def _start_thread(target, name: str) -> threading.Thread:
     thread = threading.Thread(target=target, name=name, daemon=True)
     thread.start()
     return thread
-
-
-def format_summary(summary: dict) -> str:
-    text = (f"summary: {summary['audio_seconds']:.1f} s converted in {summary['seconds']:.1f} s; compute "
-            f"{summary['compute_fraction']:.3f}x real time (hop peak {summary['hop_peak_fraction']:.2f}x); "
-            f"latency ~{summary['latency_ms']:.0f} ms (algorithmic {summary['algorithmic_latency_ms']:.1f} ms); "
-            f"overflows {summary['overflows']}; underflows {summary['underflows']}")
-    if summary.get("record"):
-        text += f"; recorded to {summary['record']}"
-    if summary.get("advice"):
-        text += "\n" + summary["advice"]
-    return text
 
 
 def build_engine(settings: EngineSettings):

@@ -32,7 +32,7 @@ class EngineSettings:
     n_iter: int | None = None
     gate_db: float | None = DEFAULT_GATE_DB   # None: no noise gate
     passthrough: bool = False
-    strength: float | None = None       # None: the engine's default (vc.conversion.DEFAULT_STRENGTH)
+    strength: float | None = None       # None: the engine's default (vc.settings.DEFAULT_STRENGTH)
     harmonics: bool = True              # rebuild the harmonics at the target's pitch register
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 

@@ -2,28 +2,20 @@
 
 The DSAE puts who speaks in f, but not all of it: the per-dimension mean and spread of z over a speaker's
 speech still tell speakers apart (docs/experiments.md), so a decoder given the target's f still hears some
-of the source. Conversion
-therefore also moves every z dimension from the source's mean and standard deviation to the target's (an
+of the source. Conversion therefore also moves every z dimension from the source's mean and standard deviation to the target's (an
 instance normalisation of z), both measured over speech frames: enrolment stores the target's, files
 measure the whole source utterance, the streaming engine keeps a running estimate that starts from the
 training speakers' statistics (stored in the model file by vc-export).
-
-One rule decides speech for frames here and for segments in `vc.speakers.speech_flags` (`speech_frames`):
-the level must be above SILENCE_DBFS and within RELATIVE_GATE_DB of the loudest (of the file, or of the
-stream so far).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-SILENCE_DBFS = -50.0
-RELATIVE_GATE_DB = 35.0
 # The source's estimate starts from this many frames (0.2 s) at the training speakers' statistics (the
-# model file's, else the target's own: `vc.conversion.source_prior`), so the first frames of a stream are
+# model file's, else the target's own: `vc.stages.source_prior`), so the first frames of a stream are
 # not moved by an estimate made from a handful of them.
 PRIOR_FRAMES = 20
 MIN_STD = 1e-3
@@ -78,32 +70,3 @@ def move_codes(z: np.ndarray, source: CodeStats | None, target: CodeStats | None
     if amount != 1.0:
         moved = z + amount * (moved - z)
     return moved.astype(np.float32)
-
-
-def speech_frames(levels_db: np.ndarray, loudest_db: float) -> np.ndarray:
-    """Frame levels (dBFS) -> True for frames that hold speech, judged against the loudest frame."""
-    return (levels_db > SILENCE_DBFS) & (levels_db > loudest_db - RELATIVE_GATE_DB)
-
-
-@functools.lru_cache(maxsize=8)
-def _window_energy(window: str, win_length: int) -> float:
-    """Sum of the squared analysis window (periodic, as vc.dsp builds it)."""
-    phase = 2.0 * np.pi * np.arange(win_length) / win_length
-    shapes = {"hann": 0.5 - 0.5 * np.cos(phase), "hamming": 0.54 - 0.46 * np.cos(phase),
-              "blackman": 0.42 - 0.5 * np.cos(phase) + 0.08 * np.cos(2 * phase), "boxcar": np.ones(win_length)}
-    if window not in shapes:
-        raise ValueError(f"frame levels: unknown analysis window {window!r}")
-    return float(np.sum(shapes[window] ** 2))
-
-
-def frame_level_db(frames: np.ndarray, cfg) -> np.ndarray:
-    """Raw log-magnitude frames (..., n_features) -> each frame's windowed RMS level in dBFS (Parseval)."""
-    power = np.exp(2.0 * frames.astype(np.float64))
-    first = int(cfg.drop_dc)
-    weights = np.full(frames.shape[-1], 2.0)
-    nyquist = cfg.n_fft // 2 - first  # the Nyquist bin (even n_fft) appears once in the full spectrum
-    if cfg.n_fft % 2 == 0 and 0 <= nyquist < frames.shape[-1]:
-        weights[nyquist] = 1.0
-    window_energy = _window_energy(cfg.window, cfg.win_length)
-    mean_square = (power @ weights) / (cfg.n_fft * window_energy)
-    return 10.0 * np.log10(np.maximum(mean_square, 1e-20))

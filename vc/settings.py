@@ -1,0 +1,103 @@
+"""Every knob of a conversion in one place (`ConversionSettings`), and what the strength does to each
+stage (`StageAmounts`). The stages themselves are in `vc.stages`; README, "How a voice is converted",
+lists them in order. The values were chosen on the human dev speakers (docs/experiments.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+MAX_STRENGTH = 3.0
+# What is laid over the converted envelope in voiced frames: "target", the target's own voiced frames
+# nearest in pitch and envelope (a pulse train when the speaker file has none); "source", the source's own
+# fine structure stretched along frequency to the moved F0 (it keeps breath and jitter, but Griffin-Lim
+# makes it hardly voiced: docs/experiments.md); "pulse", a pulse train.
+FINE_STRUCTURES = ("target", "source", "pulse")
+# Which of the target's envelopes a frame is drawn onto: the nearest by "envelope", or by "z", what is said
+# (needs a speaker file with envelope_z). With the default model's 16-dimensional z, "z" kept no more words
+# than "envelope"; it is for models whose z carries the phones.
+EXEMPLAR_MATCHES = ("envelope", "z")
+
+
+@dataclass(frozen=True)
+class StageAmounts:
+    """How far each stage moves from the source's voice to the target's: 0 keeps the source's, 1 is all
+    the way to the target's, beyond 1 goes past it."""
+
+    f: float          # the decoder's speaker code: f_source + f * (f_target - f_source)
+    z: float          # z's statistics, from the source's to the target's
+    envelope: float   # each speech frame's envelope, onto the target's own nearest envelopes
+    register: float   # the pitch register (never past the target: a pitch beyond is not the target's)
+    target_fine: bool  # whether voiced frames carry the target's own fine structure
+
+
+@dataclass(frozen=True)
+class ConversionSettings:
+    """What a conversion does; `vc.convert(..., **fields)` and the engine take the same names."""
+
+    # How far the voice moves: 0 the source's own voice (through the same decoder), 1 the plain DSAE swap
+    # of f with the full moves of z's statistics, envelopes and register, beyond 1 f goes past the target,
+    # which cancels more of the source that z still carries (`amounts`).
+    strength: float = 2.0
+    # Beyond strength 1, z's statistics and the envelopes move past the target at this fraction of f's
+    # rate (1.2 at strength 2): further hurt the words more than they helped similarity.
+    move_past_target: float = 0.2
+    # Share of that move the envelopes make (0: the decoder's own envelopes).
+    envelope_share: float = 1.0
+    exemplar_match: str = "envelope"       # EXEMPLAR_MATCHES
+    envelopes_per_frame: int = 4           # target envelopes averaged per frame: 1 is rough, more is blurred
+    voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
+    harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
+    fine_structure: str = "target"         # FINE_STRUCTURES
+    n_iter: int = 32                       # Griffin-Lim iterations (fast GL, PGHI start)
+    momentum: float = 0.99                 # fast Griffin-Lim's momentum
+
+    def __post_init__(self):
+        s = self.strength
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= MAX_STRENGTH:
+            raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, not {s!r}")
+        if self.fine_structure not in FINE_STRUCTURES:
+            raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {self.fine_structure!r}")
+        if self.exemplar_match not in EXEMPLAR_MATCHES:
+            raise ValueError(f"exemplar_match must be one of {EXEMPLAR_MATCHES}, not {self.exemplar_match!r}")
+        for name in ("n_iter", "envelopes_per_frame", "voiced_candidates"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):
+                raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
+        for name in ("move_past_target", "envelope_share"):
+            if not 0.0 <= getattr(self, name) <= 2.0:
+                raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
+        object.__setattr__(self, "strength", float(s))
+        object.__setattr__(self, "harmonics", bool(self.harmonics))
+
+    @classmethod
+    def of(cls, settings: "ConversionSettings | None" = None, **changes) -> "ConversionSettings":
+        """`settings` (default: the defaults) with the named fields changed; None values are left out, so a
+        command line's unset options keep the defaults. Unknown names raise TypeError."""
+        base = settings if settings is not None else cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise TypeError(f"unknown conversion setting(s): {', '.join(unknown)}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(base, **changes) if changes else base
+
+    @property
+    def amounts(self) -> StageAmounts:
+        """The one map from strength to every stage. Up to 1 all move in proportion; beyond it f goes on at
+        full rate, z's statistics and the envelopes at `move_past_target` of it, the register stays at the
+        target's. At 0 nothing of the target is used."""
+        s = self.strength
+        past = s if s <= 1.0 else 1.0 + self.move_past_target * (s - 1.0)
+        register = min(s, 1.0)
+        return StageAmounts(f=s, z=past, envelope=self.envelope_share * past, register=register,
+                            target_fine=self.fine_structure == "target" and register > 0)
+
+
+DEFAULTS = ConversionSettings()
+DEFAULT_STRENGTH = DEFAULTS.strength
+DEFAULT_N_ITER = DEFAULTS.n_iter
+DEFAULT_MOMENTUM = DEFAULTS.momentum

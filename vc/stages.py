@@ -1,0 +1,235 @@
+"""The conversion itself, one function for files and streams: `convert_frames` takes the encoder's z of
+the frames' windows and returns the converted log-magnitude frames; `vc.conversion` calls it once per
+utterance, `vc.engine` once per hop. README, "How a voice is converted", lists the stages in order.
+
+How windows map onto frames is the caller's `layout`: `EncodedWindows` (an utterance cut into overlapping
+windows of the model's segment length, decoded and cross-faded) or `NewestFrames` (a stream's newest
+window, of which only the frames of the newest hop are kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vc.exemplars import VoicedExemplars, draw_onto_exemplars, stretch_along_frequency, voiced_fine_structure
+from vc.model import Model
+from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
+from vc.settings import ConversionSettings
+from vc.source import SourceEstimate
+from vc.speakers import Speaker
+from vc.z_statistics import CodeStats, move_codes
+
+MODEL_BATCH = 256  # windows per model call: bounds memory on long files
+
+
+def _window_weights(length: int, hop: int) -> np.ndarray:
+    """Blend weights: flat in the middle, raised-cosine ramps over the (length - hop) frames shared with
+    each neighbour, so two overlapping windows cross-fade and sum to one. Never zero (every frame of a
+    window counts a little, which keeps the normalisation defined at the utterance's ends)."""
+    overlap = length - hop
+    w = np.ones(length, np.float64)
+    if overlap > 0:
+        ramp = np.sin(0.5 * np.pi * (np.arange(overlap) + 0.5) / overlap) ** 2
+        w[:overlap] = ramp
+        w[length - overlap:] = np.minimum(w[length - overlap:], ramp[::-1])
+    return w.astype(np.float32)
+
+
+@dataclass
+class EncodedWindows:
+    """An utterance's overlapping model windows, encoded: window k covers frames starts[k] to
+    starts[k] + length - 1 of the silence-padded utterance."""
+
+    starts: np.ndarray     # (n,) first frame of each window
+    f_mean: np.ndarray     # (n, f_dim)
+    z_mean: np.ndarray     # (n, length, z_dim)
+    hop: int
+    n_frames: int          # T, before padding
+    length: int            # the model's segment length
+
+    @property
+    def own_f(self) -> np.ndarray:
+        """f averaged over every window: the source's code when no window holds speech."""
+        return self.f_mean.astype(np.float64).mean(axis=0)
+
+    def speech_f(self, segment_speech: np.ndarray) -> np.ndarray:
+        """f of the windows that are whole speech segments (flags per segment k = frames k*L to k*L + L - 1,
+        as enrolment measures a speaker)."""
+        return self.f_mean[np.isin(self.starts, np.flatnonzero(segment_speech) * self.length)]
+
+    def speech_z(self, frame_speech: np.ndarray) -> np.ndarray:
+        """z of the speech frames (flags per frame), each counted once in every window that holds it."""
+        t = self.starts[:, None] + np.arange(self.length)[None, :]
+        inside = t < self.n_frames
+        return self.z_mean[inside & frame_speech[np.minimum(t, self.n_frames - 1)]]
+
+    def decode(self, model: Model, code: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Every window's z decoded with speaker code `code`, cross-faded -> raw frames (T, n_features)."""
+        def decoded():
+            for b in range(0, z.shape[0], MODEL_BATCH):
+                batch = z[b:b + MODEL_BATCH]
+                yield model.denormalise(model.decode(np.broadcast_to(code, (batch.shape[0], code.shape[0])), batch))
+
+        return self.blend(decoded())
+
+    def per_frame(self, z: np.ndarray) -> np.ndarray:
+        """Per-window z (n, length, z_dim) -> one per frame (T, z_dim), cross-faded as `decode` does."""
+        return self.blend(iter([z]))
+
+    def blend(self, batches) -> np.ndarray:
+        """Per-window values (n, length, D), given as consecutive batches (so a long file need not hold every
+        decoded window at once), cross-faded into one row per frame (T, D)."""
+        L = self.length
+        weights = _window_weights(L, self.hop) if self.starts.shape[0] > 1 else np.ones(L, np.float32)
+        padded_T = int(self.starts[-1]) + L
+        acc = wsum = None
+        done = 0
+        for values in batches:
+            if acc is None:
+                acc = np.zeros((padded_T, values.shape[-1]), np.float32)
+                wsum = np.zeros(padded_T, np.float32)
+            for start, window in zip(self.starts[done:done + values.shape[0]], values * weights[None, :, None]):
+                acc[start:start + L] += window
+                wsum[start:start + L] += weights
+            done += values.shape[0]
+        return acc[:self.n_frames] / wsum[:self.n_frames, None]
+
+
+def encode_windows(frames: np.ndarray, model: Model, window_hop: int | None = None) -> EncodedWindows:
+    """Raw log-magnitude frames (T, n_features) -> the posterior means of windows of the model's segment
+    length that start every `window_hop` frames (default: half a segment)."""
+    L = model.segment_length
+    T = frames.shape[0]
+    hop = max(1, L // 2) if window_hop is None else int(window_hop)
+    if not 1 <= hop <= L:
+        raise ValueError(f"window_hop must be between 1 and the segment length {L}, not {window_hop}")
+    n_windows = 1 if T <= L else int(np.ceil((T - L) / hop)) + 1
+    floor = np.float32(np.log(model.feature_config.log_floor))
+    x = np.full(((n_windows - 1) * hop + L, frames.shape[1]), floor, np.float32)  # padding is silence
+    x[:T] = frames
+    x = model.normalise(x)
+    starts = np.arange(n_windows) * hop
+    idx = starts[:, None] + np.arange(L)[None, :]
+    f_means, z_means = [], []
+    for b in range(0, n_windows, MODEL_BATCH):
+        f_mean, _, z_mean, _ = model.encode(x[idx[b:b + MODEL_BATCH]])
+        f_means.append(f_mean)
+        z_means.append(z_mean)
+    return EncodedWindows(starts, np.concatenate(f_means), np.concatenate(z_means), hop, T, L)
+
+
+def decode_windows(windows: EncodedWindows, code: np.ndarray, model: Model) -> np.ndarray:
+    """Decode every window with speaker code `code` and blend the overlaps -> raw frames (T, n_features)."""
+    return windows.decode(model, code, windows.z_mean)
+
+
+@dataclass
+class NewestFrames:
+    """A stream's hop: one encoder window over the newest frames, of which the newest `n` are converted."""
+
+    n: int
+    own_f: np.ndarray   # the window's own f: the source's code until a speech window has been heard
+
+    def decode(self, model: Model, code: np.ndarray, z: np.ndarray) -> np.ndarray:
+        return model.denormalise(model.decode(code[None], z)[0, -self.n:])
+
+    def per_frame(self, z: np.ndarray) -> np.ndarray:
+        return z[0, -self.n:]
+
+
+def mixed_code(source_f: np.ndarray, target_f: np.ndarray, amount: float) -> np.ndarray:
+    """The f the decoder gets: source_f + amount * (target_f - source_f); exactly the target's at 1."""
+    if amount == 1.0:
+        return target_f
+    source_f = np.asarray(source_f, np.float64)
+    return (source_f + amount * (target_f - source_f)).astype(np.float32)
+
+
+def source_prior(model: Model, target: CodeStats | None) -> CodeStats | None:
+    """Where the estimate of the source's z statistics starts: the training speakers' statistics when the
+    model file carries them (an unheard source is an average speaker), else the target's own (no move
+    until the source has spoken)."""
+    return model.z_population or target
+
+
+def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, source: SourceEstimate,
+                   settings: ConversionSettings, speech: np.ndarray,
+                   pitch: tuple[np.ndarray, np.ndarray] | None = None, source_frames: np.ndarray | None = None,
+                   phase: float = 0.0) -> tuple[np.ndarray, float]:
+    """The encoder's z of the frames' windows -> (converted raw log-magnitude frames (T, n_features), the
+    pulse train's phase after them). Each stage moves `settings.amounts` of the way to the target, so at
+    strength 0 nothing of the target is used.
+
+    layout: `EncodedWindows` or `NewestFrames`. speech: (T,) flags of the frames. pitch: their F0 and
+    voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source"). phase:
+    where the pulse train goes on (a stream)."""
+    amounts = settings.amounts
+    code = mixed_code(source.f if source.f is not None else layout.own_f, target.f, amounts.f)
+    if target.z_stats is not None:
+        z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
+    frames = layout.decode(model, code, z)
+    if target.envelopes is not None:
+        by_z = settings.exemplar_match == "z" and target.envelope_z is not None
+        frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
+                                     amount=amounts.envelope, codes=layout.per_frame(z) if by_z else None,
+                                     exemplar_codes=target.envelope_z)
+    if settings.harmonics and pitch is not None:
+        f0, voiced = pitch
+        own_fine = settings.fine_structure == "source"
+        frames, phase = rebuild_harmonics(
+            frames, f0, voiced, source=source.register, target=target.register, cfg=model.feature_config,
+            phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
+            near=settings.voiced_candidates, amount=amounts.register,
+            source_fine=fine_structure_of(source_frames) if own_fine else None)
+    return frames, phase
+
+
+def fine_structure_of(frames: np.ndarray) -> np.ndarray:
+    """Raw log-magnitude frames -> their fine structure: the log spectrum less its envelope."""
+    frames = np.asarray(frames, np.float32)
+    return frames - smooth_across_frequency(frames)
+
+
+def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, *, source: Register | None,
+                      target: Register | None, cfg, phase: float = 0.0,
+                      voiced_exemplars: VoicedExemplars | None = None, near: int = 32, amount: float = 1.0,
+                      source_fine: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
+    harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
+    (the source's own when target is None), the pulse train's phase after the last frame).
+
+    The harmonics are the target's own fine structure when `voiced_exemplars` holds it
+    (`vc.exemplars.voiced_fine_structure`, nearest F0 among the `near` nearest envelopes), else a pulse
+    train's. `source_fine`, the source's own fine structure of the same frames, replaces both: stretched
+    to the moved F0 in voiced frames, unchanged in the others. A source register of None (no voiced speech
+    yet) leaves the envelope as it is. `phase` continues a stream."""
+    if source is None:
+        return envelope, phase
+    goal = target or source
+    if amount != 1.0:
+        goal = Register(source.log_mean + amount * (goal.log_mean - source.log_mean),
+                        source.log_std * (goal.log_std / source.log_std) ** amount)
+    moved = transpose(f0, voiced, source, goal)
+    smooth = smooth_across_frequency(envelope)
+    if source_fine is not None:
+        fine = np.array(source_fine, np.float32, copy=True)
+        fine[voiced] = stretch_along_frequency(fine[voiced], moved[voiced] / f0[voiced], cfg)
+    elif voiced_exemplars is not None:
+        fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
+    else:
+        fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
+    return smooth + fine, phase
+
+
+def synthesise(frames: np.ndarray, cfg, *, length: int, n_iter: int, momentum: float) -> np.ndarray:
+    """Raw log-magnitude frames (T, n_features) -> float32 audio of `length` samples: the magnitude
+    (DC restored) through fast Griffin-Lim from a PGHI start, once over the whole utterance."""
+    from vc.dsp import griffinlim, magnitude_from_features
+
+    mag = magnitude_from_features(frames, cfg=cfg)
+    y = griffinlim(mag, n_iter=n_iter, momentum=momentum, init="pghi", hop_length=cfg.hop_length,
+                   win_length=cfg.win_length, n_fft=cfg.n_fft, window=cfg.window, center=cfg.center,
+                   length=length)
+    return np.asarray(y, dtype=np.float32)
