@@ -427,3 +427,32 @@ def test_strength_zero_is_the_sources_own_voice_whatever_the_target(tiny, tmp_pa
     s_low = StreamingConverter(tiny, low, n_iter=4, strength=0.0).convert(audio)
     s_high = StreamingConverter(tiny, high, n_iter=4, strength=0.0).convert(audio)
     np.testing.assert_array_equal(s_low, s_high)
+    # A microphone starts with silence: before the source has said anything the engine decodes with the
+    # window's own code, not the target's, so the two targets still give the same stream.
+    late = np.concatenate([np.zeros(8000, np.float32), audio])
+    np.testing.assert_array_equal(StreamingConverter(tiny, low, n_iter=4, strength=0.0).convert(late),
+                                  StreamingConverter(tiny, high, n_iter=4, strength=0.0).convert(late))
+    assert not np.array_equal(StreamingConverter(tiny, low, n_iter=4, strength=0.5).convert(late),
+                              StreamingConverter(tiny, high, n_iter=4, strength=0.5).convert(late))
+
+
+def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense():
+    from vc.settings import ConversionSettings
+
+    def amounts(strength, **more):
+        a = ConversionSettings(strength=strength, **more).amounts
+        return a.f, a.z, a.envelope, a.register, a.target_fine
+
+    assert amounts(0.0) == (0.0, 0.0, 0.0, 0.0, False)          # nothing of the target
+    assert amounts(0.5) == (0.5, 0.5, 0.5, 0.5, True)
+    assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, True)           # the plain swap, all the way
+    assert amounts(2.0) == pytest.approx((2.0, 1.2, 1.2, 1.0, True))   # past the target, pitch at the target's
+    assert amounts(2.0, envelope_share=0.5, fine_structure="pulse")[2:] == pytest.approx((0.6, 1.0, False))
+    assert ConversionSettings.of(None, strength=None).strength == ConversionSettings().strength
+    assert ConversionSettings.of(ConversionSettings(n_iter=8), strength=1.0) == ConversionSettings(n_iter=8, strength=1.0)
+    with pytest.raises(TypeError, match="strenght"):
+        ConversionSettings.of(strenght=1.0)
+    for bad in ({"strength": 3.5}, {"strength": True}, {"fine_structure": "noise"}, {"exemplar_match": "pitch"},
+                {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ConversionSettings(**bad)

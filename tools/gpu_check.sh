@@ -33,7 +33,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 print("onnxruntime", ort.__version__, "providers:", ort.get_available_providers())
-from vc.conversion import convert_audio16k
+from vc.conversion import convert_at_model_rate
 from vc.model import load_model
 from vc.speakers import load_speaker
 from vc.audio import read_audio
@@ -41,8 +41,8 @@ gpu, cpu = load_model(None, device="cuda"), load_model(None, device="cpu")
 print("CUDA model:", gpu.describe())
 audio, _ = read_audio("examples/audio/espeak_andy-u028.flac", sr=16000)
 target = "examples/speakers/espeak_andrea.npy"
-a = convert_audio16k(audio, load_speaker(target, gpu), gpu, n_iter=8)
-b = convert_audio16k(audio, load_speaker(target, cpu), cpu, n_iter=8)
+a = convert_at_model_rate(audio, load_speaker(target, gpu), gpu, n_iter=8)
+b = convert_at_model_rate(audio, load_speaker(target, cpu), cpu, n_iter=8)
 error = float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-9))
 print(f"CUDA vs CPU conversion: largest difference {error:.2e} of the peak")
 sys.exit(0 if error < 1e-2 else 1)

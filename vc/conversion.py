@@ -45,22 +45,18 @@ def convert(audio, sr: int, target, model=None, *, settings: ConversionSettings 
         raise AudioError("audio: is empty")
     if isinstance(sr, bool) or not isinstance(sr, (int, float, np.number)) or not (sr > 0 and math.isfinite(sr) and sr == int(sr)):
         raise ValueError(f"sr must be a positive whole number of samples per second, not {sr!r}")
-    model_sr = model.feature_config.sr
-    converted = _convert(resample(mono, int(sr), model_sr), target, model, settings, source)
-    out = resample(converted, model_sr, out_sr or int(sr))
-    peak = float(np.max(np.abs(out))) if out.size else 0.0
-    if peak > OUTPUT_PEAK:
-        out = out * (OUTPUT_PEAK / peak)
-    return out.astype(np.float32, copy=False)
+    return _convert_to(resample(mono, int(sr), model.feature_config.sr), out_sr or int(sr), target, model,
+                       settings, source)
 
 
 def convert_file(in_path, out_path, target, model: Model, *, settings: ConversionSettings | None = None,
                  source=None, out_sr: int | None = None, **knobs) -> float:
     """Read, convert (`convert`), write atomically; returns the input's duration in seconds."""
-    audio, file_sr = read_audio(in_path, sr=model.feature_config.sr)
-    converted = convert(audio, model.feature_config.sr, target, model, settings=settings, source=source,
-                        out_sr=out_sr or file_sr, **knobs)
-    write_wav(out_path, converted, out_sr or file_sr)
+    settings = ConversionSettings.of(settings, **knobs)
+    target = resolve_speaker(target, model)
+    source = None if source is None else resolve_speaker(source, model, name="source")
+    audio, file_sr = read_audio(in_path, sr=model.feature_config.sr)   # checked as it is read
+    write_wav(out_path, _convert_to(audio, out_sr or file_sr, target, model, settings, source), out_sr or file_sr)
     return audio.size / model.feature_config.sr
 
 
@@ -72,6 +68,16 @@ def convert_at_model_rate(audio: np.ndarray, target, model: Model, *, settings: 
     target = resolve_speaker(target, model)
     source = None if source is None else resolve_speaker(source, model, name="source")
     return _convert(audio, target, model, ConversionSettings.of(settings, **knobs), source)
+
+
+def _convert_to(audio: np.ndarray, out_sr: int, target: Speaker, model: Model, settings: ConversionSettings,
+                source: Speaker | None) -> np.ndarray:
+    """Checked audio at the model's rate -> converted, at out_sr, scaled down as a whole if it would clip."""
+    out = resample(_convert(audio, target, model, settings, source), model.feature_config.sr, out_sr)
+    peak = float(np.max(np.abs(out))) if out.size else 0.0
+    if peak > OUTPUT_PEAK:
+        out = out * (OUTPUT_PEAK / peak)
+    return out.astype(np.float32, copy=False)
 
 
 def _convert(audio: np.ndarray, target: Speaker, model: Model, settings: ConversionSettings,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vc.files import save_figure
+from vc.settings import DEFAULT_N_ITER
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -118,7 +119,7 @@ def spectrogram_figure(panels, cfg, path: Path) -> bool:
     return True
 
 
-def run_demo(out_dir, target=None, model_dir=None, n_iter: int = 32, device: str = "auto",
+def run_demo(out_dir, target=None, model_dir=None, n_iter: int = DEFAULT_N_ITER, device: str = "auto",
              examples: Path = EXAMPLES) -> dict:
     from vc.audio import read_audio, write_wav
     from vc.conversion import convert
@@ -199,7 +200,8 @@ def main(argv=None) -> int:
                         help="a bundled target name (examples/manifest.json) or a speaker.npy path")
     parser.add_argument("--model", default=None, metavar="MODEL_DIR",
                         help="model directory (default: $VC_MODEL, else models/default)")
-    parser.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations (default 32)")
+    parser.add_argument("--n-iter", type=int, default=DEFAULT_N_ITER,
+                        help=f"Griffin-Lim iterations (default {DEFAULT_N_ITER})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
     from vc.audio import AudioError

@@ -200,6 +200,9 @@ class StreamingConverter:
             x = check_audio(samples, name="input block")
         except AudioError as exc:
             raise EngineError(str(exc)) from None
+        return self._push(x)
+
+    def _push(self, x: np.ndarray) -> np.ndarray:
         if x.size == 0:
             return np.zeros(0, np.float32)
         started = time.perf_counter()
@@ -220,7 +223,7 @@ class StreamingConverter:
 
     def flush(self) -> np.ndarray:
         """The last `latency_samples` of output (pushes that much silence); for converting files."""
-        return self.push(np.zeros(self.latency_samples, np.float32))
+        return self._push(np.zeros(self.latency_samples, np.float32))
 
     def convert(self, audio, block: int | None = None) -> np.ndarray:
         """A whole signal through `push` (in blocks of `block` samples, default one hop), delay removed."""
@@ -229,7 +232,7 @@ class StreamingConverter:
         except AudioError as exc:
             raise EngineError(str(exc)) from None
         block = block or self.hop_samples
-        pieces = [self.push(audio[i:i + block]) for i in range(0, audio.size, block)]
+        pieces = [self._push(audio[i:i + block]) for i in range(0, audio.size, block)]
         pieces.append(self.flush())
         return np.concatenate(pieces)[self.latency_samples:self.latency_samples + audio.size]
 

@@ -11,9 +11,11 @@ from vc.cli.args import add_model_arguments, one_line_warnings
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vc-enroll",
-        description="Average the DSAE speaker code f over every 200 ms speech segment of the given "
-                    "recordings (files or folders, searched recursively), measure the speaker's pitch "
-                    "register (median and spread of log F0), and save both as speaker.npy.")
+        description="Make a speaker.npy from recordings (files or folders, searched recursively): the DSAE "
+                    "speaker code f averaged over every 200 ms speech segment, the pitch register (median "
+                    "and spread of log F0), the mean and spread of z over the speech frames, and a set of "
+                    "the speaker's own spectral envelopes (with z at each) and voiced frames. A target for "
+                    "vc-batch and vc-live --target, or yourself for vc-live --source.")
     parser.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files or folders")
     parser.add_argument("-o", "--output", required=True, metavar="SPEAKER.npy", help="where to write the speaker")
     add_model_arguments(parser)
