@@ -44,7 +44,7 @@ class Objective(Options):
     q(z | voice-changed x, f); content_weight: weight of the error of a head that predicts, from z_t alone, a
     speech recogniser's encoding of the same instant (needs the cache's content targets and the model's
     content_dim), so that pushing the speaker out of z does not push the words out too. Why each exists
-    and what it measured: the docstring of training.dsae.
+    and what it measured: docs/experiments.md, "The DSAE objective".
     """
 
     option_kind: ClassVar[str] = "objective"
@@ -76,9 +76,8 @@ class Objective(Options):
 
 OBJECTIVE_OPTIONS = tuple(f.name for f in dataclasses.fields(Objective))
 
-# Defaults for speech: the paper's full model plus same-speaker f swapping (f then carries the speaker:
-# f EER 0-0.4 % where MFCC-mean gives 8.5 %) and a reversed-gradient speaker adversary on mean_t z (weight
-# 30 was the best of 1, 30, 100: z EER 13 %, 21 %, 18 %). Measurements: see the docstring of training.dsae.
+# Defaults for speech: the paper's full model plus same-speaker f swapping (so f carries the speaker) and a
+# reversed-gradient speaker adversary on mean_t z (weight 30 the best of 1, 30, 100): docs/experiments.md.
 DEFAULT_MODEL = dict(f_dim=64, z_dim=32, hidden_dim=256, frame_hidden=256, variant="full")
 DEFAULT_OBJECTIVE = dict(kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0, adv_weight=30.0,
                          adv_group_size=1)
