@@ -125,13 +125,13 @@ def paper_table(model, judge: FrameJudge, test, *, batch_size: int = 128) -> dic
     for attr in skin, pants, tops, hair, action, plus the frame judge's accuracy on the data frames
     (`frame_judge_acc_*`), without which the table means little.
 
-    Reconstructions decode the posterior means of f and z, as the other measures do. The mean over frames
-    is kept as running sums: all probabilities of the test split would be 100 MB.
+    Reconstructions decode the posterior means of f and z, as the other measures do; every frame weighs
+    the same in the means.
     """
     model.eval()
     judge.eval()
     truth = labels_of(test)
-    sums = {name: np.zeros(3) for name in PAPER_NAMES}
+    sums = {name: np.zeros(len(TABLE_MEASURES)) for name in PAPER_NAMES}
     hits, n_frames = np.zeros(len(HEADS)), 0
     for s in _batches(len(truth), batch_size):
         x = torch.from_numpy(frames_to_features(test.frames[s]))
