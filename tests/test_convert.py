@@ -436,6 +436,28 @@ def test_strength_zero_is_the_sources_own_voice_whatever_the_target(tiny, tmp_pa
                               StreamingConverter(tiny, high, n_iter=4, strength=0.5).convert(late))
 
 
+def test_an_enrolled_source_is_used_by_the_file_path_too(tiny, tmp_path):
+    """vc.convert(source=) takes the source's code, register and z statistics from its enrolment instead of
+    measuring them on the clip, as the engine does; a path or a Speaker; a bad one names 'source'."""
+    from vc.conversion import convert
+    from vc.speakers import SpeakerError, enroll, load_speaker, save_speaker
+
+    for name, f0, formant in (("target", 230.0, 900.0), ("other", 95.0, 450.0)):
+        sf.write(tmp_path / f"{name}.wav", speech(2.0, f0=f0, formant=formant, seed=3), 16000)
+    target = enroll([tmp_path / "target.wav"], tiny).speaker
+    other = enroll([tmp_path / "other.wav"], tiny).speaker
+    save_speaker(tmp_path / "other.npy", other)
+    audio = speech(1.5, f0=150.0, formant=700.0, seed=4)
+    measured = convert(audio, 16000, target, tiny, n_iter=4)
+    told = convert(audio, 16000, target, tiny, n_iter=4, source=other)
+    assert told.shape == measured.shape and not np.allclose(told, measured, atol=1e-3)
+    np.testing.assert_array_equal(convert(audio, 16000, target, tiny, n_iter=4, source=tmp_path / "other.npy"),
+                                  convert(audio, 16000, target, tiny, n_iter=4,
+                                          source=load_speaker(tmp_path / "other.npy", tiny)))
+    with pytest.raises(SpeakerError, match="source: size 3"):
+        convert(audio, 16000, target, tiny, source=np.zeros(3, np.float32))
+
+
 def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense():
     from vc.settings import ConversionSettings
 
