@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed of the initialisation, batch order and noise (default 0)")
     train.add_argument("--threads", type=positive_int, help="torch threads (default 1)")
     train.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default 500)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (with --steps: to that "
-                       "many steps in all; other options come from the run)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its latest checkpoint (with --steps: to that many "
+                       "steps in all; the other options come from the run)")
     return parser
 
 
