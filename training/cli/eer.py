@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-split", default="train", help="split the i-vector baseline is trained on")
     parser.add_argument("--embedding", nargs="+", choices=EMBEDDINGS, default=list(EMBEDDINGS),
                         metavar="{f,z,mfcc,ivector}", help="embeddings to score (default: all four)")
+    parser.add_argument("--fhvae", action="append", metavar="[NAME=]RUN_DIR",
+                        help="also score an FHVAE run (python -m training.fhvae train): its z2 and z1 as "
+                        "NAME_z2 and NAME_z1; repeatable. Unnamed, the first is 'fhvae' (eer_fhvae_z2, "
+                        "eer_fhvae_z1), later ones 'fhvae<alpha>' (e.g. eer_fhvae0_z2)")
     parser.add_argument("--trials", default="all-pairs",
                         help="'all-pairs' (every pair of test utterances) or a trial-list file, one trial per "
                         "line: 'KEY KEY [target|nontarget]' or 'LABEL KEY KEY'; keys are utterance ids, "
@@ -84,6 +88,7 @@ def _evaluate(args, options: IVectorOptions, log) -> int:
         data=args.data, model_dir=args.model, split=args.split, embeddings=args.embedding, trials=args.trials,
         mc=args.mc, plot=args.plot, scatter=args.scatter, train_split=args.train_split, ivector=options,
         p_target=args.p_target, device=args.device, segment_hop=args.segment_hop, seed=args.seed, log=log,
+        fhvae=args.fhvae or (),
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

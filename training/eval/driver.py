@@ -1,5 +1,8 @@
 """The vc-eer evaluation: one feature pass over a split feeds every embedding, scored on the same trials.
 
+FHVAE runs given with ``fhvae`` (training.eval.fhvae) add two embeddings each, ``NAME_z2`` and ``NAME_z1``
+(``fhvae_z2``, ``fhvae_z1`` for the first), made and scored like f and z.
+
 Utterances too short for one model segment are left out of every embedding alike, so all embeddings are
 scored on the same trials (and counted under ``skipped``).
 """
@@ -16,6 +19,7 @@ import numpy as np
 from training.eval.baselines import (IVectorOptions, ivector_features, mfcc_from_log_magnitude,
                                      mfcc_mean_embedding, train_and_embed_ivectors)
 from training.eval.embeddings import model_embeddings
+from training.eval.fhvae import load_fhvae_models, parse_fhvae_entries
 from training.eval.metrics import EvaluationError, cosine_scores, equal_error_rate, min_dcf, operating_points
 from training.eval.plots import plot_det, plot_pca
 from training.eval.sources import open_data
@@ -43,13 +47,17 @@ def evaluate(
     segment_hop: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    *,
+    fhvae: Sequence[str] = (),
 ) -> dict:
     """Run the speaker-verification evaluation and return a JSON-ready dict (see ``vc-eer --help``).
 
     ``model_dir`` None means the default model ($VC_MODEL, else models/default). ``data`` is a corpus
     directory (any layout :func:`training.data.corpora.open_corpus` reads) or a
     feature cache. Utterances too short for one model segment are skipped for every embedding (so all
-    embeddings are scored on the same trials) and counted under ``skipped``.
+    embeddings are scored on the same trials) and counted under ``skipped``. ``fhvae``: FHVAE run
+    directories (``RUN_DIR`` or ``NAME=RUN_DIR``, see training.eval.fhvae), scored in addition to
+    ``embeddings``.
     """
     from training.ivector import single_threaded_blas
 
@@ -57,11 +65,11 @@ def evaluate(
     # training.ivector.single_threaded_blas). ONNX Runtime keeps its own threads.
     with single_threaded_blas():
         return _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, train_split, ivector,
-                         p_target, device, segment_hop, seed, log)
+                         p_target, device, segment_hop, seed, log, fhvae)
 
 
 def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, train_split, ivector, p_target, device,
-              segment_hop, seed, log) -> dict:
+              segment_hop, seed, log, fhvae) -> dict:
     started = time.time()
     log = log or (lambda message: None)
     embeddings = _check_options(embeddings, mc, p_target, trials)
@@ -71,16 +79,17 @@ def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, tra
         raise EvaluationError(f"{data}: no such directory")
 
     model = _load_model(model_dir, device, log) if "f" in embeddings or "z" in embeddings else None
-    feature_config = model.feature_config if model is not None else None
+    fhvae_models = load_fhvae_models(parse_fhvae_entries(fhvae), log) if fhvae else {}
+    feature_config, segment_length = _shared_framing(model, fhvae_models)
     open_split, description, split = open_data(data, split, feature_config)
     source = open_split(split)
     if feature_config is None:
         feature_config = source.feature_config
-    segment_length = int(model.segment_length) if model is not None else DEFAULT_SEGMENT_LENGTH
     if not source.items:
         raise EvaluationError(f"{data}: split {split!r} has no utterances")
 
-    found = _featurise(source, model, embeddings, segment_length, feature_config, ivector, mc, segment_hop, seed)
+    found = _featurise(source, model, embeddings, segment_length, feature_config, ivector, mc, segment_hop, seed,
+                       fhvae_models)
     log(f"{description}, split {split}: {len(found.kept)} utterances, {len(found.too_short)} skipped as shorter "
         f"than one segment ({segment_length} frames)")
     kept = np.asarray(found.kept, dtype=np.int64)
@@ -90,6 +99,7 @@ def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, tra
     first, second, is_target, dropped_trials, protocol = _trials(trials, source, kept, speakers)
 
     vectors, scoring = _embedding_vectors(found, embeddings, mc)
+    embeddings = embeddings + _fhvae_vectors(found, fhvae_models, vectors, scoring)
     if "ivector" in embeddings:
         if train_split == split:
             log(f"warning: the i-vector baseline is trained on the evaluated split {split!r} itself")
@@ -123,6 +133,9 @@ def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, tra
         report[f"min_dcf_{row['embedding']}"] = row["min_dcf"]
     if "ivector" in embeddings:
         report["ivector_options"] = asdict(ivector)
+    if fhvae_models:
+        report["fhvae_models"] = {name: {"run": str(m.run_dir), "alpha": m.alpha, "step": m.step}
+                                  for name, m in fhvae_models.items()}
     _plot(report, curves, vectors, speakers, plot, scatter, f"{description}, split {split}")
     report["seconds"] = round(time.time() - started, 2)
     return report
@@ -140,6 +153,20 @@ def _check_options(embeddings, mc: int, p_target: float, trials: str) -> list[st
     if trials != "all-pairs" and not Path(trials).is_file():
         raise EvaluationError(f"{trials}: trial list not found (or use 'all-pairs')")
     return embeddings
+
+
+def _shared_framing(model, fhvae_models: dict):
+    """(feature config or None, segment length) that the DSAE and every FHVAE agree on."""
+    framings = ([("the model", model.feature_config, int(model.segment_length))] if model is not None else [])
+    framings += [(f"--fhvae {name}", m.feature_config, m.segment_length) for name, m in fhvae_models.items()]
+    if not framings:
+        return None, DEFAULT_SEGMENT_LENGTH
+    first, config, length = framings[0]
+    for who, other_config, other_length in framings[1:]:
+        if other_config.hash() != config.hash() or other_length != length:
+            raise EvaluationError(f"{who} was trained on other features than {first} (feature config "
+                                  f"{other_config.hash()} / {other_length} frames vs {config.hash()} / {length})")
+    return config, length
 
 
 def _load_model(model_dir, device: str, log):
@@ -162,20 +189,25 @@ class _Features:
     ivector_inputs: list = field(default_factory=list)
     f_parts: list = field(default_factory=list)
     z_parts: list = field(default_factory=list)
+    fhvae_parts: dict = field(default_factory=dict)   # name -> [(z2 part, z1 part), ...]
 
 
 def _featurise(source, model, embeddings, segment_length: int, feature_config, ivector: IVectorOptions, mc: int,
-               segment_hop, seed: int) -> _Features:
-    """One feature pass over the split; the model sees the utterances in chunks, so memory stays bounded."""
+               segment_hop, seed: int, fhvae_models: dict) -> _Features:
+    """One feature pass over the split; the models see the utterances in chunks, so memory stays bounded."""
     found, pending = _Features(), []
     rng = np.random.default_rng(seed)
+    encoders = ([model] if model is not None else []) + list(fhvae_models.values())
 
     def encode_pending():
-        if pending:
+        if pending and model is not None:
             f_part, z_part = model_embeddings(model, pending, mc=mc, segment_hop=segment_hop, seed=rng)
             found.f_parts.append(f_part)
             found.z_parts.append(z_part)
-            pending.clear()
+        for name, fhvae in fhvae_models.items():
+            if pending:   # posterior means only: the FHVAE's z2 and z1 are made like f without --mc
+                found.fhvae_parts.setdefault(name, []).append(model_embeddings(fhvae, pending, segment_hop=segment_hop))
+        pending.clear()
 
     for index, item in enumerate(source.items):
         frames = source.frames(index)
@@ -183,7 +215,7 @@ def _featurise(source, model, embeddings, segment_length: int, feature_config, i
             found.too_short.append(f"{item.speaker}/{item.utterance}")
             continue
         found.kept.append(index)
-        if model is not None:
+        if encoders:
             pending.append(frames)
             if len(pending) >= _ENCODE_CHUNK:
                 encode_pending()
@@ -193,8 +225,7 @@ def _featurise(source, model, embeddings, segment_length: int, feature_config, i
                 found.mfcc_means.append(mfcc_mean_embedding(mfcc, energy))
             if "ivector" in embeddings:
                 found.ivector_inputs.append(ivector_features(mfcc, energy, cmn=ivector.cmn))
-    if model is not None:
-        encode_pending()
+    encode_pending()
     return found
 
 
@@ -231,6 +262,19 @@ def _embedding_vectors(found: _Features, embeddings, mc: int) -> tuple[dict, dic
     return vectors, scoring
 
 
+def _fhvae_vectors(found: _Features, fhvae_models: dict, vectors: dict, scoring: dict) -> list[str]:
+    """NAME_z2 and NAME_z1 of every FHVAE (into vectors and scoring); their embedding names."""
+    names = []
+    for name, encoder in fhvae_models.items():
+        parts = found.fhvae_parts.get(name, [])
+        for index, latent in enumerate(("z2", "z1")):
+            vectors[f"{name}_{latent}"] = np.concatenate([part[index] for part in parts])
+            scoring[f"{name}_{latent}"] = (f"cosine, mean over segments of the posterior mean of {latent} "
+                                           f"(FHVAE alpha {encoder.alpha:g})")
+            names.append(f"{name}_{latent}")
+    return names
+
+
 def _score(vectors: dict, scoring: dict, embeddings, first, second, is_target, p_target: float):
     """One results row per embedding (EER, minDCF, threshold) and its DET curve."""
     results, curves = [], {}
@@ -262,9 +306,9 @@ def _plot(report: dict, curves: dict, vectors: dict, speakers: list[str], plot, 
 
 def format_table(report: dict) -> str:
     """The results as a fixed-width table, with the trial counts underneath."""
-    lines = [f"{'embedding':<10} {'dim':>5} {'EER %':>8} {'minDCF':>8} {'trials':>9}"]
+    lines = [f"{'embedding':<12} {'dim':>5} {'EER %':>8} {'minDCF':>8} {'trials':>9}"]
     for row in report["results"]:
-        lines.append(f"{row['embedding']:<10} {row['dim']:>5} {100 * row['eer']:>8.2f} {row['min_dcf']:>8.4f} "
+        lines.append(f"{row['embedding']:<12} {row['dim']:>5} {100 * row['eer']:>8.2f} {row['min_dcf']:>8.4f} "
                      f"{row['trials']:>9}")
     lines.append(
         f"{report['source']}, split {report['split']}: {report['utterances']} utterances of {report['speakers']} "
