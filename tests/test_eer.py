@@ -390,3 +390,17 @@ def test_timit_defaults_to_the_core_test_set_without_sa_sentences(tmp_path):
     assert report["speakers"] == 2  # MABC0 is not in the core test set
     assert report["utterances"] == 6  # SA sentences are read by everyone: left out
     assert report["trials"] == 15
+
+
+def test_cli_scores_the_shipped_fhvae_baselines_by_default(synthetic_corpus, capsys):
+    """`vc-eer` without --fhvae scores the two FHVAEs in models/ (alpha 10 as fhvae, alpha 0 as fhvae0) next
+    to the other embeddings; --embedding without fhvae leaves them out."""
+    code = eer_main(["--data", str(synthetic_corpus), "--embedding", "mfcc", "fhvae", "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)
+    for key in ("eer_fhvae_z2", "eer_fhvae_z1", "eer_fhvae0_z2", "eer_fhvae0_z1", "eer_mfcc"):
+        assert 0.0 <= report[key] <= 1.0, key
+    assert report["fhvae_models"]["fhvae"]["alpha"] == 10.0 and report["fhvae_models"]["fhvae0"]["alpha"] == 0.0
+    assert eer_main(["--data", str(synthetic_corpus), "--embedding", "mfcc", "--json", "--quiet"]) == 0
+    assert "eer_fhvae_z2" not in json.loads(capsys.readouterr().out)

@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from training.cli import run_command
 from training.eer import EMBEDDINGS, EvaluationError, IVectorOptions, evaluate, format_table
 from vc.cli.args import non_negative_int, positive_int
+
+# The FHVAE baselines that ship with the repository (trained on the default model's corpus and features:
+# README, "Speaker verification"), scored as "fhvae" unless --fhvae names other runs.
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED_FHVAE = (f"fhvae={MODELS / 'fhvae-alpha10'}", f"fhvae0={MODELS / 'fhvae-alpha0'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,12 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default=None,
                         help="split to evaluate (default: test; for TIMIT core-test, the 24-speaker core set)")
     parser.add_argument("--train-split", default="train", help="split the i-vector baseline is trained on")
-    parser.add_argument("--embedding", nargs="+", choices=EMBEDDINGS, default=list(EMBEDDINGS),
-                        metavar="{f,z,mfcc,ivector}", help="embeddings to score (default: all four)")
+    parser.add_argument("--embedding", nargs="+", choices=EMBEDDINGS + ("fhvae",),
+                        default=list(EMBEDDINGS) + ["fhvae"], metavar="{f,z,mfcc,ivector,fhvae}",
+                        help="embeddings to score (default: all five; fhvae: z2 and z1 of the FHVAE baselines, "
+                        "the shipped models/fhvae-alpha10 as 'fhvae' and models/fhvae-alpha0 as 'fhvae0' "
+                        "unless --fhvae gives runs)")
     parser.add_argument("--fhvae", action="append", metavar="[NAME=]RUN_DIR",
-                        help="also score an FHVAE run (python -m training.fhvae train): its z2 and z1 as "
-                        "NAME_z2 and NAME_z1; repeatable. Unnamed, the first is 'fhvae' (eer_fhvae_z2, "
-                        "eer_fhvae_z1), later ones 'fhvae<alpha>' (e.g. eer_fhvae0_z2)")
+                        help="score this FHVAE run (python -m training.fhvae train) instead of the shipped ones: "
+                        "its z2 and z1 as NAME_z2 and NAME_z1; repeatable. Unnamed, the first is 'fhvae' "
+                        "(eer_fhvae_z2, eer_fhvae_z1), later ones 'fhvae<alpha>' (e.g. eer_fhvae0_z2)")
     parser.add_argument("--trials", default="all-pairs",
                         help="'all-pairs' (every pair of test utterances) or a trial-list file, one trial per "
                         "line: 'KEY KEY [target|nontarget]' or 'LABEL KEY KEY'; keys are utterance ids, "
@@ -84,11 +93,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args, options: IVectorOptions, log) -> int:
+    embeddings = [e for e in args.embedding if e != "fhvae"]
+    fhvae = args.fhvae or (SHIPPED_FHVAE if "fhvae" in args.embedding else ())
     report = evaluate(
-        data=args.data, model_dir=args.model, split=args.split, embeddings=args.embedding, trials=args.trials,
+        data=args.data, model_dir=args.model, split=args.split, embeddings=embeddings, trials=args.trials,
         mc=args.mc, plot=args.plot, scatter=args.scatter, train_split=args.train_split, ivector=options,
         p_target=args.p_target, device=args.device, segment_hop=args.segment_hop, seed=args.seed, log=log,
-        fhvae=args.fhvae or (),
+        fhvae=fhvae,
     )
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

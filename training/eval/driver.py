@@ -72,7 +72,7 @@ def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, tra
               segment_hop, seed, log, fhvae) -> dict:
     started = time.time()
     log = log or (lambda message: None)
-    embeddings = _check_options(embeddings, mc, p_target, trials)
+    embeddings = _check_options(embeddings, mc, p_target, trials, fhvae=bool(fhvae))
     ivector = ivector or IVectorOptions()
     data = Path(data)
     if not data.is_dir():
@@ -141,10 +141,10 @@ def _evaluate(data, model_dir, split, embeddings, trials, mc, plot, scatter, tra
     return report
 
 
-def _check_options(embeddings, mc: int, p_target: float, trials: str) -> list[str]:
+def _check_options(embeddings, mc: int, p_target: float, trials: str, *, fhvae: bool = False) -> list[str]:
     embeddings = list(dict.fromkeys(embeddings))
     unknown = [e for e in embeddings if e not in EMBEDDINGS]
-    if unknown or not embeddings:
+    if unknown or not (embeddings or fhvae):
         raise EvaluationError(f"embeddings must be among {', '.join(EMBEDDINGS)}, got {embeddings}")
     if mc < 0:
         raise EvaluationError(f"--mc must be >= 0, got {mc}")
