@@ -131,6 +131,7 @@ def test_evaluate_dynamics_on_untrained_models():
         for curve in result[key].values():
             assert set(curve) == set(MISSING) and all(0.0 <= v <= 1.0 for v in curve.values())
     assert all(0.0 <= result["reconstruction"][d] <= 1.0 for d in DYNAMICS)
+    assert result["blank_frames"][5] == pytest.approx(frames[:, -5:].mean())
 
 
 def test_eval_dynamics_tool_prints_the_contract(runs, cache, tmp_path, capsys):

@@ -9,7 +9,8 @@ Each --runs entry is a vc-train run directory (its latest checkpoint) trained wi
 model is named by its `dynamics` option (stochastic, lstm_f, lstm_c). The test split's first --sequences
 videos are used. JSON: `reconstruction` {model: fraction} with all 40 frames seen; `incorrect_pixels`
 {model: {k: fraction}} on the last k frames predicted from the first 40 - k, the dynamics run on with the
-prior's mean; `incorrect_pixels_best_of` the same, per sequence the best of --samples sampled continuations.
+prior's mean; `incorrect_pixels_best_of` the same, per sequence the best of --samples sampled continuations;
+`blank_frames` {k: fraction} the score of predicting empty frames (the share of on-pixels), for reference.
 The figure: the fraction against k, one line per model, and one test video predicted by each model.
 """
 from __future__ import annotations
@@ -42,8 +43,8 @@ def load_models(run_dirs) -> dict:
 
 
 def plot(models: dict, result: dict, frames, path, *, example: int = 0, missing: int = 20) -> None:
-    """Left: incorrect pixels against the number of missing frames; right: one video, its last `missing`
-    frames predicted by each model (every frame shown, the seen part left of the red line)."""
+    """Left: incorrect pixels against the number of missing frames (dashed: empty frames predicted); right:
+    one video, its last `missing` frames predicted by each model (the last 5 seen frames left of the red line)."""
     import matplotlib
     matplotlib.use("Agg")
     import numpy as np
@@ -52,20 +53,26 @@ def plot(models: dict, result: dict, frames, path, *, example: int = 0, missing:
 
     from training.data.balls import SIZE
     from vc.files import save_figure
-    fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(15, 3.6), gridspec_kw={"width_ratios": [1, 3.2]})
+    fig, (ax, ax_img) = plt.subplots(1, 2, figsize=(16, 3.8), gridspec_kw={"width_ratios": [1, 3.6]})
     for name, curve in result["incorrect_pixels"].items():
         ks = sorted(curve, key=int)
         ax.plot([int(k) for k in ks], [curve[k] for k in ks], "o-", label=LABELS.get(name, name))
+    blank = result["blank_frames"]
+    ks = sorted(blank, key=int)
+    ax.plot([int(k) for k in ks], [blank[k] for k in ks], "k--", lw=1, label="empty frames")
     ax.set_xlabel("number of missing frames"); ax.set_ylabel("fraction of incorrect pixels")
     ax.grid(alpha=0.3); ax.legend()
     x = torch.from_numpy(np.asarray(frames[example:example + 1], dtype=np.float32))
     rows = [x[0].numpy()]
     with torch.no_grad():
         rows += [(m.predict_missing(x[:, :-missing], missing)[0] > 0.5).float().numpy() for m in models.values()]
-    strip = np.concatenate([np.concatenate(list(r.reshape(-1, SIZE, SIZE)), axis=1) for r in rows], axis=0)
-    ax_img.imshow(strip, cmap="gray_r", interpolation="nearest", aspect="equal")
-    ax_img.axvline((x.shape[1] - missing) * SIZE - 0.5, color="red")
-    ax_img.set_yticks([SIZE * (i + 0.5) for i in range(len(rows))],
+    shown = missing + 5
+    tiles = [np.pad(r.reshape(-1, SIZE, SIZE)[-shown:], ((0, 0), (1, 1), (1, 1)), constant_values=0.25)
+             for r in rows]       # a grey frame around each tile: the box the ball bounces in
+    strip = np.concatenate([np.concatenate(list(t), axis=1) for t in tiles], axis=0)
+    ax_img.imshow(strip, cmap="gray_r", interpolation="nearest", aspect="equal", vmin=0, vmax=1)
+    ax_img.axvline(5 * (SIZE + 2) - 0.5, color="red")
+    ax_img.set_yticks([(SIZE + 2) * (i + 0.5) for i in range(len(rows))],
                       ["data"] + [LABELS.get(n, n) for n in models])
     ax_img.set_xticks([]); ax_img.set_title(f"test video {example}: last {missing} frames predicted")
     fig.tight_layout()

@@ -46,12 +46,20 @@ def prediction_error(model: DSAE, x: torch.Tensor, *, missing: int, samples: int
     return float(torch.stack(draws).min(0).values.mean())
 
 
+def blank_error(frames: np.ndarray, *, missing=MISSING) -> dict:
+    """{k: fraction} for predicting empty frames: the share of on-pixels in the last k frames. A ball drawn
+    in the wrong place costs up to twice this, so a prediction scoring above it has lost the ball's track."""
+    on = np.asarray(frames, dtype=np.float32)
+    return {k: float(on[:, -k:].mean()) for k in missing}
+
+
 def evaluate_dynamics(models: dict[str, DSAE], frames: np.ndarray, *, missing=MISSING, samples: int = 8,
                       seed: int = 0, batch_size: int = 100) -> dict:
     """{"reconstruction": {model: e}, "incorrect_pixels": {model: {k: e}}, "incorrect_pixels_best_of":
-    {model: {k: e}}} over frames (N, T, D) of 0 and 1, averaged over sequences (batches weighted by size)."""
+    {model: {k: e}}, "blank_frames": {k: e}} over frames (N, T, D) of 0 and 1, averaged over sequences."""
     x_all = torch.from_numpy(np.asarray(frames, dtype=np.float32))
-    out = {"reconstruction": {}, "incorrect_pixels": {}, "incorrect_pixels_best_of": {}}
+    out = {"reconstruction": {}, "incorrect_pixels": {}, "incorrect_pixels_best_of": {},
+           "blank_frames": blank_error(frames, missing=missing)}
     for name, model in models.items():
         model.eval()
         torch.manual_seed(seed)     # the same draws for every model: comparable best-of scores
