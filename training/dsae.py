@@ -13,6 +13,8 @@ Dynamics (`dynamics`; the paper's comparison "stochastic vs deterministic dynami
                    no transition at all); f reaches only the frame decoder
 With a deterministic transition, all randomness of the dynamics is in the independent z_t: predicting a
 missing frame means running h_t on with the prior's z_t, where the stochastic model runs its prior on.
+For binary frames (bouncing balls, training.data.balls) `likelihood="bernoulli"` replaces the Gaussian
+p(x_t | .): the decoder's output are logits, the frame's mean their sigmoid.
 
 Inference model:
     q(f | x_1:T)          bidirectional LSTM over frame encodings
@@ -341,7 +343,7 @@ class DSAE(nn.Module):
         (B, steps, z_dim), each drawn from p(z_t | z_<t) fed the previous one (its mean with use_mean)."""
         z_prev = F.pad(z_seen, (0, 0, 1, 0))         # z_0 = 0, then the seen codes
         s, state = self.prior_lstm(z_prev)
-        zs = []
+        zs = [z_seen[:, :0]]                          # steps = 0: no codes, with the right shape
         for _ in range(steps):
             mean, logvar = _split(self.prior_out(s[:, -1:]))
             zs.append(mean if use_mean else sample(mean, logvar))
