@@ -84,11 +84,15 @@ DEFAULT_OBJECTIVE = dict(kl_warmup_steps=2000, free_bits_z=0.0, f_swap_prob=1.0,
 
 VOICE_CHANGE = dict(max_pitch=1.5, max_warp=1.2, max_tilt=1.0, max_gain=1.0)
 
-DATA_KINDS = ("speech", "sprites")
+DATA_KINDS = ("speech", "sprites", "balls")
 
 
 def default_options(data: str) -> tuple[dict, dict]:
-    """(model, objective) defaults of a kind of data: the speech model above, or the Sprites video model."""
+    """(model, objective) defaults of a kind of data: the speech model above, the Sprites video model, or the
+    bouncing-balls model of the dynamics experiment."""
+    if data == "balls":
+        from training.balls.data import BALLS_MODEL, BALLS_OBJECTIVE
+        return BALLS_MODEL, BALLS_OBJECTIVE
     if data == "sprites":
         from training.sprites.data import SPRITES_MODEL, SPRITES_OBJECTIVE
         return SPRITES_MODEL, SPRITES_OBJECTIVE
@@ -122,7 +126,7 @@ class TrainConfig(Options):
     option_kind: ClassVar[str] = "training"
 
     features: str = ""
-    data: str = "speech"              # speech (a vc-features cache) | sprites (the Sprites render cache)
+    data: str = "speech"              # speech (a vc-features cache) | sprites (the Sprites render cache) | balls
     out: str = ""
     epochs: int = 10
     batch_size: int = 64

@@ -5,6 +5,17 @@ Generative model, for a sequence x_1:T:
     z_t ~ p(z_t | z_<t) = N(mu_t, sigma_t^2)            dynamic codes from an LSTM prior
     x_t ~ p(x_t | z_t, f) = N(dec(z_t, f), sigma_x^2)   Gaussian frame decoder fed [z_t, f]
 
+Dynamics (`dynamics`; the paper's comparison "stochastic vs deterministic dynamics"):
+    "stochastic"   the prior above: the transition p(z_t | z_<t) is itself random (the paper's model)
+    "lstm_f"       z_t ~ N(0, I) independently, and a deterministic state carries the dynamics:
+                   h_0 = tanh(W f), h_t = LSTM(h_{t-1}, z_t), x_t ~ p(x_t | g(h_t), f)
+    "lstm_c"       the same with h_0 = 0: the transition does not see f (like FHVAE, whose latents have
+                   no transition at all); f reaches only the frame decoder
+With a deterministic transition, all randomness of the dynamics is in the independent z_t: predicting a
+missing frame means running h_t on with the prior's z_t, where the stochastic model runs its prior on.
+For binary frames (bouncing balls, training.data.balls) `likelihood="bernoulli"` replaces the Gaussian
+p(x_t | .): the decoder's output are logits, the frame's mean their sigmoid.
+
 Inference model:
     q(f | x_1:T)          bidirectional LSTM over frame encodings
     q(z_t | x_t)          "factorised": a per-frame network
@@ -53,6 +64,8 @@ if TYPE_CHECKING:
 
 VARIANTS = ("full", "factorised")
 FRAME_CODERS = ("mlp", "conv64")
+DYNAMICS = ("stochastic", "lstm_f", "lstm_c")
+LIKELIHOODS = ("gaussian", "bernoulli")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -96,10 +109,20 @@ class DSAEConfig(Options):
     # Width of the content targets that a head on z_t predicts (training.data.content: a speech
     # recogniser's encoder, frame by frame); 0: no head. Used by the objective's content_weight.
     content_dim: int = 0
+    # The transition model (DYNAMICS, see the module docstring); configs and checkpoints written before it
+    # existed are the paper's stochastic model, and build the same parameters.
+    dynamics: str = "stochastic"
+    # p(x_t | .): "gaussian" (mean = the decoder's output, variance x_logvar) or "bernoulli" (binary pixels:
+    # the decoder's output are logits, its mean their sigmoid; x_logvar unused).
+    likelihood: str = "gaussian"
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics must be one of {DYNAMICS}, not {self.dynamics!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS}, not {self.likelihood!r}")
         if isinstance(self.x_logvar, str) and self.x_logvar != "learned":
             self.x_logvar = float(self.x_logvar)
         for name in ("feature_dim", "f_dim", "z_dim", "hidden_dim", "frame_hidden"):
@@ -209,9 +232,17 @@ class DSAE(nn.Module):
             self.z_mlp = nn.Sequential(nn.Linear(E, H), nn.LeakyReLU(0.2))
             self.z_out = nn.Linear(H, 2 * c.z_dim)
 
-        # p(z_t | z_<t): an LSTM fed z_{t-1} (z_0 = 0).
-        self.prior_lstm = nn.LSTM(c.z_dim, H, batch_first=True)
-        self.prior_out = nn.Linear(H, 2 * c.z_dim)
+        if c.dynamics == "stochastic":
+            # p(z_t | z_<t): an LSTM fed z_{t-1} (z_0 = 0).
+            self.prior_lstm = nn.LSTM(c.z_dim, H, batch_first=True)
+            self.prior_out = nn.Linear(H, 2 * c.z_dim)
+        else:
+            # Deterministic transition h_t = LSTM(h_{t-1}, z_t); the decoder reads g(h_t), z_dim wide, in
+            # place of z_t, so that the frame decoder is the same network under every dynamics.
+            self.transition_lstm = nn.LSTM(c.z_dim, H, batch_first=True)
+            self.transition_out = nn.Linear(H, c.z_dim)
+            # LSTM-f: (h_0, c_0) from f; LSTM-c: zeros.
+            self.transition_init = nn.Linear(c.f_dim, 2 * H) if c.dynamics == "lstm_f" else None
 
         if c.x_logvar == "learned":
             self.x_logvar = nn.Parameter(torch.zeros(c.feature_dim))
@@ -259,37 +290,92 @@ class DSAE(nn.Module):
 
     # --- generation ----------------------------------------------------------------------------------
 
+    @property
+    def stochastic(self) -> bool:
+        return self.config.dynamics == "stochastic"
+
     def prior_z(self, z):
-        """Teacher-forced prior: parameters of p(z_t | z_<t) for t = 1..T given z (B, T, z_dim)."""
+        """Teacher-forced prior: parameters of p(z_t | z_<t) for t = 1..T given z (B, T, z_dim).
+
+        With a deterministic transition the z_t are independent N(0, I): (None, None), which gaussian_kl
+        reads as the standard normal."""
+        if not self.stochastic:
+            return None, None
         z_prev = F.pad(z[:, :-1], (0, 0, 1, 0))
         s, _ = self.prior_lstm(z_prev)
         return _split(self.prior_out(s))
 
-    def decode(self, f, z):
-        """f: (B, f_dim), z: (B, T, z_dim) -> mean of p(x_t | z_t, f), (B, T, feature_dim)."""
+    def transition(self, z, f, state=None):
+        """Deterministic dynamics: (g(h_1:T) (B, T, z_dim), final LSTM state) for h_t = LSTM(h_{t-1}, z_t),
+        starting from `state` when given, else from h_0 (from f for LSTM-f, zero for LSTM-c)."""
+        if state is None and self.transition_init is not None:
+            h0, c0 = torch.tanh(self.transition_init(f)).chunk(2, dim=-1)
+            state = (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous())
+        h, state = self.transition_lstm(z, state)
+        return self.transition_out(h), state
+
+    def decoder_output(self, f, z):
+        """The frame decoder's raw output for [code_t, f]: means (gaussian) or logits (bernoulli); the code is
+        z_t itself (stochastic dynamics) or the deterministic state's g(h_t)."""
+        code = z if self.stochastic else self.transition(z, f)[0]
         f_seq = f.unsqueeze(1).expand(-1, z.shape[1], -1)
-        return self.frame_decoder(torch.cat([z, f_seq], dim=-1))
+        return self.frame_decoder(torch.cat([code, f_seq], dim=-1))
+
+    def decode(self, f, z):
+        """f: (B, f_dim), z: (B, T, z_dim) -> mean of p(x_t | z_1:t, f), (B, T, feature_dim)."""
+        out = self.decoder_output(f, z)
+        return torch.sigmoid(out) if self.config.likelihood == "bernoulli" else out
 
     @torch.no_grad()
     def generate(self, batch: int, length: int, f=None):
-        """Ancestral sampling from the generative model (the prior LSTM fed its own samples)."""
-        device = self.prior_out.weight.device
+        """Ancestral sampling from the generative model (the prior LSTM fed its own samples; independent
+        N(0, I) codes under a deterministic transition)."""
+        device = self.z_out.weight.device
         if f is None:
             f = torch.randn(batch, self.config.f_dim, device=device)
-        z_prev = torch.zeros(batch, 1, self.config.z_dim, device=device)
-        state, zs = None, []
-        for _ in range(length):
-            s, state = self.prior_lstm(z_prev, state)
-            mean, logvar = _split(self.prior_out(s))
-            z_prev = sample(mean, logvar)
-            zs.append(z_prev)
-        return self.decode(f, torch.cat(zs, dim=1))
+        if not self.stochastic:
+            return self.decode(f, torch.randn(batch, length, self.config.z_dim, device=device))
+        return self.decode(f, self.roll_prior(torch.zeros(batch, 0, self.config.z_dim, device=device), length))
+
+    @torch.no_grad()
+    def roll_prior(self, z_seen, steps: int, *, use_mean: bool = False):
+        """The stochastic prior run on after the codes z_seen (B, T0, z_dim, T0 may be 0): `steps` more codes,
+        (B, steps, z_dim), each drawn from p(z_t | z_<t) fed the previous one (its mean with use_mean)."""
+        z_prev = F.pad(z_seen, (0, 0, 1, 0))         # z_0 = 0, then the seen codes
+        s, state = self.prior_lstm(z_prev)
+        zs = [z_seen[:, :0]]                          # steps = 0: no codes, with the right shape
+        for _ in range(steps):
+            mean, logvar = _split(self.prior_out(s[:, -1:]))
+            zs.append(mean if use_mean else sample(mean, logvar))
+            s, state = self.prior_lstm(zs[-1], state)
+        return torch.cat(zs, dim=1)
+
+    @torch.no_grad()
+    def predict_missing(self, x_seen, missing: int, *, use_mean: bool = True):
+        """Frames x_seen (B, T0, feature_dim) observed, the next `missing` unseen: the mean of p(x_t | .) for
+        all T0 + missing frames, (B, T0 + missing, feature_dim).
+
+        f and z_1:T0 are the posterior means given the seen frames only. The missing codes come from the
+        generative model: the stochastic prior run on from z_1:T0, or, under a deterministic transition,
+        the independent prior's mean (0) or samples of it, with h_t carried on deterministically from the
+        seen codes. use_mean: the prior's mean at each step instead of a sample."""
+        f, _, z_seen, _ = self.encode(x_seen)
+        batch, device = x_seen.shape[0], x_seen.device
+        if self.stochastic:
+            z_new = self.roll_prior(z_seen, missing, use_mean=use_mean)
+        else:
+            z_new = torch.zeros(batch, missing, self.config.z_dim, device=device)
+            z_new = z_new if use_mean else torch.randn_like(z_new)
+        return self.decode(f, torch.cat([z_seen, z_new], dim=1))
 
     # --- the objective -------------------------------------------------------------------------------
 
-    def reconstruction_nll(self, x, x_mean):
-        """-log p(x_1:T | z, f) per sequence, summed over time and features."""
-        logvar = self.x_logvar
+    def reconstruction_nll(self, x, x_out):
+        """-log p(x_1:T | z, f) per sequence, summed over time and features; x_out is the decoder's raw
+        output (decoder_output: means, or logits under the Bernoulli likelihood)."""
+        if self.config.likelihood == "bernoulli":
+            return F.binary_cross_entropy_with_logits(x_out, x, reduction="none").flatten(1).sum(1)
+        x_mean, logvar = x_out, self.x_logvar
         nll = 0.5 * ((x - x_mean).pow(2) * (-logvar).exp() + logvar + LOG_2PI)
         return nll.flatten(1).sum(1)
 
@@ -317,10 +403,9 @@ class DSAE(nn.Module):
         z_mean, z_logvar = self.posterior_z(h, f)
         z = sample(z_mean, z_logvar)
         prior_mean, prior_logvar = self.prior_z(z)
-        x_mean = self.decode(f, z)
 
         # The paper's ELBO, term by term (per sequence).
-        recon = self.reconstruction_nll(x, x_mean)
+        recon = self.reconstruction_nll(x, self.decoder_output(f, z))
         kl_f = gaussian_kl(f_mean, f_logvar).sum(1)
         kl_z_elem = gaussian_kl(z_mean, z_logvar, prior_mean, prior_logvar)   # (B, T, z_dim)
         kl_z = kl_z_elem.flatten(1).sum(1)
@@ -390,7 +475,7 @@ class DSAE(nn.Module):
         z_mean, z_logvar = self.posterior_z(h, f)
         z = sample(z_mean, z_logvar)
         prior_mean, prior_logvar = self.prior_z(z)
-        recon = self.reconstruction_nll(x, self.decode(f, z))
+        recon = self.reconstruction_nll(x, self.decoder_output(f, z))
         kl_f = gaussian_kl(f_mean, f_logvar).sum(1)
         kl_z = gaussian_kl(z_mean, z_logvar, prior_mean, prior_logvar).flatten(1).sum(1)
         return {"recon": recon, "kl_f": kl_f, "kl_z": kl_z, "elbo": -(recon + kl_f + kl_z)}

@@ -184,6 +184,9 @@ def resume_config(run_dir: str | os.PathLike, **changes) -> TrainConfig:
 def _open_datasets(config: TrainConfig):
     """(train, dev or None) for the run's kind of data; a speech cache's dev split, when it has one, uses the
     speaker indices of the train split."""
+    if config.data == "balls":
+        from training.balls.data import open_balls
+        return open_balls(config.features)
     if config.data == "sprites":
         from training.sprites.data import open_sprites
         try:

@@ -1,6 +1,8 @@
 """vc-train: train a DSAE on a feature cache.
 
     vc-train --data sprites [--features data/sprites] --out runs/NAME ...     (the Sprites video model)
+    vc-train --data balls [--features data/balls] --dynamics stochastic|lstm_f|lstm_c --out runs/NAME ...
+                                                                    (bouncing balls: the dynamics experiment)
     vc-train --features CACHE --out runs/NAME [--variant full|factorised] [--epochs N] [--batch-size B]
              [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume | --init-from RUN]
 
@@ -23,12 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vc-train", description="Train a Disentangled Sequential Autoencoder.")
     p.add_argument("--features", help="feature cache directory (written by vc-features); with --data sprites "
                    "the Sprites render cache (default data/sprites, rendered there from $SPRITES_LPC when absent)")
-    p.add_argument("--data", choices=["speech", "sprites"], help="what to train on (default speech)")
+    p.add_argument("--data", choices=["speech", "sprites", "balls"], help="what to train on (default speech; "
+                   "balls: bouncing-ball videos, written to --features, default data/balls, when absent)")
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME")
     p.add_argument("--config", help="JSON or TOML file with training options (architecture under 'model', loss weights "
                    "and schedule under 'objective'; older files with both under 'model' still load)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--variant", choices=["full", "factorised"])
+    p.add_argument("--dynamics", choices=["stochastic", "lstm_f", "lstm_c"],
+                   help="transition model: the paper's stochastic prior (default) or a deterministic LSTM")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -54,7 +59,7 @@ def config_from_args(args):
                       ("init_from", "init_from")):
         if getattr(args, arg) is not None:
             values[key] = getattr(args, arg)
-    for arg, key in (("variant", "variant"), ("f_dim", "f_dim"), ("z_dim", "z_dim"),
+    for arg, key in (("variant", "variant"), ("dynamics", "dynamics"), ("f_dim", "f_dim"), ("z_dim", "z_dim"),
                      ("hidden_dim", "hidden_dim")):
         if getattr(args, arg) is not None:
             model[key] = getattr(args, arg)
@@ -80,7 +85,7 @@ def main(argv=None) -> int:
 def _train(args) -> int:
     from training.train import TrainingError, resume_config, train
     if args.resume:
-        given = [name for name in ("config", "data", "variant", "batch_size", "lr", "seed", "f_dim", "z_dim",
+        given = [name for name in ("config", "data", "variant", "dynamics", "batch_size", "lr", "seed", "f_dim", "z_dim",
                                    "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
         if given:
             raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
@@ -91,6 +96,9 @@ def _train(args) -> int:
         config = config_from_args(args)
         if not config.features and config.data == "sprites":
             from training.sprites.data import DEFAULT_CACHE
+            config.features = DEFAULT_CACHE
+        if not config.features and config.data == "balls":
+            from training.balls.data import DEFAULT_CACHE
             config.features = DEFAULT_CACHE
         if not config.features:
             raise TrainingError("--features is required")
