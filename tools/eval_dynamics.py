@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-DEFAULT_RUNS = ["runs/dyn-stochastic", "runs/dyn-lstm_f", "runs/dyn-lstm_c"]
+DEFAULT_RUNS = ["models/dynamics/stochastic", "models/dynamics/lstm_f", "models/dynamics/lstm_c"]  # shipped, 16 epochs
 LABELS = {"stochastic": "stochastic", "lstm_f": "LSTM-f", "lstm_c": "LSTM-c"}
 
 
