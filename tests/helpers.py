@@ -80,7 +80,8 @@ def tiny_model_dir(out_dir, *, f_dim: int = 8, z_dim: int = 4, variant: str = "f
     Its normalisation puts loud speech's log-magnitudes near 0, so its random output is audible."""
     import torch
 
-    from training.dsae import DSAE, DSAEConfig, ExportDecoder, ExportEncoder
+    from training.dsae import DSAE, DSAEConfig
+    from training.export import ExportDecoder, ExportEncoder
 
     torch.manual_seed(seed)
     model = DSAE(DSAEConfig(f_dim=f_dim, z_dim=z_dim, hidden_dim=16, frame_hidden=32, variant=variant)).eval()

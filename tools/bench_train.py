@@ -98,7 +98,8 @@ def _export_default_model(tmp: Path):
 
     import torch
     from training.config import DEFAULT_MODEL
-    from training.dsae import DSAE, DSAEConfig, ExportDecoder, ExportEncoder
+    from training.dsae import DSAE, DSAEConfig
+    from training.export import ExportDecoder, ExportEncoder
     from training.export import OPSET
     torch.manual_seed(0)
     model = DSAE(DSAEConfig.from_dict(DEFAULT_MODEL)).eval()

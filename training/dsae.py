@@ -479,25 +479,3 @@ class DSAE(nn.Module):
         kl_f = gaussian_kl(f_mean, f_logvar).sum(1)
         kl_z = gaussian_kl(z_mean, z_logvar, prior_mean, prior_logvar).flatten(1).sum(1)
         return {"recon": recon, "kl_f": kl_f, "kl_z": kl_z, "elbo": -(recon + kl_f + kl_z)}
-
-
-class ExportEncoder(nn.Module):
-    """x (B, T, feature_dim) -> f_mean, f_logvar, z_mean, z_logvar: what `encoder.onnx` computes."""
-
-    def __init__(self, model: DSAE):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.encode(x)
-
-
-class ExportDecoder(nn.Module):
-    """f (B, f_dim), z (B, T, z_dim) -> x_mean (B, T, feature_dim): what `decoder.onnx` computes."""
-
-    def __init__(self, model: DSAE):
-        super().__init__()
-        self.model = model
-
-    def forward(self, f, z):
-        return self.model.decode(f, z)

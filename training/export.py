@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from training.dsae import DSAE, ExportDecoder, ExportEncoder
+from training.dsae import DSAE
 from training.checkpoints import WEIGHTS_NAME, latest_checkpoint, load_model, load_run_config
 from training.config import TrainingError
 from vc import model_format as fmt
@@ -26,6 +27,29 @@ from vc.files import atomic_write
 FORMAT_VERSION = fmt.FORMAT_VERSION
 OPSET = fmt.OPSET
 PARITY_TOLERANCE = 1e-4
+
+
+class ExportEncoder(nn.Module):
+    """x (B, T, feature_dim) -> f_mean, f_logvar, z_mean, z_logvar: what `encoder.onnx` computes."""
+
+    def __init__(self, model: DSAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.encode(x)
+
+
+class ExportDecoder(nn.Module):
+    """f (B, f_dim), z (B, T, z_dim) -> x_mean (B, T, feature_dim): what `decoder.onnx` computes."""
+
+    def __init__(self, model: DSAE):
+        super().__init__()
+        self.model = model
+
+    def forward(self, f, z):
+        return self.model.decode(f, z)
+
 
 
 class ExportError(RuntimeError):
