@@ -46,6 +46,7 @@ conversion keeps running underneath.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 
@@ -112,6 +113,10 @@ class StreamingConverter:
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
         self.hop_samples = self.hop_frames * cfg.hop_length
         self._passthrough = bool(passthrough)
+        # The exemplar sets as float32 once, not on every hop (speaker files keep them as float16).
+        self._hop_target = dataclasses.replace(self.target, **{
+            name: np.asarray(getattr(self.target, name), np.float32) for name in ("envelopes", "envelope_z")
+            if getattr(self.target, name) is not None})
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
         # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
         self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples)
@@ -259,7 +264,7 @@ class StreamingConverter:
         if pitch is not None:
             self._source.add_pitch(*pitch)
         frames, self._harmonic_phase = convert_frames(
-            z_mean, NewestFrames(h, f_mean[0]), model=model, target=self.target, source=self._source,
+            z_mean, NewestFrames(h, f_mean[0]), model=model, target=self._hop_target, source=self._source,
             settings=self.settings, speech=speech, pitch=pitch, source_frames=new_frames, phase=self._harmonic_phase)
         samples = self._griffinlim.push(dsp.magnitude_from_features(frames, cfg=self.cfg))
         self.input_level_db = float(np.max(levels))
