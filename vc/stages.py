@@ -16,7 +16,7 @@ import numpy as np
 from vc.exemplars import VoicedExemplars, draw_onto_exemplars, stretch_along_frequency, voiced_fine_structure
 from vc.model import Model
 from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
-from vc.settings import ConversionSettings
+from vc.settings import DEFAULTS, ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker
 from vc.z_statistics import CodeStats, move_codes
@@ -166,7 +166,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source"). phase:
     where the pulse train goes on (a stream)."""
     amounts = settings.amounts
-    code = mixed_code(source.f if source.f is not None else layout.own_f, target.f, amounts.f)
+    source_f = source.f
+    code = mixed_code(source_f if source_f is not None else layout.own_f, target.f, amounts.f)
     if target.z_stats is not None:
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
@@ -194,7 +195,8 @@ def fine_structure_of(frames: np.ndarray) -> np.ndarray:
 
 def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, *, source: Register | None,
                       target: Register | None, cfg, phase: float = 0.0,
-                      voiced_exemplars: VoicedExemplars | None = None, near: int = 32, amount: float = 1.0,
+                      voiced_exemplars: VoicedExemplars | None = None, near: int = DEFAULTS.voiced_candidates,
+                      amount: float = 1.0,
                       source_fine: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
     harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
