@@ -37,9 +37,7 @@ def convert(audio, sr: int, target, model=None, *, settings: ConversionSettings 
     """
     if not isinstance(model, Model):
         model = _cached_model(model)
-    settings = ConversionSettings.of(settings, **knobs)
-    target = resolve_speaker(target, model)
-    source = None if source is None else resolve_speaker(source, model, name="source")
+    settings, target, source = resolve_request(model, target, source, settings, knobs)
     mono = check_audio(audio)
     if mono.size == 0:
         raise AudioError("audio: is empty")
@@ -52,9 +50,7 @@ def convert(audio, sr: int, target, model=None, *, settings: ConversionSettings 
 def convert_file(in_path, out_path, target, model: Model, *, settings: ConversionSettings | None = None,
                  source=None, out_sr: int | None = None, **knobs) -> float:
     """Read, convert (`convert`), write atomically; returns the input's duration in seconds."""
-    settings = ConversionSettings.of(settings, **knobs)
-    target = resolve_speaker(target, model)
-    source = None if source is None else resolve_speaker(source, model, name="source")
+    settings, target, source = resolve_request(model, target, source, settings, knobs)
     audio, file_sr = read_audio(in_path, sr=model.feature_config.sr)   # checked as it is read
     write_wav(out_path, _convert_to(audio, out_sr or file_sr, target, model, settings, source), out_sr or file_sr)
     return audio.size / model.feature_config.sr
@@ -65,9 +61,8 @@ def convert_at_model_rate(audio: np.ndarray, target, model: Model, *, settings: 
     """Mono float32 at the model's rate -> converted audio of the same length and rate, not peak-limited
     (what `convert` does after resampling; for evaluations that score the model's own output)."""
     audio = check_audio(audio)
-    target = resolve_speaker(target, model)
-    source = None if source is None else resolve_speaker(source, model, name="source")
-    return _convert(audio, target, model, ConversionSettings.of(settings, **knobs), source)
+    settings, target, source = resolve_request(model, target, source, settings, knobs)
+    return _convert(audio, target, model, settings, source)
 
 
 def _convert_to(audio: np.ndarray, out_sr: int, target: Speaker, model: Model, settings: ConversionSettings,
@@ -111,6 +106,15 @@ def reconstruct_features(frames: np.ndarray, code: np.ndarray, model: Model, win
     """Raw log-magnitude frames (T, n_features) -> the decoder's frames with every window's f replaced by
     `code` and z as encoded: the plain DSAE swap (or, with the source's own code, its reconstruction)."""
     return decode_windows(encode_windows(frames, model, window_hop), code, model)
+
+
+def resolve_request(model: Model, target, source, settings: ConversionSettings | None,
+                    knobs: dict) -> tuple[ConversionSettings, Speaker, Speaker | None]:
+    """What every entrance checks once: the settings with the named knobs, the target and the enrolled
+    source (None: measured on the audio), each against the model."""
+    settings = ConversionSettings.of(settings, **knobs)
+    target = resolve_speaker(target, model)
+    return settings, target, None if source is None else resolve_speaker(source, model, name="source")
 
 
 def resolve_speaker(speaker, model: Model, *, name: str = "target") -> Speaker:

@@ -54,7 +54,7 @@ import numpy as np
 
 from vc import dsp
 from vc.audio import AudioError, check_audio
-from vc.conversion import resolve_speaker
+from vc.conversion import resolve_request
 from vc.engine_output import NoiseGate, PassThroughMix, SampleQueue
 from vc.levels import SILENCE_DBFS, RunningSpeech, frame_level_db, power_db
 from vc.settings import ConversionSettings
@@ -95,11 +95,9 @@ class StreamingConverter:
         cfg = model.feature_config
         self.model, self.cfg, self.sr = model, cfg, cfg.sr
         try:
-            self.settings = ConversionSettings.of(settings, **knobs)
-            self.target = resolve_speaker(target, model)
             if source is not None and not isinstance(source, Speaker):
                 raise EngineError(f"source must be an enrolled speaker (vc.speakers.Speaker), not {type(source).__name__}")
-            self.source = None if source is None else resolve_speaker(source, model, name="source")
+            self.settings, self.target, self.source = resolve_request(model, target, source, settings, knobs)
         except (SpeakerError, ValueError, TypeError) as exc:
             raise EngineError(str(exc)) from None
         frame_ms = 1000.0 * cfg.hop_length / cfg.sr
