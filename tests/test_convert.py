@@ -24,6 +24,7 @@ class IdentityModel:
 
         self.segment_length, self.n_features, self.f_dim, self.z_dim = L, n_features, 3, n_features
         self.z_population = None
+        self.phones = None
         self.feature_config = FeatureConfig()
         self.windows_seen = []
 
@@ -392,7 +393,9 @@ def test_file_path_moves_z_to_the_targets_statistics():
     f = np.array([1, 2, 3], np.float32)
 
     def convert(stats):
-        return convert_at_model_rate(audio, Speaker(f, None, stats), model, n_iter=0, harmonics=False, strength=1.0)
+        # follow_level 0: the level is what this test reads the move by
+        return convert_at_model_rate(audio, Speaker(f, None, stats), model, n_iter=0, harmonics=False, strength=1.0,
+                                     follow_level=0.0)
 
     plain = convert(None)
     np.testing.assert_allclose(convert(own), plain, rtol=1e-3, atol=2e-5)   # float32 rounding only
@@ -478,3 +481,25 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
                 {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ConversionSettings(**bad)
+
+
+def test_converted_frames_follow_the_source_level():
+    """follow_level 1 gives each converted frame its source frame's level (and keeps its shape); 0 leaves
+    the frames alone; between, the level moves that share of the way in dB."""
+    from vc.dsp import FeatureConfig
+    from vc.levels import frame_level_db
+    from vc.stages import follow_source_level
+
+    cfg = FeatureConfig()
+    rng = np.random.default_rng(0)
+    source = rng.normal(-4.0, 1.0, (30, cfg.n_features)).astype(np.float32)
+    source[:10] -= 5.0                                   # a quiet start, as before speech
+    converted = rng.normal(-3.0, 1.5, (30, cfg.n_features)).astype(np.float32)
+    followed = follow_source_level(converted, source, cfg)
+    np.testing.assert_allclose(frame_level_db(followed, cfg), frame_level_db(source, cfg), atol=1e-3)
+    shape = followed - converted                         # one gain per frame: the spectrum's shape is kept
+    np.testing.assert_allclose(shape, np.repeat(shape[:, :1], cfg.n_features, axis=1), atol=1e-5)
+    half = follow_source_level(converted, source, cfg, amount=0.5)
+    np.testing.assert_allclose(frame_level_db(half, cfg),
+                               0.5 * (frame_level_db(source, cfg) + frame_level_db(converted, cfg)), atol=1e-3)
+    np.testing.assert_array_equal(follow_source_level(converted, source, cfg, amount=0.0), converted)

@@ -223,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
                              "(default: vc.settings.ConversionSettings)")
+    parser.add_argument("--follow-level", type=float, default=None,
+                        help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -249,7 +251,8 @@ def main(argv=None) -> int:
 
     settings = ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
-        envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match)
+        envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
+        follow_level=args.follow_level)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -360,6 +363,7 @@ def main(argv=None) -> int:
         "strength": strength,
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share,
+        "follow_level": settings.follow_level,
         "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),

@@ -96,8 +96,10 @@ def _convert(audio: np.ndarray, target: Speaker, model: Model, settings: Convers
     source = SourceEstimate.of_utterance(windows.speech_f(segments), windows.speech_z(speech),
                                          *(pitch or (None, None)), prior=source_prior(model, target.z_stats),
                                          enrolled=enrolled)
+    phone_keys = model.phones.keys(frames) if model.phones is not None else None
     converted, _ = convert_frames(windows.z_mean, windows, model=model, target=target, source=source,
-                                  settings=settings, speech=speech, pitch=pitch, source_frames=frames)
+                                  settings=settings, speech=speech, pitch=pitch, source_frames=frames,
+                                  phone_keys=phone_keys)
     return synthesise(converted, cfg, length=audio.shape[0], n_iter=settings.n_iter,
                       momentum=settings.momentum)[:n]
 
@@ -121,7 +123,8 @@ def resolve_speaker(speaker, model: Model, *, name: str = "target") -> Speaker:
     """A speaker.npy path, a Speaker or a bare float32 code -> a Speaker checked against the model."""
     if isinstance(speaker, (str, os.PathLike)):
         return load_speaker(speaker, model)
-    return check_speaker(speaker, model.f_dim, name=name, z_dim=model.z_dim, n_features=model.n_features)
+    return check_speaker(speaker, model.f_dim, name=name, z_dim=model.z_dim, n_features=model.n_features,
+                         n_phones=model.phones.n_phones if model.phones is not None else None)
 
 
 _loaded_models: dict = {}

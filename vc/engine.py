@@ -57,6 +57,7 @@ from vc.audio import AudioError, check_audio
 from vc.conversion import resolve_request
 from vc.engine_output import NoiseGate, PassThroughMix, SampleQueue
 from vc.levels import SILENCE_DBFS, RunningSpeech, frame_level_db, power_db
+from vc.phones import StreamingPhones
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
@@ -113,7 +114,7 @@ class StreamingConverter:
         self._passthrough = bool(passthrough)
         # The exemplar sets as float32 once, not on every hop (speaker files keep them as float16).
         self._hop_target = dataclasses.replace(self.target, **{
-            name: np.asarray(getattr(self.target, name), np.float32) for name in ("envelopes", "envelope_z")
+            name: np.asarray(getattr(self.target, name), np.float32) for name in ("envelopes", "envelope_z", "envelope_phones")
             if getattr(self.target, name) is not None})
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
         # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
@@ -169,6 +170,8 @@ class StreamingConverter:
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, n_iter=self.settings.n_iter,
             momentum=self.settings.momentum, lookahead=self.lookahead_frames, window=cfg.window, center=cfg.center)
         self._pitch = StreamingPitch(cfg.sr, cfg.hop_length)
+        self._phones = (StreamingPhones(self.model.phones, float(np.log(cfg.log_floor)))
+                        if self.model.phones is not None else None)
 
     def reset(self) -> None:
         """Forget all audio: the next push starts like a fresh engine (same settings)."""
@@ -261,9 +264,11 @@ class StreamingConverter:
         pitch = self._pitch.take(h) if self.harmonics else None
         if pitch is not None:
             self._source.add_pitch(*pitch)
+        phone_keys = self._phones.push(new_frames) if self._phones is not None else None
         frames, self._harmonic_phase = convert_frames(
             z_mean, NewestFrames(h, f_mean[0]), model=model, target=self._hop_target, source=self._source,
-            settings=self.settings, speech=speech, pitch=pitch, source_frames=new_frames, phase=self._harmonic_phase)
+            settings=self.settings, speech=speech, pitch=pitch, source_frames=new_frames, phone_keys=phone_keys,
+            phase=self._harmonic_phase)
         samples = self._griffinlim.push(dsp.magnitude_from_features(frames, cfg=self.cfg))
         self.input_level_db = float(np.max(levels))
         self._gate.add_frames(levels)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from vc.phones import PhonesError, open_recogniser
 from vc.z_statistics import CodeStats
 from vc.model_format import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS,
                              ENCODER_OUTPUTS, METADATA_KEY, REQUIRED_KEYS, SHARED_KEYS, SUPPORTED_FORMAT_VERSIONS,
@@ -226,9 +227,15 @@ class Model:
         self.model_id = enc_meta["model_id"]
         self._check_graphs(enc_path, dec_path)
         self._probe(enc_path, dec_path)
+        try:   # optional: what lets the conversion pick the target's frames by what is said
+            self.phones = open_recogniser(self.model_dir, lambda path: self._session(path, self._providers),
+                                          self.feature_config)
+        except PhonesError as exc:
+            raise ModelError(str(exc)) from None
 
     def _open_sessions(self, enc_path: Path, dec_path: Path, device: str) -> None:
         providers, self.provider_note = self._choose_providers(device)
+        self._providers = providers
         self._encoder = self._session(enc_path, providers)
         self._decoder = self._session(dec_path, providers)
         self.provider = self._encoder.get_providers()[0]

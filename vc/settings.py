@@ -17,7 +17,9 @@ FINE_STRUCTURES = ("target", "source", "pulse")
 # Which of the target's envelopes a frame is drawn onto: the nearest by "envelope", or by "z", what is said
 # (needs a speaker file with envelope_z). With the default model's 16-dimensional z, "z" kept no more words
 # than "envelope"; it is for models whose z carries the phones.
-EXEMPLAR_MATCHES = ("envelope", "z")
+# "phones": by the model's phone recogniser (vc.phones; needs a model directory with phones.onnx and a
+# speaker file enrolled with it).
+EXEMPLAR_MATCHES = ("envelope", "z", "phones")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class ConversionSettings:
     envelopes_per_frame: int = 4           # target envelopes averaged per frame: 1 is rough, more is blurred
     voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
+    # How far each converted frame's level is set to its source frame's (0: the decoder's own). The
+    # decoder and the exemplars flatten the rise and fall of the syllables, which costs DNSMOS 0.3.
+    follow_level: float = 1.0
     fine_structure: str = "target"         # FINE_STRUCTURES
     n_iter: int = 32                       # Griffin-Lim iterations (fast GL, PGHI start)
     momentum: float = 0.99                 # fast Griffin-Lim's momentum
@@ -67,7 +72,7 @@ class ConversionSettings:
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
-        for name in ("move_past_target", "envelope_share"):
+        for name in ("move_past_target", "envelope_share", "follow_level"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))

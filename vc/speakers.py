@@ -52,6 +52,7 @@ class Speaker:
     envelopes: np.ndarray | None = None   # float16 (n, vc.exemplars.N_COEFFS): the speaker's own envelopes
     voiced: VoicedExemplars | None = None  # the speaker's own voiced frames: F0, envelope, fine structure
     envelope_z: np.ndarray | None = None   # float16 (n, z_dim): z at each of `envelopes`' frames
+    envelope_phones: np.ndarray | None = None  # float16 (n, phones): phone keys (vc.phones) of those frames
 
     def describe(self) -> str:
         if self.register is None:
@@ -73,6 +74,7 @@ class Enrolment:
     skipped_segments: int
     failures: list = field(default_factory=list)  # (path, reason) of files that could not be read
     envelope_z: np.ndarray | None = None
+    envelope_phones: np.ndarray | None = None
 
     def summary(self) -> str:
         text = (f"enrolled {self.speech_seconds:.1f} s of speech in {self.segments} segments of "
@@ -88,7 +90,8 @@ class Enrolment:
 
     @property
     def speaker(self) -> Speaker:
-        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes, self.voiced, self.envelope_z)
+        return Speaker(self.embedding, self.register, self.z_stats, self.envelopes, self.voiced, self.envelope_z,
+                       self.envelope_phones)
 
 
 def audio_files(paths) -> list[Path]:
@@ -158,7 +161,7 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     seg_seconds = model.segment_length * model.feature_config.hop_length / sr
     total = np.zeros(model.f_dim, np.float64)
     z_stats = RunningCodeStats(model.z_dim)
-    envelopes, envelope_z, voiced_frames, voiced_f0 = [], [], [], []
+    envelopes, envelope_z, envelope_phones, voiced_frames, voiced_f0 = [], [], [], [], []
     f0s, voiced_flags = [], []
     n_segments = skipped = used_files = 0
     audio_seconds = 0.0
@@ -183,6 +186,8 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
         z_stats.update(z[speech])
         envelopes.append(envelope_coefficients(segments[speech]))
         envelope_z.append(z[speech])
+        if model.phones is not None:   # the keys of the same frames, cut into the same segments
+            envelope_phones.append(speech_segments(audio, model, model.phones.keys(frames))[0][speech])
         f0, voiced = yin(audio, sr, model.feature_config.hop_length)
         f0s.append(f0)
         voiced_flags.append(voiced)
@@ -201,11 +206,13 @@ def enroll(paths, model: Model, on_error: str = "raise") -> Enrolment:
     register = Register.of(np.concatenate(f0s), np.concatenate(voiced_flags))
     exemplars = exemplar_set(np.concatenate(envelopes))
     exemplar_z = exemplar_set(np.concatenate(envelope_z))   # the same rows in the same order
+    exemplar_phones = exemplar_set(np.concatenate(envelope_phones)) if envelope_phones else None
     voiced_set = voiced_exemplar_set(np.concatenate(voiced_frames), np.concatenate(voiced_f0))
     kept = exemplars.shape[0] > 0
     return Enrolment(embedding, register, z_stats.estimate(), exemplars if kept else None, voiced_set,
                      used_files, n_segments, n_segments * seg_seconds,
-                     audio_seconds, skipped, failures, exemplar_z if kept else None)
+                     audio_seconds, skipped, failures, exemplar_z if kept else None,
+                     exemplar_phones if kept else None)
 
 
 REGISTER_FIELDS = ("log_f0_mean", "log_f0_std")
@@ -213,8 +220,10 @@ CODE_STATS_FIELDS = ("z_mean", "z_std")
 ENVELOPE_FIELDS = ("envelopes",)
 VOICED_FIELDS = ("voiced_envelopes", "voiced_f0", "voiced_fine")
 ENVELOPE_CODE_FIELDS = ("envelope_z",)
+ENVELOPE_PHONE_FIELDS = ("envelope_phones",)
 # each all or nothing, in this order
-OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS, ENVELOPE_CODE_FIELDS)
+OPTIONAL_GROUPS = (REGISTER_FIELDS, CODE_STATS_FIELDS, ENVELOPE_FIELDS, VOICED_FIELDS, ENVELOPE_CODE_FIELDS,
+                   ENVELOPE_PHONE_FIELDS)
 F0_RANGE_HZ = (20.0, 2000.0)
 LOG_F0_RANGE = (np.log(F0_RANGE_HZ[0]), np.log(F0_RANGE_HZ[1]))
 
@@ -231,6 +240,8 @@ def _record_dtype(speaker: Speaker) -> np.dtype:
         fields += [(name, "<f2", getattr(speaker.voiced, name[len("voiced_"):]).shape) for name in VOICED_FIELDS]
     if speaker.envelope_z is not None:
         fields += [("envelope_z", "<f2", speaker.envelope_z.shape)]
+    if speaker.envelope_phones is not None:
+        fields += [("envelope_phones", "<f2", speaker.envelope_phones.shape)]
     return np.dtype(fields)
 
 
@@ -261,23 +272,26 @@ def save_speaker(path, speaker) -> None:
                 data[name] = getattr(speaker.voiced, name[len("voiced_"):])
         if speaker.envelope_z is not None:
             data["envelope_z"] = speaker.envelope_z
+        if speaker.envelope_phones is not None:
+            data["envelope_phones"] = speaker.envelope_phones
     with atomic_write(path) as fh:
         np.save(fh, data, allow_pickle=False)
 
 
 def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_dim: int | None = None,
-                  n_features: int | None = None) -> Speaker:
+                  n_features: int | None = None, n_phones: int | None = None) -> Speaker:
     """Validate an in-memory target (a Speaker, a speaker record or a bare f vector) -> Speaker. Sizes
     given are checked: f against f_dim, z's statistics against z_dim, voiced frames against n_features."""
     if isinstance(embedding, Speaker):
-        register, z_stats, envelopes, voiced, envelope_z = (embedding.register, embedding.z_stats,
-                                                            embedding.envelopes, embedding.voiced, embedding.envelope_z)
+        register, z_stats, envelopes, voiced, envelope_z, envelope_phones = (
+            embedding.register, embedding.z_stats, embedding.envelopes, embedding.voiced, embedding.envelope_z,
+            embedding.envelope_phones)
         arr = np.asarray(embedding.f)
     else:
         arr = np.asarray(embedding)
-        register = z_stats = envelopes = voiced = envelope_z = None
+        register = z_stats = envelopes = voiced = envelope_z = envelope_phones = None
         if arr.dtype.names is not None:
-            arr, register, z_stats, envelopes, voiced, envelope_z = _unpack_record(arr, name)
+            arr, register, z_stats, envelopes, voiced, envelope_z, envelope_phones = _unpack_record(arr, name)
     if arr.dtype != np.float32:
         if np.issubdtype(arr.dtype, np.floating):
             raise SpeakerError(f"{name}: dtype is {arr.dtype}, expected float32")
@@ -295,8 +309,10 @@ def check_speaker(embedding, f_dim: int | None = None, name: str = "target", z_d
     if voiced is not None:
         _check_voiced(voiced, n_features, name)
     if envelope_z is not None:
-        _check_envelope_z(envelope_z, envelopes, z_dim, name)
-    return Speaker(arr, register, z_stats, envelopes, voiced, envelope_z)
+        _check_envelope_keys(envelope_z, envelopes, z_dim, "envelope_z", "z_dim", name)
+    if envelope_phones is not None:
+        _check_envelope_keys(envelope_phones, envelopes, n_phones, "envelope_phones", "phone count", name)
+    return Speaker(arr, register, z_stats, envelopes, voiced, envelope_z, envelope_phones)
 
 
 def _check_code_stats(stats: CodeStats, z_dim: int | None, name: str) -> None:
@@ -320,18 +336,20 @@ def _check_envelopes(envelopes: np.ndarray, name: str) -> None:
         raise SpeakerError(f"{name}: envelopes contain NaN or infinite values")
 
 
-def _check_envelope_z(envelope_z: np.ndarray, envelopes: np.ndarray | None, z_dim: int | None, name: str) -> None:
-    envelope_z = np.asarray(envelope_z)
+def _check_envelope_keys(keys: np.ndarray, envelopes: np.ndarray | None, width: int | None, field: str,
+                         what: str, name: str) -> None:
+    """A key per envelope (envelope_z, envelope_phones): float16, one finite row per envelope, `width` wide."""
+    keys = np.asarray(keys)
     if envelopes is None:
-        raise SpeakerError(f"{name}: envelope_z without envelopes")
+        raise SpeakerError(f"{name}: {field} without envelopes")
     n = np.asarray(envelopes).shape[0]
-    if envelope_z.dtype != np.float16 or envelope_z.ndim != 2 or envelope_z.shape[0] != n:
-        raise SpeakerError(f"{name}: envelope_z must be float16 of shape ({n}, z_dim), one row per envelope, "
-                           f"not {envelope_z.dtype} {envelope_z.shape}")
-    if z_dim is not None and envelope_z.shape[1] != z_dim:
-        raise SpeakerError(f"{name}: envelope_z has {envelope_z.shape[1]} values per row, the model's z has {z_dim}")
-    if not np.all(np.isfinite(envelope_z)):
-        raise SpeakerError(f"{name}: envelope_z contains NaN or infinite values")
+    if keys.dtype != np.float16 or keys.ndim != 2 or keys.shape[0] != n:
+        raise SpeakerError(f"{name}: {field} must be float16 of shape ({n}, {what}), one row per envelope, "
+                           f"not {keys.dtype} {keys.shape}")
+    if width is not None and keys.shape[1] != width:
+        raise SpeakerError(f"{name}: {field} has {keys.shape[1]} values per row, the model's {what} is {width}")
+    if not np.all(np.isfinite(keys)):
+        raise SpeakerError(f"{name}: {field} contains NaN or infinite values")
 
 
 def _check_voiced(voiced: VoicedExemplars, n_features: int | None, name: str) -> None:
@@ -360,14 +378,14 @@ def _known_layouts() -> list[tuple[str, ...]]:
 
 def _unpack_record(arr: np.ndarray, name: str):
     """A speaker record -> (f, Register or None, CodeStats or None, envelopes or None, VoicedExemplars or
-    None, envelope_z or None), values unchecked."""
+    None, envelope_z or None, envelope_phones or None), values unchecked."""
     names = arr.dtype.names
     if names not in _known_layouts() or arr.shape != ():
         raise SpeakerError(f"{name}: a record with fields {names} and shape {arr.shape}, expected one record "
                            f"with fields {_known_layouts()[-1]} (any of the groups after f may be left out)")
     if arr.dtype["f"].base != np.float32:
         raise SpeakerError(f"{name}: field f has dtype {arr.dtype['f'].base}, expected float32")
-    register = z_stats = envelopes = voiced = envelope_z = None
+    register = z_stats = envelopes = voiced = envelope_z = envelope_phones = None
     if REGISTER_FIELDS[0] in names:
         log_mean, log_std = (float(arr[k]) for k in REGISTER_FIELDS)
         if not (LOG_F0_RANGE[0] <= log_mean <= LOG_F0_RANGE[1]):
@@ -383,16 +401,19 @@ def _unpack_record(arr: np.ndarray, name: str):
         voiced = VoicedExemplars(*(np.array(arr[k]) for k in VOICED_FIELDS))
     if ENVELOPE_CODE_FIELDS[0] in names:
         envelope_z = np.array(arr["envelope_z"])
-    return np.array(arr["f"]), register, z_stats, envelopes, voiced, envelope_z
+    if ENVELOPE_PHONE_FIELDS[0] in names:
+        envelope_phones = np.array(arr["envelope_phones"])
+    return np.array(arr["f"]), register, z_stats, envelopes, voiced, envelope_z, envelope_phones
 
 
 def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> Speaker:
     """Load and validate speaker.npy (never unpickles). Sizes are checked against the model's f_dim and
     z_dim."""
     path = Path(path)
-    z_dim = n_features = None
+    z_dim = n_features = n_phones = None
     if model is not None:
         f_dim, z_dim, n_features = model.f_dim, model.z_dim, model.n_features
+        n_phones = model.phones.n_phones if getattr(model, "phones", None) is not None else None
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -403,4 +424,4 @@ def load_speaker(path, model: Model | None = None, f_dim: int | None = None) -> 
         raise SpeakerError(f"{path}: not a .npy file ({exc})") from None
     if not isinstance(arr, np.ndarray):  # .npz archives load as NpzFile
         raise SpeakerError(f"{path}: an .npz archive, expected a .npy array")
-    return check_speaker(arr, f_dim, name=str(path), z_dim=z_dim, n_features=n_features)
+    return check_speaker(arr, f_dim, name=str(path), z_dim=z_dim, n_features=n_features, n_phones=n_phones)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vc.levels import frame_power
 from vc.exemplars import VoicedExemplars, draw_onto_exemplars, stretch_along_frequency, voiced_fine_structure
 from vc.model import Model
 from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
@@ -157,13 +158,14 @@ def source_prior(model: Model, target: CodeStats | None) -> CodeStats | None:
 def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, source: SourceEstimate,
                    settings: ConversionSettings, speech: np.ndarray,
                    pitch: tuple[np.ndarray, np.ndarray] | None = None, source_frames: np.ndarray | None = None,
-                   phase: float = 0.0) -> tuple[np.ndarray, float]:
+                   phone_keys: np.ndarray | None = None, phase: float = 0.0) -> tuple[np.ndarray, float]:
     """The encoder's z of the frames' windows -> (converted raw log-magnitude frames (T, n_features), the
     pulse train's phase after them). Each stage moves `settings.amounts` of the way to the target, so at
     strength 0 nothing of the target is used.
 
     layout: `EncodedWindows` or `NewestFrames`. speech: (T,) flags of the frames. pitch: their F0 and
-    voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source"). phase:
+    voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", and the
+    level the output follows). phone_keys: their `vc.phones` keys (exemplars matched by phones). phase:
     where the pulse train goes on (a stream)."""
     amounts = settings.amounts
     source_f = source.f
@@ -172,10 +174,13 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
     if target.envelopes is not None:
-        by_z = settings.exemplar_match == "z" and target.envelope_z is not None
+        codes, exemplar_codes = None, None   # by envelope
+        if settings.exemplar_match == "z" and target.envelope_z is not None:
+            codes, exemplar_codes = layout.per_frame(z), target.envelope_z
+        elif settings.exemplar_match == "phones" and target.envelope_phones is not None and phone_keys is not None:
+            codes, exemplar_codes = phone_keys, target.envelope_phones
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
-                                     amount=amounts.envelope, codes=layout.per_frame(z) if by_z else None,
-                                     exemplar_codes=target.envelope_z)
+                                     amount=amounts.envelope, codes=codes, exemplar_codes=exemplar_codes)
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         own_fine = settings.fine_structure == "source"
@@ -184,7 +189,17 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
             near=settings.voiced_candidates, amount=amounts.register,
             source_fine=fine_structure_of(source_frames) if own_fine else None)
+    if settings.follow_level and source_frames is not None:
+        frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
     return frames, phase
+
+
+def follow_source_level(frames: np.ndarray, source_frames: np.ndarray, cfg, *, amount: float = 1.0) -> np.ndarray:
+    """Converted raw frames (T, n_features) -> the same with each frame's level moved `amount` of the way to
+    its source frame's, so the conversion rises and falls with the syllables it was made from, silences
+    included."""
+    gap = 0.5 * (np.log(frame_power(source_frames, cfg) + 1e-20) - np.log(frame_power(frames, cfg) + 1e-20))
+    return (frames + (amount * gap)[:, None]).astype(np.float32)
 
 
 def fine_structure_of(frames: np.ndarray) -> np.ndarray:

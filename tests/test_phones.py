@@ -1,0 +1,126 @@
+"""The phone recogniser (training.phones) and what the runtime does with it (vc.phones, the "phones" match)."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from helpers import speech
+
+torch = pytest.importorskip("torch")
+
+
+def test_phone_texts_drop_stress_and_merge_repeats(tmp_path):
+    from training.phones import PHONES, read_phone_texts
+
+    path = tmp_path / "text-phone"
+    path.write_text("u1.0\tW_B IY0_E\nu1.1\tIY1_B T_E\nu2.0\tT_B UW1_E\n")
+    texts = read_phone_texts(path)
+    assert [PHONES[i] for i in texts["u1"]] == ["SIL", "W", "IY", "T", "SIL"]   # IY IY across words: one
+    assert [PHONES[i] for i in texts["u2"]] == ["SIL", "T", "UW", "SIL"]
+
+
+def test_alignment_follows_the_posteriors_and_keeps_every_phone():
+    from training.phones import MIN_FRAMES, viterbi_alignment
+
+    truth = [0] * 4 + [3] * 5 + [5] * 4 + [0] * 4
+    logp = np.full((len(truth), 40), -6.0)
+    logp[np.arange(len(truth)), truth] = 0.0
+    labels = np.array([0, 3, 5, 0])
+    assert viterbi_alignment(logp, labels).tolist() == truth
+    # a phone the posteriors never favour still gets its minimum span, in order
+    labels = np.array([0, 3, 7, 5, 0])
+    path = viterbi_alignment(logp, labels)
+    assert (path == 7).sum() == MIN_FRAMES
+    assert [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]] == labels.tolist()
+
+
+@pytest.fixture(scope="module")
+def phones_model(tiny_dir, tmp_path_factory):
+    """The tiny DSAE with an (untrained) phone recogniser in its directory."""
+    from training.phones import PhoneConfig, PhoneNet, write_phones
+    from vc.model import load_model
+
+    model_dir = tmp_path_factory.mktemp("phones") / "model"
+    shutil.copytree(tiny_dir, model_dir)
+    torch.manual_seed(0)
+    write_phones(PhoneNet(PhoneConfig(channels=16, embedding=8)), model_dir)
+    return load_model(model_dir, device="cpu", threads=1)
+
+
+def test_keys_are_square_root_posteriors(phones_model):
+    from vc.dsp import log_magnitude
+
+    frames = log_magnitude(speech(1.0), cfg=phones_model.feature_config)
+    keys = phones_model.phones.keys(frames)
+    assert keys.shape == (frames.shape[0], phones_model.phones.n_phones)
+    np.testing.assert_allclose(np.square(keys).sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_streamed_keys_match_the_file_away_from_each_hop_end(phones_model):
+    from vc.dsp import log_magnitude
+    from vc.phones import StreamingPhones
+
+    recogniser = phones_model.phones
+    frames = log_magnitude(speech(1.0, seed=2), cfg=phones_model.feature_config)
+    whole = recogniser.keys(frames)
+    stream = StreamingPhones(recogniser, float(np.log(phones_model.feature_config.log_floor)))
+    hop = 20
+    streamed = np.concatenate([stream.push(frames[i:i + hop]) for i in range(0, frames.shape[0] - hop + 1, hop)])
+    settled = np.ones(streamed.shape[0], bool)
+    for end in range(hop, streamed.shape[0] + 1, hop):
+        settled[end - recogniser.right_context:end] = False
+    settled[:recogniser.left_context] = False   # the file starts without a past
+    assert np.abs(streamed[settled] - whole[:streamed.shape[0]][settled]).max() < 1e-4
+    assert np.abs(streamed[~settled] - whole[:streamed.shape[0]][~settled]).max() > 1e-4
+
+
+def test_enrolment_keeps_phone_keys_and_the_speaker_file_carries_them(phones_model, tmp_path):
+    import soundfile as sf
+
+    from vc.speakers import enroll, load_speaker, save_speaker
+
+    path = tmp_path / "a.wav"
+    sf.write(path, speech(3.0, f0=180.0), 16000)
+    speaker = enroll([path], phones_model).speaker
+    assert speaker.envelope_phones is not None
+    assert speaker.envelope_phones.shape == (speaker.envelopes.shape[0], phones_model.phones.n_phones)
+    save_speaker(tmp_path / "s.npy", speaker)
+    loaded = load_speaker(tmp_path / "s.npy", phones_model)
+    np.testing.assert_array_equal(loaded.envelope_phones, speaker.envelope_phones)
+
+
+def test_phone_keys_of_another_width_are_refused(phones_model, tmp_path):
+    import dataclasses
+
+    import soundfile as sf
+
+    from vc.speakers import SpeakerError, enroll, load_speaker, save_speaker
+
+    path = tmp_path / "a.wav"
+    sf.write(path, speech(3.0), 16000)
+    speaker = enroll([path], phones_model).speaker
+    wrong = dataclasses.replace(speaker, envelope_phones=speaker.envelope_phones[:, :5].copy())
+    save_speaker(tmp_path / "s.npy", wrong)
+    with pytest.raises(SpeakerError, match="envelope_phones has 5 values per row"):
+        load_speaker(tmp_path / "s.npy", phones_model)
+
+
+def test_matching_by_phones_changes_the_conversion_and_streams(phones_model, tmp_path):
+    import soundfile as sf
+
+    import vc
+    from vc.engine import StreamingConverter
+    from vc.speakers import enroll
+
+    path = tmp_path / "t.wav"
+    sf.write(path, speech(3.0, f0=220.0, formant=900.0, seed=4), 16000)
+    target = enroll([path], phones_model).speaker
+    audio = speech(2.0, f0=120.0, seed=5)
+    by_phones = vc.convert(audio, 16000, target, phones_model, exemplar_match="phones")
+    by_envelope = vc.convert(audio, 16000, target, phones_model, exemplar_match="envelope")
+    assert np.all(np.isfinite(by_phones)) and by_phones.shape == audio.shape
+    assert np.abs(by_phones - by_envelope).max() > 1e-3
+    streamed = StreamingConverter(phones_model, target, exemplar_match="phones").convert(audio)
+    assert streamed.shape == audio.shape and np.all(np.isfinite(streamed))
