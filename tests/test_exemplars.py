@@ -70,6 +70,28 @@ def test_draw_onto_exemplars_matches_by_code_when_codes_are_given():
     assert np.abs(by_code - want_other).max() < 0.05 * gap
 
 
+def test_codes_rank_only_the_nearest_envelopes_when_candidates_are_given():
+    """envelope+phones: among the `candidates` nearest by envelope, the ones said alike; a frame said alike
+    but far in envelope is not taken."""
+    from vc.exemplars import dct_basis, draw_onto_exemplars, envelope_coefficients
+    from vc.pitch import smooth_across_frequency
+
+    bins = np.arange(200)
+    decoded = np.stack([-4 + 0.5 * np.cos(bins / 20.0)] * 3).astype(np.float32)
+    near_a = (-4 + 0.5 * np.cos(bins / 21.0)).astype(np.float32)[None]     # near, said otherwise
+    near_b = (-4.2 + 0.5 * np.cos(bins / 19.0)).astype(np.float32)[None]   # near, said alike
+    far = (-1 + np.sin(bins / 9.0)).astype(np.float32)[None]               # far, said alike
+    pool = np.concatenate([envelope_coefficients(e) for e in (near_a, near_a, near_b, near_b, far, far)]
+                          ).astype(np.float16)
+    pool_codes = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [0, 1], [0, 1]], np.float16)
+    codes = np.tile(np.array([[0, 1]], np.float32), (3, 1))
+    speech = np.ones(3, bool)
+    drawn = smooth_across_frequency(draw_onto_exemplars(decoded, pool, speech, k=2, codes=codes,
+                                                        exemplar_codes=pool_codes, candidates=4))
+    want = pool[2].astype(np.float32) @ dct_basis(200).T
+    assert np.abs(drawn - want).max() < 0.05
+
+
 def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""

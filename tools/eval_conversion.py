@@ -217,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
     parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
                         help="what carries the harmonics (default: vc.settings.ConversionSettings)")
-    parser.add_argument("--match", choices=("z", "envelope", "none"), default=None,
-                        help="pick the target's envelope exemplars by what is said (z, as enrolment now stores "
-                             "it), by envelope, or use none (default: vc.settings.ConversionSettings)")
+    parser.add_argument("--match", choices=("z", "envelope", "phones", "envelope+phones", "none"), default=None,
+                        help="pick the target's envelope exemplars by what is said (z, or the model's phone "
+                             "recogniser), by envelope, or use none (default: vc.settings.ConversionSettings)")
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
                              "(default: vc.settings.ConversionSettings)")

@@ -81,6 +81,7 @@ class PhoneNet(nn.Module):
         # Each frame normalised on its own (over channels, not time), so a stream's frames come out as a file's.
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.channels) for _ in cfg.dilations)
         self.embed = nn.Conv1d(cfg.channels, cfg.embedding, 1)
+        self.embed_norm = nn.LayerNorm(cfg.embedding)   # the residual stream grows layer by layer; a tanh here saturated
         self.out = nn.Conv1d(cfg.embedding, len(PHONES) + 1, 1)
         # Split each layer's context into past and future so the whole stack sees right_context frames ahead.
         spans = [2] + [(cfg.kernel - 1) * d for d in cfg.dilations]
@@ -99,9 +100,9 @@ class PhoneNet(nn.Module):
         x = F.relu(self.inp(F.pad(x, self.pads[0], mode="replicate")))
         for layer, norm, pad in zip(self.layers, self.norms, self.pads[1:]):
             x = x + F.relu(norm(layer(F.pad(x, pad, mode="replicate")).transpose(1, 2)).transpose(1, 2))
-        embedding = self.embed(x)
-        logits = self.out(torch.tanh(embedding)).transpose(1, 2)
-        return embedding.transpose(1, 2), torch.log_softmax(logits, dim=-1)
+        embedding = self.embed_norm(self.embed(x).transpose(1, 2))
+        logits = self.out(embedding.transpose(1, 2)).transpose(1, 2)
+        return embedding, torch.log_softmax(logits, dim=-1)
 
 
 # ------------------------------------------------------------------------------------- data

@@ -81,7 +81,7 @@ def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray
 
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, *, k: int,
                         amount: float = 1.0, codes: np.ndarray | None = None,
-                        exemplar_codes: np.ndarray | None = None) -> np.ndarray:
+                        exemplar_codes: np.ndarray | None = None, candidates: int | None = None) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
     `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (non-speech
     frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`.
@@ -89,7 +89,8 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     Nearest by what is said when `codes` (T, z_dim), the frames' z, and `exemplar_codes` (n, z_dim), the z
     of each exemplar's frame, are given: the target's envelopes of the same sound. Else nearest by envelope
     (Euclidean, in coefficients), which finds the target's frames that look most alike, often of another
-    phone, and costs words."""
+    phone, and costs words. With `candidates` as well, the codes only rank the `candidates` nearest by
+    envelope: the same sound among the frames that look alike."""
     from vc.pitch import smooth_across_frequency
 
     if amount == 0.0 or not np.any(speech):
@@ -97,7 +98,14 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     basis = dct_basis(frames.shape[-1], exemplars.shape[1])
     pool = np.asarray(exemplars, np.float32)
     envelope = smooth_across_frequency(frames[speech])
-    if codes is not None and exemplar_codes is not None:
+    if codes is not None and exemplar_codes is not None and candidates:
+        near = nearest_exemplars(envelope @ basis, pool, candidates)                  # (n, candidates)
+        query = np.asarray(codes[speech], np.float32)
+        keys = np.asarray(exemplar_codes, np.float32)[near]                          # (n, candidates, d)
+        distance = np.square(keys - query[:, None, :]).sum(axis=2)
+        take = min(k, near.shape[1])
+        nearest = np.take_along_axis(near, np.argpartition(distance, take - 1, axis=1)[:, :take], axis=1)
+    elif codes is not None and exemplar_codes is not None:
         nearest = nearest_exemplars(np.asarray(codes[speech], np.float32),
                                     np.asarray(exemplar_codes, np.float32), k)
     else:

@@ -174,13 +174,17 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
     if target.envelopes is not None:
-        codes, exemplar_codes = None, None   # by envelope
+        codes, exemplar_codes, candidates = None, None, None   # by envelope
         if settings.exemplar_match == "z" and target.envelope_z is not None:
             codes, exemplar_codes = layout.per_frame(z), target.envelope_z
-        elif settings.exemplar_match == "phones" and target.envelope_phones is not None and phone_keys is not None:
+        elif settings.exemplar_match in ("phones", "envelope+phones") and target.envelope_phones is not None \
+                and phone_keys is not None:
             codes, exemplar_codes = phone_keys, target.envelope_phones
+            if settings.exemplar_match == "envelope+phones":
+                candidates = settings.voiced_candidates
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
-                                     amount=amounts.envelope, codes=codes, exemplar_codes=exemplar_codes)
+                                     amount=amounts.envelope, codes=codes, exemplar_codes=exemplar_codes,
+                                     candidates=candidates)
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         own_fine = settings.fine_structure == "source"
