@@ -187,7 +187,13 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
                                      candidates=candidates)
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
-        own_fine = settings.fine_structure == "source"
+        # Where the target gives no fine structure and the pitch stays (strength 0, or a bare code), "target"
+        # keeps the source's own, unstretched, rather than a pulse train: the source's own voice through the
+        # decoder's envelope.
+        nothing_of_target = ((not amounts.target_fine or target.voiced is None)
+                             and (amounts.register == 0 or target.register is None))
+        own_fine = settings.fine_structure == "source" or (settings.fine_structure == "target"
+                                                           and nothing_of_target and source_frames is not None)
         frames, phase = rebuild_harmonics(
             frames, f0, voiced, source=source.register, target=target.register, cfg=model.feature_config,
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
