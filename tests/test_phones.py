@@ -124,3 +124,27 @@ def test_matching_by_phones_changes_the_conversion_and_streams(phones_model, tmp
     assert np.abs(by_phones - by_envelope).max() > 1e-3
     streamed = StreamingConverter(phones_model, target, exemplar_match="phones").convert(audio)
     assert streamed.shape == audio.shape and np.all(np.isfinite(streamed))
+
+
+def test_phone_keys_become_the_dsaes_content_targets(tmp_path):
+    """`python -m training.phones targets`: a cache beside the features whose content targets are the
+    recogniser's keys, one row per frame, that the DSAE's dataset loads."""
+    import json
+
+    from training.data.content import load_content_targets
+    from training.dataset import write_synthetic_cache
+    from training.phones import PHONES, PhoneConfig, PhoneNet, write_content_targets
+
+    features = write_synthetic_cache(tmp_path / "features")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = PhoneConfig(channels=16, embedding=8)
+    torch.save({"model": PhoneNet(cfg).state_dict(), "config": json.dumps(cfg.__dict__)}, run / "checkpoint.pt")
+    out = tmp_path / "with-phones"
+    write_content_targets(features, out, run)
+    for split in ("train", "dev"):
+        n = np.load(features / split / "frames.npy", mmap_mode="r").shape[0]
+        targets = load_content_targets(out, split, n)
+        assert targets.shape == (n, len(PHONES)) and np.all(np.isfinite(targets))
+    train = load_content_targets(out, "train", np.load(features / "train" / "frames.npy", mmap_mode="r").shape[0])
+    assert np.abs(train.astype(np.float32).mean(axis=0)).max() < 0.05       # standardised on train

@@ -417,6 +417,47 @@ def write_phones(net: PhoneNet, model_dir: Path, *, epochs: int = 0, dev_phone_e
     return path
 
 
+def write_content_targets(features: Path, out: Path, run_dir: Path, splits=("train", "dev")) -> None:
+    """A feature cache whose content targets (training.data.content's layout) are this recogniser's phone
+    keys (square-root posteriors, each standardised on the train split): a target that the spectrum around a
+    frame does predict, unlike a recogniser encoder's last layer (docs/experiments.md). `out` links to the
+    features of `features` and holds its own content files."""
+    import csv
+
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
+    cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
+    net = PhoneNet(cfg)
+    net.load_state_dict(state["model"])
+    exported = _Exported(net).eval()
+    features, out = Path(features).resolve(), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("manifest.json", "mean.npy", "std.npy"):
+        if not (out / name).exists():
+            (out / name).symlink_to(features / name)
+    meta = {"format": "dsae-vc-content/2", "source": f"phone keys of {run_dir} (training.phones)",
+            "dim": len(PHONES), "splits": {}}
+    scale = None
+    for split in splits:
+        (out / split).mkdir(exist_ok=True)
+        for name in ("frames.npy", "segments.npy", "utterances.csv"):
+            if not (out / split / name).exists():
+                (out / split / name).symlink_to(features / split / name)
+        frames = np.load(features / split / "frames.npy", mmap_mode="r")
+        keys = np.zeros((frames.shape[0], len(PHONES)), np.float32)
+        with open(features / split / "utterances.csv", newline="") as fh:
+            for row in csv.DictReader(fh):
+                start, n = int(row["frame_start"]), int(row["n_frames"])
+                with torch.no_grad():
+                    posteriors = exported(torch.from_numpy(np.array(frames[start:start + n], np.float32))[None])
+                keys[start:start + n] = np.sqrt(posteriors.numpy())
+        if scale is None:
+            scale = (keys.mean(axis=0), keys.std(axis=0) + 1e-3)
+        np.save(out / split / "content.npy", ((keys - scale[0]) / scale[1]).astype(np.float16))
+        meta["splits"][split] = int(frames.shape[0])
+        print(f"{split}: {frames.shape[0]} frames", flush=True)
+    (out / "content.json").write_text(json.dumps(meta, indent=2))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.phones")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -435,9 +476,15 @@ def main(argv=None) -> int:
     e = sub.add_parser("export")
     e.add_argument("run_dir")
     e.add_argument("-o", "--out", required=True, help="the model directory that gets phones.onnx")
+    c = sub.add_parser("targets", help="a feature cache with phone keys as the DSAE's content targets")
+    c.add_argument("features")
+    c.add_argument("out")
+    c.add_argument("--run", default="runs/phones")
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args)
+    elif args.command == "targets":
+        write_content_targets(Path(args.features), Path(args.out), Path(args.run))
     else:
         print(export(Path(args.run_dir), Path(args.out)))
     return 0
