@@ -239,3 +239,19 @@ def test_ctrl_c_with_jobs_leaves_only_whole_files_then_resumes(tmp_path, setup):
     summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=2, device="cpu", progress=False, jobs=2)
     assert summary.skipped == len(done) and summary.converted == 24 - len(done) and not summary.failed
     assert len(list(out.glob("*.wav"))) == 24
+
+
+def test_follow_level_reaches_the_conversion_and_nonsense_is_refused(tmp_path, setup, capsys):
+    import soundfile as sf
+
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", speech(1.0), 16000)
+    assert run_cli([src, tmp_path / "half"], setup) == 0
+    assert run_cli([src, tmp_path / "none"], setup, ["--follow-level", "0"]) == 0
+    half, none = (sf.read(tmp_path / name / "a.wav")[0] for name in ("half", "none"))
+    assert half.shape == none.shape and not np.allclose(half, none, atol=1e-4)
+    with pytest.raises(SystemExit) as exc:
+        run_cli([src, tmp_path / "bad"], setup, ["--follow-level", "5"])
+    assert exc.value.code == 2
+    assert "--follow-level: must be from 0 to 2, not 5" in capsys.readouterr().err

@@ -33,6 +33,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A share of a move, 0 to 2 (beyond 1: past it)."""
+    value = float(text)
+    if not (0.0 <= value <= 2.0):
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2, not {text}")
+    return value
+
+
 def one_line_warnings(prog: str) -> None:
     """Show Python warnings (a truncated input file) as `prog: warning: message`, one line each, instead of
     Python's two-line form with a source line."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings, positive_int
+from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings, positive_int, share
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                              f"source voice, 1 is the plain code swap, up to {MAX_STRENGTH:g} (default "
                              f"{DEFAULT_STRENGTH:g}: past the target, which cancels the source identity the "
                              f"dynamic codes still carry)")
+    parser.add_argument("--follow-level", type=share, default=None, metavar="A",
+                        help="how far each converted frame's level moves to its source frame's, 0 to 2 "
+                             "(default 0.5: livelier, less like the target; 0: the decoder's own level)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="write the DSAE's own reconstruction: the target's spectral envelope without "
                              "harmonics rebuilt at the target's pitch (breathy; for studying the model)")
@@ -54,7 +57,7 @@ def main(argv=None) -> int:
                                 jobs=args.jobs, overwrite=args.overwrite, n_iter=args.n_iter,
                                 out_sr=args.sr, device=args.device, threads=args.threads,
                                 progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
-                                strength=args.strength)
+                                strength=args.strength, follow_level=args.follow_level)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 from vc.cli.args import (add_model_arguments, non_negative_float, non_negative_int, one_line_warnings,
-                         positive_float, positive_int)
+                         positive_float, positive_int, share)
 
 
 def _gate(text: str):
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--strength", type=_strength, default=None, metavar="S",
                         help=f"how far the voice moves: f = f_source + S (f_target - f_source), f_source averaged "
                              f"over your speech so far (default {DEFAULT_STRENGTH:g}; 1: the plain code swap)")
+    parser.add_argument("--follow-level", type=share, default=None, metavar="A",
+                        help="how far each converted frame's level moves to your voice's, 0 to 2 (default 0.5; "
+                             "0: the decoder's own level, nearer the target)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="output the model's envelope alone (breathy, no pitch; saves the pitch tracker's "
                              "12.6 ms of latency)")
@@ -109,7 +112,8 @@ def main(argv=None) -> int:
             engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
                                   low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
                                   n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
-                                  strength=args.strength, harmonics=args.harmonics, source=args.source),
+                                  strength=args.strength, harmonics=args.harmonics, source=args.source,
+                                  follow_level=args.follow_level),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

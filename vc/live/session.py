@@ -279,7 +279,7 @@ def build_engine(settings: EngineSettings):
         raise LiveError(str(exc)) from None
     mode = dict(MODES["lowlat" if settings.low_latency else "default"])
     chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms, "n_iter": settings.n_iter,
-              "strength": settings.strength}
+              "strength": settings.strength, "follow_level": settings.follow_level}
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
         engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,

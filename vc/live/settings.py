@@ -34,6 +34,7 @@ class EngineSettings:
     passthrough: bool = False
     strength: float | None = None       # None: the engine's default (vc.settings.DEFAULT_STRENGTH)
     harmonics: bool = True              # rebuild the harmonics at the target's pitch register
+    follow_level: float | None = None   # None: the engine's default (vc.settings.ConversionSettings)
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
