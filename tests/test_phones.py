@@ -21,21 +21,6 @@ def test_phone_texts_drop_stress_and_merge_repeats(tmp_path):
     assert [PHONES[i] for i in texts["u2"]] == ["SIL", "T", "UW", "SIL"]
 
 
-def test_alignment_follows_the_posteriors_and_keeps_every_phone():
-    from training.phones import MIN_FRAMES, viterbi_alignment
-
-    truth = [0] * 4 + [3] * 5 + [5] * 4 + [0] * 4
-    logp = np.full((len(truth), 40), -6.0)
-    logp[np.arange(len(truth)), truth] = 0.0
-    labels = np.array([0, 3, 5, 0])
-    assert viterbi_alignment(logp, labels).tolist() == truth
-    # a phone the posteriors never favour still gets its minimum span, in order
-    labels = np.array([0, 3, 7, 5, 0])
-    path = viterbi_alignment(logp, labels)
-    assert (path == 7).sum() == MIN_FRAMES
-    assert [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]] == labels.tolist()
-
-
 @pytest.fixture(scope="module")
 def phones_model(tiny_dir, tmp_path_factory):
     """The tiny DSAE with an (untrained) phone recogniser in its directory."""
@@ -148,3 +133,23 @@ def test_phone_keys_become_the_dsaes_content_targets(tmp_path):
         assert targets.shape == (n, len(PHONES)) and np.all(np.isfinite(targets))
     train = load_content_targets(out, "train", np.load(features / "train" / "frames.npy", mmap_mode="r").shape[0])
     assert np.abs(train.astype(np.float32).mean(axis=0)).max() < 0.05       # standardised on train
+
+
+def test_ctc_training_steps_lower_the_loss():
+    """A few steps on two utterances: the objective and its batching fit together and can be learnt."""
+    from training.phones import PhoneConfig, PhoneNet, collate, loss_of
+
+    rng = np.random.default_rng(0)
+    examples = [(rng.normal(-4, 1, (60, 200)).astype(np.float32), np.array([0, 5, 9, 0])),
+                (rng.normal(-4, 1, (50, 200)).astype(np.float32), np.array([0, 7, 0]))]
+    torch.manual_seed(0)
+    net = PhoneNet(PhoneConfig(channels=16, embedding=8))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    batch = collate(examples, [0, 1], None)
+    first = loss_of(net, batch).item()
+    for _ in range(30):
+        loss = loss_of(net, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert np.isfinite(first) and loss.item() < 0.5 * first

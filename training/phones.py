@@ -6,15 +6,17 @@ on speakers the evaluation never sees, to spell each utterance's phones with con
 classification (CTC). Its per-frame phone posteriors (a phonetic posteriorgram) are then a key that
 means the same for every speaker, and `vc` matches the target's frames by it.
 
-The CTC here has no blank: every frame belongs to a phone (or to the silence label at either end), so
-the posteriors cover the whole utterance instead of spiking once per phone. Consecutive equal phones
-are merged, which is what lets such an alignment exist.
+CTC's blank spikes: most frames are "no new phone". What the runtime reads is the distribution over the
+phones with the blank set aside (`_Exported`), which still says which phone a frame is nearest to. (Frame
+labels from an even alignment re-aligned by the model, and CTC without a blank, both collapsed onto one
+phone here: docs/experiments.md.)
 
-The network sees only the past and a short future (`PhoneConfig.right_context` frames), so the
-streaming engine can run it with a fixed delay.
+The network sees only the past and a short future (`PhoneConfig.right_context` frames) and normalises each
+frame on its own, so the streaming engine gets a file's keys a hop at a time.
 
-    python -m training.phones train --out runs/phones        # speechocean762 train speakers
-    python -m training.phones export runs/phones -o models/phones
+    python -m training.phones train --out runs/phones --epochs 16 --lr 1e-3   # speechocean762 train speakers
+    python -m training.phones export runs/phones -o MODEL_DIR                 # MODEL_DIR/phones.onnx
+    python -m training.phones targets data/features-mixed data/features-phones --run runs/phones
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 PHONES = ("SIL", "AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH",
           "IH", "IY", "JH", "K", "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW",
           "V", "W", "Y", "Z", "ZH")
-BLANK = len(PHONES)   # CTC's blank: kept out of every path (see the module docstring)
+BLANK = len(PHONES)   # CTC's blank, the last output
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def batches(examples, frames_per_batch: int, rng: np.random.Generator):
     return groups
 
 
-def collate(examples, group, rng: np.random.Generator | None, alignments):
+def collate(examples, group, rng: np.random.Generator | None):
     T = max(examples[i][0].shape[0] for i in group)
     x = np.zeros((len(group), T, examples[group[0]][0].shape[1]), np.float32)
     lengths, targets, target_lengths = [], [], []
@@ -188,97 +190,16 @@ def collate(examples, group, rng: np.random.Generator | None, alignments):
         lengths.append(frames.shape[0])
         targets.append(labels)
         target_lengths.append(labels.size)
-    batch = (torch.from_numpy(x), torch.tensor(lengths), torch.from_numpy(np.concatenate(targets)),
-             torch.tensor(target_lengths))
-    aligned = np.zeros((len(group), T), np.int64)
-    for b, i in enumerate(group):
-        if alignments is not None:
-            aligned[b, :examples[i][0].shape[0]] = alignments[i]
-    return batch, torch.from_numpy(aligned)
+    return (torch.from_numpy(x), torch.tensor(lengths), torch.from_numpy(np.concatenate(targets)),
+            torch.tensor(target_lengths))
 
 
-def flat_start(frames: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Frame labels for the first epochs: silence outside the speech, the phones spread evenly over it.
-    Crude, but it breaks the symmetry that keeps CTC from scratch on one phone for epochs."""
-    from vc.dsp import FeatureConfig
-    from vc.levels import speech_frame_flags
-
-    speech = np.flatnonzero(speech_frame_flags(frames, FeatureConfig()))
-    first, last = (speech[0], speech[-1] + 1) if speech.size else (0, frames.shape[0])
-    inner = labels[1:-1] if labels.size > 2 else labels
-    if last - first < inner.size:
-        first, last = 0, frames.shape[0]
-    out = np.zeros(frames.shape[0], np.int64)
-    out[first:last] = inner[np.minimum((np.arange(last - first) * inner.size) // (last - first), inner.size - 1)]
-    return out
-
-
-MIN_FRAMES = 3   # a phone lasts at least 30 ms: without a floor, alignment squeezes phones to a frame each
-
-
-def viterbi_alignment(logp: np.ndarray, labels: np.ndarray, log_prior: np.ndarray | None = None) -> np.ndarray:
-    """The most likely frame labels (T,) that spell `labels` in order, each phone at least MIN_FRAMES frames:
-    (T, P) log-posteriors -> (T,) phone ids. With `log_prior` the posteriors are divided by the phone
-    priors first (scaled likelihoods, as hybrid recognisers align): otherwise the commonest phone wins
-    every doubtful frame, and alignments and model drift together onto it."""
-    T = logp.shape[0]
-    states = np.repeat(labels, MIN_FRAMES)
-    S = states.size
-    emit = logp[:, states] - (0.0 if log_prior is None else log_prior[states])   # (T, S)
-    loops = (np.arange(S) % MIN_FRAMES) == MIN_FRAMES - 1
-    score = np.full(S, -np.inf)
-    score[0] = emit[0, 0]
-    moved = np.zeros((T, S), bool)
-    for t in range(1, T):
-        stay = np.where(loops, score, -np.inf)
-        advance = np.concatenate([[-np.inf], score[:-1]])
-        moved[t] = advance > stay
-        score = np.maximum(stay, advance) + emit[t]
-    state, path = S - 1, np.empty(T, np.int64)
-    for t in range(T - 1, -1, -1):
-        path[t] = states[state]
-        if t and moved[t, state]:
-            state -= 1
-    return path
-
-
-def realign(model, examples, previous: list[np.ndarray]) -> list[np.ndarray]:
-    counts = np.bincount(np.concatenate(previous), minlength=len(PHONES)) + 1.0
-    log_prior = np.log(counts / counts.sum())
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for (frames, labels), before in zip(examples, previous):
-            if frames.shape[0] < MIN_FRAMES * labels.size:
-                out.append(before)
-                continue
-            _, logp = model(torch.from_numpy(frames)[None])
-            out.append(viterbi_alignment(logp[0].numpy(), labels, log_prior))
-    model.train()
-    return out
-
-
-def loss_of(model, batch, alignments=None):
-    """CTC over the utterance's phones; with `alignments`, frame cross-entropy against them instead."""
+def loss_of(model, batch):
+    """CTC over the utterances' phones, per phone."""
     x, lengths, targets, target_lengths = batch
     _, logp = model(x)
-    if alignments is not None:
-        mask = torch.arange(x.shape[1])[None, :] < lengths[:, None]
-        return F.nll_loss(logp[mask], alignments[mask])
     return F.ctc_loss(logp.transpose(0, 1), targets, lengths, target_lengths, blank=BLANK, reduction="sum",
                       zero_infinity=True) / target_lengths.sum()
-
-
-def frame_accuracy(model, examples) -> float:
-    """Share of frames whose best phone is in the utterance's phone set: a cheap check that it hears phones."""
-    hits = total = 0
-    with torch.no_grad():
-        for frames, labels in examples:
-            _, logp = model(torch.from_numpy(frames)[None])
-            best = logp[0].argmax(-1).numpy()
-            hits += np.isin(best, labels).sum()
-            total += best.size
-    return hits / max(total, 1)
 
 
 def greedy_phone_error(model, examples) -> float:
@@ -322,21 +243,14 @@ def train(args) -> None:
         epoch, history = state["epoch"], json.loads(state["history"])
         print(f"resumed after epoch {epoch}", flush=True)
     rng = np.random.default_rng(epoch)
-    alignments = None
     while epoch < args.epochs:
         model.train()
         start, total, n = time.perf_counter(), 0.0, 0
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
         for group in opt.param_groups:
             group["lr"] = lr
-        if args.objective == "align":
-            if epoch < args.flat_epochs or alignments is None:
-                alignments = [flat_start(*e) for e in train_set]
-            if epoch >= args.flat_epochs:
-                alignments = realign(model, train_set, alignments)
         for group in batches(train_set, args.frames_per_batch, rng):
-            batch, aligned = collate(train_set, group, rng, alignments)
-            loss = loss_of(model, batch, aligned if args.objective == "align" else None)
+            loss = loss_of(model, collate(train_set, group, rng))
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -466,13 +380,10 @@ def main(argv=None) -> int:
     t.add_argument("--corpus", default="data/human")
     t.add_argument("--text-phone", default="data/src/speechocean762/resource/text-phone")
     t.add_argument("--cache", default="data/cache")
-    t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--epochs", type=int, default=16)
+    t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--frames-per-batch", type=int, default=4000)
     t.add_argument("--threads", type=int, default=1)
-    t.add_argument("--objective", choices=("ctc", "align"), default="ctc",
-                   help="ctc: connectionist temporal classification; align: frame labels by flat start and re-alignment")
-    t.add_argument("--flat-epochs", type=int, default=2, help="epochs on an even alignment before the model aligns")
     e = sub.add_parser("export")
     e.add_argument("run_dir")
     e.add_argument("-o", "--out", required=True, help="the model directory that gets phones.onnx")
