@@ -153,3 +153,20 @@ def test_ctc_training_steps_lower_the_loss():
         loss.backward()
         opt.step()
     assert np.isfinite(first) and loss.item() < 0.5 * first
+
+
+def test_matching_by_phones_without_a_recogniser_or_keys_is_refused(tiny, phones_model, tmp_path):
+    """Asked for by name, "phones" never falls back to another match unsaid."""
+    import soundfile as sf
+
+    import vc
+    from vc.speakers import SpeakerError, enroll
+
+    path = tmp_path / "t.wav"
+    sf.write(path, speech(2.0, f0=200.0), 16000)
+    audio = speech(1.0)
+    with pytest.raises(SpeakerError, match="has no phones.onnx"):
+        vc.convert(audio, 16000, enroll([path], tiny).speaker, tiny, exemplar_match="phones")
+    without_keys = enroll([path], tiny).speaker      # enrolled with a model that has no recogniser
+    with pytest.raises(SpeakerError, match="the target has no phone keys"):
+        vc.convert(audio, 16000, without_keys, phones_model, exemplar_match="envelope+phones")

@@ -17,7 +17,7 @@ from vc.levels import speech_frame_flags, speech_segment_flags
 from vc.model import Model, default_model_dir, load_model
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
-from vc.speakers import Speaker, check_speaker, load_speaker
+from vc.speakers import Speaker, SpeakerError, check_speaker, load_speaker
 from vc.stages import convert_frames, decode_windows, encode_windows, source_prior, synthesise
 
 OUTPUT_PEAK = 0.99  # louder output is scaled down as a whole: clipping stays rare, ordinary speech untouched
@@ -96,7 +96,7 @@ def _convert(audio: np.ndarray, target: Speaker, model: Model, settings: Convers
     source = SourceEstimate.of_utterance(windows.speech_f(segments), windows.speech_z(speech),
                                          *(pitch or (None, None)), prior=source_prior(model, target.z_stats),
                                          enrolled=enrolled)
-    phone_keys = model.phones.keys(frames) if model.phones is not None else None
+    phone_keys = model.phones.keys(frames) if settings.matches_by_phones else None
     converted, _ = convert_frames(windows.z_mean, windows, model=model, target=target, source=source,
                                   settings=settings, speech=speech, pitch=pitch, source_frames=frames,
                                   phone_keys=phone_keys)
@@ -116,6 +116,13 @@ def resolve_request(model: Model, target, source, settings: ConversionSettings |
     source (None: measured on the audio), each against the model."""
     settings = ConversionSettings.of(settings, **knobs)
     target = resolve_speaker(target, model)
+    if settings.matches_by_phones:   # asked for by name: never fall back to another match unsaid
+        if model.phones is None:
+            raise SpeakerError(f"exemplar_match {settings.exemplar_match!r} needs a phone recogniser: "
+                               f"{model.model_dir} has no phones.onnx (python -m training.phones export)")
+        if target.envelope_phones is None:
+            raise SpeakerError(f"exemplar_match {settings.exemplar_match!r}: the target has no phone keys; "
+                               f"enrol it again (vc-enroll) with this model")
     return settings, target, None if source is None else resolve_speaker(source, model, name="source")
 
 

@@ -114,8 +114,8 @@ class StreamingConverter:
         self._passthrough = bool(passthrough)
         # The exemplar sets as float32 once, not on every hop (speaker files keep them as float16).
         self._hop_target = dataclasses.replace(self.target, **{
-            name: np.asarray(getattr(self.target, name), np.float32) for name in ("envelopes", "envelope_z", "envelope_phones")
-            if getattr(self.target, name) is not None})
+            name: np.asarray(getattr(self.target, name), np.float32)
+            for name in ("envelopes", "envelope_z", "envelope_phones") if getattr(self.target, name) is not None})
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
         # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
         self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples)
@@ -171,7 +171,7 @@ class StreamingConverter:
             momentum=self.settings.momentum, lookahead=self.lookahead_frames, window=cfg.window, center=cfg.center)
         self._pitch = StreamingPitch(cfg.sr, cfg.hop_length)
         self._phones = (StreamingPhones(self.model.phones, float(np.log(cfg.log_floor)))
-                        if self.model.phones is not None else None)
+                        if self.settings.matches_by_phones else None)
 
     def reset(self) -> None:
         """Forget all audio: the next push starts like a fresh engine (same settings)."""

@@ -93,6 +93,11 @@ class ConversionSettings:
         return dataclasses.replace(base, **changes) if changes else base
 
     @property
+    def matches_by_phones(self) -> bool:
+        """Whether the envelopes are picked with the model's phone recogniser (vc.phones)."""
+        return self.exemplar_match in ("phones", "envelope+phones")
+
+    @property
     def amounts(self) -> StageAmounts:
         """The one map from strength to every stage. Up to 1 all move in proportion; beyond it f goes on at
         full rate, z's statistics and the envelopes at `move_past_target` of it, the register stays at the

@@ -174,17 +174,9 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
     if target.envelopes is not None:
-        codes, exemplar_codes, candidates = None, None, None   # by envelope
-        if settings.exemplar_match == "z" and target.envelope_z is not None:
-            codes, exemplar_codes = layout.per_frame(z), target.envelope_z
-        elif settings.exemplar_match in ("phones", "envelope+phones") and target.envelope_phones is not None \
-                and phone_keys is not None:
-            codes, exemplar_codes = phone_keys, target.envelope_phones
-            if settings.exemplar_match == "envelope+phones":
-                candidates = settings.voiced_candidates
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
-                                     amount=amounts.envelope, codes=codes, exemplar_codes=exemplar_codes,
-                                     candidates=candidates)
+                                     amount=amounts.envelope,
+                                     **_exemplar_keys(settings, target, lambda: layout.per_frame(z), phone_keys))
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         # Where the target gives no fine structure and the pitch stays (strength 0, or a bare code), "target"
@@ -202,6 +194,18 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     if settings.follow_level and source_frames is not None:
         frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
     return frames, phase
+
+
+def _exemplar_keys(settings: ConversionSettings, target: Speaker, frame_z, phone_keys) -> dict:
+    """What the envelopes are matched by: nothing (by envelope), z, or the phone keys (alone, or ranking the
+    nearest by envelope)."""
+    if settings.exemplar_match == "z" and target.envelope_z is not None:
+        return {"codes": frame_z(), "exemplar_codes": target.envelope_z}
+    if settings.matches_by_phones and target.envelope_phones is not None and phone_keys is not None:
+        ranked = settings.exemplar_match == "envelope+phones"
+        return {"codes": phone_keys, "exemplar_codes": target.envelope_phones,
+                "candidates": settings.voiced_candidates if ranked else None}
+    return {}
 
 
 def follow_source_level(frames: np.ndarray, source_frames: np.ndarray, cfg, *, amount: float = 1.0) -> np.ndarray:
