@@ -188,7 +188,8 @@ def test_running_register_settles_and_follows_a_new_speaker():
 def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
     from helpers import tiny_model_dir
     from vc.conversion import convert_at_model_rate
-    from vc.stages import rebuild_harmonics
+    from vc.excitation import fine_structure_at_ratio
+    from vc.stages import fine_structure_of, rebuild_harmonics
     from vc.dsp import griffinlim, log_magnitude, magnitude_from_features
     from vc.model import load_model
     from vc.pitch import Register, smooth_across_frequency, yin
@@ -202,11 +203,11 @@ def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
     # A speech-like envelope (the source's own, smoothed) stands in for the decoder's output.
     envelope = smooth_across_frequency(log_magnitude(source, cfg=cfg))
 
-    def with_harmonics(envelope, audio, target):
+    def with_harmonics(envelope, audio, target, **fine):
         f0, voiced = yin(audio, SR, HOP)
         f0, voiced = f0[:envelope.shape[0]], voiced[:envelope.shape[0]]
         return rebuild_harmonics(envelope, f0, voiced, source=Register.of(f0, voiced), target=target.register,
-                                 cfg=cfg)[0]
+                                 cfg=cfg, **fine)[0]
 
     def median_f0(frames):
         audio = griffinlim(magnitude_from_features(frames, cfg=cfg), n_iter=16, init="pghi", length=source.size)
@@ -216,6 +217,11 @@ def test_rebuilt_harmonics_sit_at_the_target_register(tmp_path):
 
     up = with_harmonics(envelope, source, Speaker(f, Register(np.log(230.0), 0.03)))
     assert median_f0(up) == pytest.approx(230.0, rel=0.03)
+    # The source's own fine structure, analysed again at the moved pitch (fine_structure "source").
+    own = {"source_fine": fine_structure_of(log_magnitude(source, cfg=cfg)),
+           "source_at_pitch": lambda rows, ratio: fine_structure_at_ratio(source, rows, ratio, cfg)}
+    assert median_f0(with_harmonics(envelope, source, Speaker(f, Register(np.log(230.0), 0.03)), **own)) \
+        == pytest.approx(230.0, rel=0.03)
     kept = with_harmonics(envelope, source, Speaker(f))       # no register: the source's pitch
     assert median_f0(kept) == pytest.approx(140.0, rel=0.03)
     whisper = 0.05 * np.random.default_rng(2).standard_normal(2 * SR).astype(np.float32)

@@ -282,7 +282,7 @@ def main(argv=None) -> int:
         half = len(utts) // 2
         code[s] = enroll([u.path for u in utts[:half]], model).speaker
         if args.match == "none":
-            code[s] = dataclasses.replace(code[s], envelopes=None)
+            code[s] = dataclasses.replace(code[s], envelopes=None, envelope_z=None, envelope_phones=None)
         reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 

@@ -78,6 +78,7 @@ def _convert_to(audio: np.ndarray, out_sr: int, target: Speaker, model: Model, s
 def _convert(audio: np.ndarray, target: Speaker, model: Model, settings: ConversionSettings,
              enrolled: Speaker | None) -> np.ndarray:
     from vc.dsp import log_magnitude
+    from vc.excitation import fine_structure_at_ratio
     from vc.pitch import yin
 
     cfg = model.feature_config
@@ -99,7 +100,8 @@ def _convert(audio: np.ndarray, target: Speaker, model: Model, settings: Convers
     phone_keys = model.phones.keys(frames) if settings.matches_by_phones else None
     converted, _ = convert_frames(windows.z_mean, windows, model=model, target=target, source=source,
                                   settings=settings, speech=speech, pitch=pitch, source_frames=frames,
-                                  phone_keys=phone_keys)
+                                  phone_keys=phone_keys,
+                                  source_at_pitch=lambda rows, ratio: fine_structure_at_ratio(audio, rows, ratio, cfg))
     return synthesise(converted, cfg, length=audio.shape[0], n_iter=settings.n_iter,
                       momentum=settings.momentum)[:n]
 

@@ -61,6 +61,7 @@ from vc.phones import StreamingPhones
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
+from vc.excitation import RecentAudio
 from vc.stages import NewestFrames, convert_frames, source_prior
 from vc.streaming_pitch import StreamingPitch
 
@@ -186,6 +187,9 @@ class StreamingConverter:
         self._context_power = np.zeros(model.segment_length)
         self._pending, self._n_pending = [], 0
         self._harmonic_phase = 0.0
+        # The source's own samples, where its excitation is analysed again at the moved pitch.
+        self._recent = (RecentAudio(cfg) if self.harmonics and self.settings.fine_structure == "source" else None)
+        self._frames_done = 0
         # Output = D zeros, then the converted signal: one constant delay whatever the block size.
         delay = np.zeros(self.latency_samples, np.float32)
         self._converted, self._dry = SampleQueue(), SampleQueue()
@@ -214,6 +218,8 @@ class StreamingConverter:
         started = time.perf_counter()
         self.samples_in += x.size
         self._dry.put(x)
+        if self._recent is not None:
+            self._recent.push(x)
         frames = self._features.push(x)
         if frames.shape[0]:
             self._pending.append(frames)
@@ -265,10 +271,15 @@ class StreamingConverter:
         if pitch is not None:
             self._source.add_pitch(*pitch)
         phone_keys = self._phones.push(new_frames) if self._phones is not None else None
+        first, recent = self._frames_done, self._recent
+        at_pitch = None if recent is None else (lambda rows, ratio: recent.fine_structure_at_ratio(first + rows, ratio))
         frames, self._harmonic_phase = convert_frames(
             z_mean, NewestFrames(h, f_mean[0]), model=model, target=self._hop_target, source=self._source,
             settings=self.settings, speech=speech, pitch=pitch, source_frames=new_frames, phone_keys=phone_keys,
-            phase=self._harmonic_phase)
+            source_at_pitch=at_pitch, phase=self._harmonic_phase)
+        self._frames_done += h
+        if recent is not None:
+            recent.keep_from_frame(self._frames_done)
         samples = self._griffinlim.push(dsp.magnitude_from_features(frames, cfg=self.cfg))
         self.input_level_db = float(np.max(levels))
         self._gate.add_frames(levels)

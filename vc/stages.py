@@ -158,15 +158,18 @@ def source_prior(model: Model, target: CodeStats | None) -> CodeStats | None:
 def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, source: SourceEstimate,
                    settings: ConversionSettings, speech: np.ndarray,
                    pitch: tuple[np.ndarray, np.ndarray] | None = None, source_frames: np.ndarray | None = None,
-                   phone_keys: np.ndarray | None = None, phase: float = 0.0) -> tuple[np.ndarray, float]:
+                   phone_keys: np.ndarray | None = None, source_at_pitch=None,
+                   phase: float = 0.0) -> tuple[np.ndarray, float]:
     """The encoder's z of the frames' windows -> (converted raw log-magnitude frames (T, n_features), the
     pulse train's phase after them). Each stage moves `settings.amounts` of the way to the target, so at
     strength 0 nothing of the target is used.
 
     layout: `EncodedWindows` or `NewestFrames`. speech: (T,) flags of the frames. pitch: their F0 and
     voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", and the
-    level the output follows). phone_keys: their `vc.phones` keys (exemplars matched by phones). phase:
-    where the pulse train goes on (a stream)."""
+    level the output follows). phone_keys: their `vc.phones` keys (exemplars matched by phones).
+    source_at_pitch(rows, ratio): the source's fine structure at those frames with the pitch moved by
+    `ratio` (`vc.excitation`; fine_structure "source"; without it the source's is stretched along frequency).
+    phase: where the pulse train goes on (a stream)."""
     amounts = settings.amounts
     source_f = source.f
     code = mixed_code(source_f if source_f is not None else layout.own_f, target.f, amounts.f)
@@ -190,7 +193,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
             frames, f0, voiced, source=source.register, target=target.register, cfg=model.feature_config,
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
             near=settings.voiced_candidates, amount=amounts.register,
-            source_fine=fine_structure_of(source_frames) if own_fine else None)
+            source_fine=fine_structure_of(source_frames) if own_fine else None,
+            source_at_pitch=source_at_pitch if settings.fine_structure == "source" else None)
     if settings.follow_level and source_frames is not None:
         frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
     return frames, phase
@@ -226,7 +230,7 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
                       target: Register | None, cfg, phase: float = 0.0,
                       voiced_exemplars: VoicedExemplars | None = None, near: int = DEFAULTS.voiced_candidates,
                       amount: float = 1.0,
-                      source_fine: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                      source_fine: np.ndarray | None = None, source_at_pitch=None) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
     harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
     (the source's own when target is None), the pulse train's phase after the last frame).
@@ -234,7 +238,8 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
     The harmonics are the target's own fine structure when `voiced_exemplars` holds it
     (`vc.exemplars.voiced_fine_structure`, nearest F0 among the `near` nearest envelopes), else a pulse
     train's. `source_fine`, the source's own fine structure of the same frames, replaces both: stretched
-    to the moved F0 in voiced frames, unchanged in the others. A source register of None (no voiced speech
+    to the moved F0 in voiced frames (or analysed there again by `source_at_pitch(rows, ratio)`), unchanged
+    in the others. A source register of None (no voiced speech
     yet) leaves the envelope as it is. `phase` continues a stream."""
     if source is None:
         return envelope, phase
@@ -246,7 +251,11 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
     smooth = smooth_across_frequency(envelope)
     if source_fine is not None:
         fine = np.array(source_fine, np.float32, copy=True)
-        fine[voiced] = stretch_along_frequency(fine[voiced], moved[voiced] / f0[voiced], cfg)
+        ratio = moved[voiced] / f0[voiced]
+        if source_at_pitch is not None:
+            fine[voiced] = source_at_pitch(np.flatnonzero(voiced), ratio)
+        else:
+            fine[voiced] = stretch_along_frequency(fine[voiced], ratio, cfg)
     elif voiced_exemplars is not None:
         fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
     else:
