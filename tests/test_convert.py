@@ -503,3 +503,37 @@ def test_converted_frames_follow_the_source_level():
     np.testing.assert_allclose(frame_level_db(half, cfg),
                                0.5 * (frame_level_db(source, cfg) + frame_level_db(converted, cfg)), atol=1e-3)
     np.testing.assert_array_equal(follow_source_level(converted, source, cfg, amount=0.0), converted)
+
+
+def test_source_detail_adds_back_what_the_decoder_misses_of_the_source(tiny):
+    """source_detail d adds d x (the source's envelope - the decoder's envelope of it with the source's own
+    code): the same frames whatever the target, and at strength 0 with d = 1 the source's own envelope."""
+    from vc.dsp import log_magnitude
+    from vc.levels import speech_frame_flags
+    from vc.pitch import smooth_across_frequency
+    from vc.settings import ConversionSettings
+    from vc.source import SourceEstimate
+    from vc.speakers import Speaker
+    from vc.stages import convert_frames, encode_windows
+
+    cfg = tiny.feature_config
+    frames = log_magnitude(speech(1.5, f0=150.0, formant=700.0, seed=2), cfg=cfg)
+    windows = encode_windows(frames, tiny)
+    speech_flags = speech_frame_flags(frames, cfg)
+    source = SourceEstimate(f_dim=tiny.f_dim, z_dim=tiny.z_dim)
+    source.add_windows(windows.f_mean)
+    rng = np.random.default_rng(0)
+
+    def converted(target, strength, detail):
+        settings = ConversionSettings(strength=strength, harmonics=False, follow_level=0.0, source_detail=detail)
+        return convert_frames(windows.z_mean, windows, model=tiny, target=target, source=source,
+                              settings=settings, speech=speech_flags, source_frames=frames)[0]
+
+    targets = [Speaker(rng.standard_normal(tiny.f_dim).astype(np.float32)) for _ in range(2)]
+    added = [converted(t, 1.5, 0.7) - converted(t, 1.5, 0.0) for t in targets]
+    assert np.abs(added[0]).max() > 0.05
+    np.testing.assert_allclose(added[0], added[1], atol=1e-4)
+    own = converted(targets[0], 0.0, 1.0)
+    np.testing.assert_allclose(own - converted(targets[0], 0.0, 0.0),
+                               smooth_across_frequency(frames) - smooth_across_frequency(converted(targets[0], 0.0, 0.0)),
+                               atol=1e-4)

@@ -28,7 +28,10 @@ through STFT and Griffin-Lim alone: what the phase costs), `wer_resynth` (the DS
 source with its own enrolled code at strength 0, on the same path: what the model costs), `wer_converted`
 (the conversions). `content_wer`: the conversions against the Whisper transcript of their own unconverted
 source (no corpus text needed). `dnsmos_ovrl`, `dnsmos_sig`: DNSMOS of the conversions (1-5);
-`dnsmos_ovrl_source`: of the unconverted sources. --details adds each row's transcripts, WERs and DNSMOS.
+`dnsmos_ovrl_source`: of the unconverted sources. `voiced_share`: YIN's voiced frames of the conversions
+over those of their sources (a conversion can keep words and sound by whispering); `pitch_offset_semitones`:
+the mean distance of each conversion's median F0 from the target's register. --details adds each row's
+transcripts, WERs, DNSMOS and pitch.
 Transcripts and DNSMOS scores of corpus files are cached on disk beside the embeddings (data/cache/).
 --no-wer / --no-dnsmos leave a judge out (similarity alone: both).
 
@@ -113,11 +116,32 @@ def _judge_scores(rows: list[dict]) -> dict:
             content.add(r["transcript_source"], r["transcript_converted"])
         out.update(content_wer=_rate(content), content_wer_utterances=content.utterances,
                    wer_utterances=len(texted), wer_untexted=len(rows) - len(texted))
+    if rows and "voiced_frames_converted" in rows[0]:
+        # A conversion can keep the words by losing its pitch (a whispered output): how much of the sources'
+        # voicing survives, and how far the converted pitch sits from the target's register.
+        voiced_source = sum(r["voiced_frames_source"] for r in rows)
+        offsets = [abs(r["pitch_offset_semitones"]) for r in rows if r["pitch_offset_semitones"] is not None]
+        out.update(voiced_share=round(sum(r["voiced_frames_converted"] for r in rows) / max(voiced_source, 1), 4),
+                   pitch_offset_semitones=round(float(np.mean(offsets)), 3) if offsets else None)
     if rows and "dnsmos_ovrl" in rows[0]:
         out.update(dnsmos_ovrl=_mean(r["dnsmos_ovrl"] for r in rows),
                    dnsmos_sig=_mean(r["dnsmos_sig"] for r in rows),
                    dnsmos_ovrl_source=_mean(r["dnsmos_ovrl_source"] for r in rows))
     return out
+
+
+def _pitch_judged(audio: np.ndarray, converted: np.ndarray, register, sr: int, hop_length: int) -> dict:
+    """YIN's voiced frames of the source and of its conversion, and the conversion's median F0 against
+    the target's register (semitones; None without a register or voicing)."""
+    from vc.pitch import yin
+
+    _, voiced_source = yin(audio, sr, hop_length)
+    f0, voiced = yin(converted, sr, hop_length)
+    offset = None
+    if register is not None and voiced.any():
+        offset = round(float(12.0 * (np.log(np.median(f0[voiced])) - register.log_mean) / np.log(2.0)), 3)
+    return {"voiced_frames_source": int(voiced_source.sum()), "voiced_frames_converted": int(voiced.sum()),
+            "pitch_offset_semitones": offset}
 
 
 def open_judges(wer: bool, dnsmos: bool, cache: Path | None, sr: int, read_audio, tool: str):
@@ -223,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
                              "(default: vc.settings.ConversionSettings)")
+    parser.add_argument("--source-detail", type=float, default=None,
+                        help="share of the source's envelope the decoder misses added back (default: the library's)")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
@@ -252,7 +278,7 @@ def main(argv=None) -> int:
     settings = ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
-        follow_level=args.follow_level)
+        follow_level=args.follow_level, source_detail=args.source_detail)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -320,6 +346,7 @@ def main(argv=None) -> int:
             for key in ("source", "gl", "resynth", "converted"):
                 row[f"wer_{key}"] = round(wer(text, row[f"transcript_{key}"]), 4) if text else None
             row["content_wer"] = round(wer(said, row["transcript_converted"]), 4) if said else None
+        row.update(_pitch_judged(audio, converted, code[row["target"]].register, sr, cfg.hop_length))
         if mos is not None:
             scored = mos.score(converted)
             row.update(dnsmos_ovrl=round(scored["ovrl"], 4), dnsmos_sig=round(scored["sig"], 4),
@@ -363,7 +390,7 @@ def main(argv=None) -> int:
         "strength": strength,
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share,
-        "follow_level": settings.follow_level,
+        "follow_level": settings.follow_level, "source_detail": settings.source_detail,
         "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),

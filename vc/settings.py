@@ -56,6 +56,10 @@ class ConversionSettings:
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
     # DNSMOS from 1.89 to 2.14 for 0.05 of target-closer rate, 1.0 to 2.15 for 0.10 (docs/experiments.md).
     follow_level: float = 0.5
+    # Share of what the decoder misses of the source's own envelope (the source's envelope less the decoder's
+    # reconstruction of it with the source's own code) added back to the conversion: the decoder blurs
+    # formants, and with them words.
+    source_detail: float = 0.0
     fine_structure: str = "target"         # FINE_STRUCTURES
     n_iter: int = 32                       # Griffin-Lim iterations (fast GL, PGHI start)
     momentum: float = 0.99                 # fast Griffin-Lim's momentum
@@ -74,7 +78,7 @@ class ConversionSettings:
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
-        for name in ("move_past_target", "envelope_share", "follow_level"):
+        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))

@@ -173,6 +173,11 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     amounts = settings.amounts
     source_f = source.f
     code = mixed_code(source_f if source_f is not None else layout.own_f, target.f, amounts.f)
+    detail = None
+    if settings.source_detail and source_frames is not None:
+        own_code = source_f if source_f is not None else layout.own_f
+        detail = settings.source_detail * (smooth_across_frequency(source_frames)
+                                           - smooth_across_frequency(layout.decode(model, own_code, z)))
     if target.z_stats is not None:
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
@@ -180,6 +185,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
                                      amount=amounts.envelope,
                                      **_exemplar_keys(settings, target, lambda: layout.per_frame(z), phone_keys))
+    if detail is not None:
+        frames = frames + detail
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         # Where the target gives no fine structure and the pitch stays (strength 0, or a bare code), "target"
