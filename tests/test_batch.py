@@ -255,3 +255,6 @@ def test_follow_level_reaches_the_conversion_and_nonsense_is_refused(tmp_path, s
         run_cli([src, tmp_path / "bad"], setup, ["--follow-level", "5"])
     assert exc.value.code == 2
     assert "--follow-level: must be from 0 to 2, not 5" in capsys.readouterr().err
+    assert run_cli([src, tmp_path / "own"], setup, ["--fine-structure", "source", "--source-detail", "0.5"]) == 0
+    own = sf.read(tmp_path / "own" / "a.wav")[0]
+    assert own.shape == half.shape and not np.allclose(own, half, atol=1e-4)

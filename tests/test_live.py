@@ -340,6 +340,9 @@ def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model)
     assert engine.gate_db is None and engine.hop_ms == 40 and engine.n_iter == 5
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0))
     assert engine.gate_db == -40.0 and engine.hop_ms == 200
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
+                                            fine_structure="pulse", source_detail=0.25))
+    assert engine.settings.fine_structure == "pulse" and engine.settings.source_detail == 0.25
 
 
 class SlowEngine:

@@ -8,7 +8,7 @@ from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, MAX_STRENGTH
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES, MAX_STRENGTH
 
     parser = argparse.ArgumentParser(
         prog="vc-batch",
@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-level", type=share, default=None, metavar="A",
                         help="how far each converted frame's level moves to its source frame's, 0 to 2 "
                              "(default 0.5: livelier, less like the target; 0: the decoder's own level)")
+    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
+                        help="what voiced frames carry at the target's pitch: 'source', your own excitation "
+                             "analysed again at that pitch (keeps more words), 'target', the target's own "
+                             "voiced frames, 'pulse', a pulse train (default: the library's)")
+    parser.add_argument("--source-detail", type=share, default=None, metavar="D",
+                        help="share of the source's envelope that the model misses added back, 0 to 2 (more "
+                             "words, less of the target; default: the library's)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="write the DSAE's own reconstruction: the target's spectral envelope without "
                              "harmonics rebuilt at the target's pitch (breathy; for studying the model)")
@@ -57,7 +64,8 @@ def main(argv=None) -> int:
                                 jobs=args.jobs, overwrite=args.overwrite, n_iter=args.n_iter,
                                 out_sr=args.sr, device=args.device, threads=args.threads,
                                 progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
-                                strength=args.strength, follow_level=args.follow_level)
+                                strength=args.strength, follow_level=args.follow_level,
+                                fine_structure=args.fine_structure, source_detail=args.source_detail)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

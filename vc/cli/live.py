@@ -36,7 +36,7 @@ def _latency(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     from vc.engine import DEFAULT_GATE_DB, MODES
-    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES
 
     default, lowlat = MODES["default"], MODES["lowlat"]
     parser = argparse.ArgumentParser(
@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-level", type=share, default=None, metavar="A",
                         help="how far each converted frame's level moves to your voice's, 0 to 2 (default 0.5; "
                              "0: the decoder's own level, nearer the target)")
+    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
+                        help="what voiced frames carry at the target's pitch: 'source', your own excitation "
+                             "analysed again at that pitch (keeps more words), 'target', the target's own "
+                             "voiced frames, 'pulse', a pulse train (default: the library's)")
+    parser.add_argument("--source-detail", type=share, default=None, metavar="D",
+                        help="share of the source's envelope that the model misses added back, 0 to 2 (more "
+                             "words, less of the target; default: the library's)")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="output the model's envelope alone (breathy, no pitch; saves the pitch tracker's "
                              "12.6 ms of latency)")
@@ -113,7 +120,8 @@ def main(argv=None) -> int:
                                   low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
                                   n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
                                   strength=args.strength, harmonics=args.harmonics, source=args.source,
-                                  follow_level=args.follow_level),
+                                  follow_level=args.follow_level, fine_structure=args.fine_structure,
+                                  source_detail=args.source_detail),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

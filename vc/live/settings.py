@@ -35,6 +35,8 @@ class EngineSettings:
     strength: float | None = None       # None: the engine's default (vc.settings.DEFAULT_STRENGTH)
     harmonics: bool = True              # rebuild the harmonics at the target's pitch register
     follow_level: float | None = None   # None: the engine's default (vc.settings.ConversionSettings)
+    fine_structure: str | None = None   # None: the engine's default
+    source_detail: float | None = None  # None: the engine's default
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
