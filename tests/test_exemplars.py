@@ -174,8 +174,9 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, mo
 
 
 def test_conversion_uses_the_targets_voiced_frames(tiny):
-    """File path and engine: a target with voiced frames converts differently from one without; without
-    harmonics, or at strength 0 there is no difference."""
+    """File path and engine, fine_structure "target": a target with voiced frames converts differently from
+    one without; without harmonics, or with the source's own fine structure (the default), there is no
+    difference."""
     from vc.conversion import convert_at_model_rate
     from vc.engine import StreamingConverter
     from vc.exemplars import voiced_exemplar_set
@@ -189,11 +190,14 @@ def test_conversion_uses_the_targets_voiced_frames(tiny):
     bank = voiced_exemplar_set(np.concatenate([_pulse_frames(hz, 8, cfg) for hz in (160.0, 200.0)]),
                                np.repeat([160.0, 200.0], 8))
     plain, voiced = Speaker(f, register), Speaker(f, register, voiced=bank)
-    a = convert_at_model_rate(audio, plain, tiny, n_iter=4)
-    b = convert_at_model_rate(audio, voiced, tiny, n_iter=4)
+    a = convert_at_model_rate(audio, plain, tiny, n_iter=4, fine_structure="target")
+    b = convert_at_model_rate(audio, voiced, tiny, n_iter=4, fine_structure="target")
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
-    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, n_iter=4, harmonics=False),
-                                  convert_at_model_rate(audio, voiced, tiny, n_iter=4, harmonics=False))
-    s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
-    s_voiced = StreamingConverter(tiny, voiced, n_iter=4).convert(audio)
+    bare = {"n_iter": 4, "harmonics": False, "fine_structure": "target"}
+    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, **bare),
+                                  convert_at_model_rate(audio, voiced, tiny, **bare))
+    s_plain = StreamingConverter(tiny, plain, n_iter=4, fine_structure="target").convert(audio)
+    s_voiced = StreamingConverter(tiny, voiced, n_iter=4, fine_structure="target").convert(audio)
     assert not np.allclose(s_plain, s_voiced, atol=1e-3)
+    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, n_iter=4, fine_structure="source"),
+                                  convert_at_model_rate(audio, voiced, tiny, n_iter=4, fine_structure="source"))
