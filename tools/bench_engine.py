@@ -143,6 +143,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="the DSAE's envelope alone (no pitch tracker)")
     parser.add_argument("--strength", type=float, default=None, help="conversion strength (default: the engine's)")
+    parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
+                        help="what voiced frames carry (default: the engine's)")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per measurement (default 20)")
     parser.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations (default 32)")
     parser.add_argument("--pulse", action="store_true",
@@ -151,7 +153,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from vc.settings import DEFAULT_STRENGTH
+    from vc.settings import DEFAULT_STRENGTH, DEFAULTS
     from vc.engine import MODES, StreamingConverter
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, load_speaker
@@ -169,10 +171,11 @@ def main(argv=None) -> int:
     strength = DEFAULT_STRENGTH if args.strength is None else args.strength
     result = {"model": str(model.model_dir), "model_id": model.model_id, "input": source,
               "seconds": round(audio.size / model.feature_config.sr, 2), "n_iter": args.n_iter, "threads": 1,
-              "target": target_path or "zeros", "harmonics": args.harmonics, "strength": strength}
+              "target": target_path or "zeros", "harmonics": args.harmonics, "strength": strength,
+              "fine_structure": args.fine_structure or DEFAULTS.fine_structure}
     for name in ("default", "lowlat"):
         engine = StreamingConverter(model, target, n_iter=args.n_iter, harmonics=args.harmonics,
-                                    strength=strength, **MODES[name])
+                                    strength=strength, fine_structure=args.fine_structure, **MODES[name])
         _time_engine(engine, audio[: model.feature_config.sr])  # warm-up: ORT's first calls are slow
         rtf, peak = _time_engine(engine, audio)
         result[f"rtf_{name}"] = round(rtf, 4)
