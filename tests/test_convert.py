@@ -469,9 +469,10 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
         return a.f, a.z, a.envelope, a.register, a.target_fine
 
     assert amounts(0.0) == (0.0, 0.0, 0.0, 0.0, False)          # nothing of the target
-    assert amounts(0.5, fine_structure="target") == (0.5, 0.5, 0.5, 0.5, True)
-    assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, False)          # the plain swap, all the way; the source's excitation
-    assert amounts(2.0, fine_structure="target") == pytest.approx((2.0, 1.2, 1.2, 1.0, True))   # past the target, pitch at the target's
+    assert amounts(0.5) == (0.5, 0.5, 0.5, 0.5, True)
+    assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, True)           # the plain swap, all the way
+    assert amounts(2.0) == pytest.approx((2.0, 1.2, 1.2, 1.0, True))   # past the target, pitch at the target's
+    assert amounts(1.0, fine_structure="source")[4] is False     # the source's own excitation: none of the target's
     assert amounts(2.0, envelope_share=0.5, fine_structure="pulse")[2:] == pytest.approx((0.6, 1.0, False))
     assert ConversionSettings.of(None, strength=None).strength == ConversionSettings().strength
     assert ConversionSettings.of(ConversionSettings(n_iter=8), strength=1.0) == ConversionSettings(n_iter=8, strength=1.0)

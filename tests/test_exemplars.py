@@ -175,8 +175,7 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, mo
 
 def test_conversion_uses_the_targets_voiced_frames(tiny):
     """File path and engine, fine_structure "target": a target with voiced frames converts differently from
-    one without; without harmonics, or with the source's own fine structure (the default), there is no
-    difference."""
+    one without; without harmonics, or with the source's own fine structure, there is no difference."""
     from vc.conversion import convert_at_model_rate
     from vc.engine import StreamingConverter
     from vc.exemplars import voiced_exemplar_set
