@@ -62,3 +62,18 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="ONNX Runtime intra-op threads (default: the cores available, at most 4; "
                              "vc-batch: divided among the jobs)")
+
+
+def add_words_arguments(parser: argparse.ArgumentParser) -> None:
+    """--fine-structure and --source-detail: the knobs that keep more of the source's words and less of the
+    target's voice, the same in vc-batch and vc-live."""
+    from vc.settings import DEFAULTS, FINE_STRUCTURES
+
+    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
+                        help=f"what voiced frames carry at the target's pitch: 'target', the target's own voiced "
+                             f"frames; 'source', the source's own excitation analysed again at that pitch (more "
+                             f"words, less of the target); 'pulse', a pulse train (default "
+                             f"{DEFAULTS.fine_structure!r})")
+    parser.add_argument("--source-detail", type=share, default=None, metavar="D",
+                        help=f"share of the source's envelope that the model misses added back, 0 to 2 (more "
+                             f"words, less of the target; default {DEFAULTS.source_detail:g})")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import add_model_arguments, non_negative_int, one_line_warnings, positive_int, share
+from vc.cli.args import add_model_arguments, add_words_arguments, non_negative_int, one_line_warnings, positive_int, share
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES, MAX_STRENGTH
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, MAX_STRENGTH
 
     parser = argparse.ArgumentParser(
         prog="vc-batch",
@@ -33,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-level", type=share, default=None, metavar="A",
                         help="how far each converted frame's level moves to its source frame's, 0 to 2 "
                              "(default 0.5: livelier, less like the target; 0: the decoder's own level)")
-    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
-                        help="what voiced frames carry at the target's pitch: 'source', your own excitation "
-                             "analysed again at that pitch (keeps more words), 'target', the target's own "
-                             "voiced frames, 'pulse', a pulse train (default: the library's)")
-    parser.add_argument("--source-detail", type=share, default=None, metavar="D",
-                        help="share of the source's envelope that the model misses added back, 0 to 2 (more "
-                             "words, less of the target; default: the library's)")
+    add_words_arguments(parser)
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="write the DSAE's own reconstruction: the target's spectral envelope without "
                              "harmonics rebuilt at the target's pitch (breathy; for studying the model)")

@@ -6,8 +6,8 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import (add_model_arguments, non_negative_float, non_negative_int, one_line_warnings,
-                         positive_float, positive_int, share)
+from vc.cli.args import (add_model_arguments, add_words_arguments, non_negative_float, non_negative_int,
+                         one_line_warnings, positive_float, positive_int, share)
 
 
 def _gate(text: str):
@@ -36,7 +36,7 @@ def _latency(text: str):
 
 def build_parser() -> argparse.ArgumentParser:
     from vc.engine import DEFAULT_GATE_DB, MODES
-    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH, FINE_STRUCTURES
+    from vc.settings import DEFAULT_N_ITER, DEFAULT_STRENGTH
 
     default, lowlat = MODES["default"], MODES["lowlat"]
     parser = argparse.ArgumentParser(
@@ -74,13 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--follow-level", type=share, default=None, metavar="A",
                         help="how far each converted frame's level moves to your voice's, 0 to 2 (default 0.5; "
                              "0: the decoder's own level, nearer the target)")
-    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
-                        help="what voiced frames carry at the target's pitch: 'source', your own excitation "
-                             "analysed again at that pitch (keeps more words), 'target', the target's own "
-                             "voiced frames, 'pulse', a pulse train (default: the library's)")
-    parser.add_argument("--source-detail", type=share, default=None, metavar="D",
-                        help="share of the source's envelope that the model misses added back, 0 to 2 (more "
-                             "words, less of the target; default: the library's)")
+    add_words_arguments(parser)
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="output the model's envelope alone (breathy, no pitch; saves the pitch tracker's "
                              "12.6 ms of latency)")
