@@ -56,12 +56,12 @@ from vc import dsp
 from vc.audio import AudioError, check_audio
 from vc.conversion import resolve_request
 from vc.engine_output import NoiseGate, PassThroughMix, SampleQueue
+from vc.excitation import RecentAudio
 from vc.levels import SILENCE_DBFS, RunningSpeech, frame_level_db, power_db
 from vc.phones import StreamingPhones
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
-from vc.excitation import RecentAudio
 from vc.stages import NewestFrames, convert_frames, source_prior
 from vc.streaming_pitch import StreamingPitch
 
