@@ -468,18 +468,21 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
         a = ConversionSettings(strength=strength, **more).amounts
         return a.f, a.z, a.envelope, a.register, a.target_fine
 
-    assert amounts(0.0) == (0.0, 0.0, 0.0, 0.0, False)          # nothing of the target
-    assert amounts(0.5) == (0.5, 0.5, 0.5, 0.5, True)
-    assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, True)           # the plain swap, all the way
-    assert amounts(2.0) == pytest.approx((2.0, 1.2, 1.2, 1.0, True))   # past the target, pitch at the target's
-    assert amounts(1.0, fine_structure="source")[4] is False     # the source's own excitation: none of the target's
-    assert amounts(2.0, envelope_share=0.5, fine_structure="pulse")[2:] == pytest.approx((0.6, 1.0, False))
+    assert amounts(0.0) == (0.0, 0.0, 0.0, 0.0, 0.0)            # nothing of the target
+    assert amounts(0.5) == (0.5, 0.5, 0.5, 0.5, 1.0)
+    assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, 1.0)            # the plain swap, all the way
+    assert amounts(2.0) == pytest.approx((2.0, 1.2, 1.2, 1.0, 1.0))    # past the target, pitch at the target's
+    assert amounts(1.0, fine_structure="source")[4] == 0.0      # the source's own excitation: none of the target's
+    assert amounts(1.0, fine_structure="source", target_fine_share=0.5)[4] == 0.5
+    assert amounts(0.0, fine_structure="source", target_fine_share=0.5)[4] == 0.0
+    assert amounts(2.0, envelope_share=0.5, fine_structure="pulse")[2:] == pytest.approx((0.6, 1.0, 0.0))
     assert ConversionSettings.of(None, strength=None).strength == ConversionSettings().strength
     assert ConversionSettings.of(ConversionSettings(n_iter=8), strength=1.0) == ConversionSettings(n_iter=8, strength=1.0)
     with pytest.raises(TypeError, match="strenght"):
         ConversionSettings.of(strenght=1.0)
     for bad in ({"strength": 3.5}, {"strength": True}, {"fine_structure": "noise"}, {"exemplar_match": "pitch"},
-                {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0}):
+                {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0},
+                {"target_fine_share": 1.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ConversionSettings(**bad)
 

@@ -86,3 +86,37 @@ def test_a_stream_of_blocks_analyses_as_the_whole_signal_does():
             done = ready
             recent.keep_from_frame(done)
     np.testing.assert_allclose(np.concatenate(got), whole, atol=1e-5)
+
+
+def test_the_targets_fine_structure_blends_into_the_sources_in_voiced_frames():
+    """target_fine_share w: voiced frames carry (1 - w) x the source's re-analysed fine structure + w x the
+    target's own; unvoiced frames keep the source's."""
+    from vc.dsp import FeatureConfig, log_magnitude
+    from vc.excitation import fine_structure_at_ratio
+    from vc.exemplars import voiced_exemplar_set
+    from vc.pitch import Register, smooth_across_frequency, yin
+    from vc.stages import fine_structure_of, rebuild_harmonics
+
+    cfg = FeatureConfig()
+    source = np.concatenate([harmonic_tone(1.0, 130.0), 0.05 * np.random.default_rng(4).standard_normal(SR // 2)
+                             .astype(np.float32)])
+    frames = log_magnitude(source, cfg=cfg)
+    f0, voiced = yin(source, SR, cfg.hop_length)
+    f0, voiced = f0[:frames.shape[0]], voiced[:frames.shape[0]]
+    theirs = harmonic_tone(1.0, 210.0, seed=5)
+    their_f0, their_voiced = yin(theirs, SR, cfg.hop_length)
+    their_frames = log_magnitude(theirs, cfg=cfg)[:their_f0.size]
+    bank = voiced_exemplar_set(their_frames[their_voiced], their_f0[their_voiced])
+    envelope = smooth_across_frequency(frames)
+
+    def rebuilt(share):
+        return rebuild_harmonics(envelope, f0, voiced, source=Register.of(f0, voiced),
+                                 target=Register(np.log(210.0), 0.03), cfg=cfg, voiced_exemplars=bank,
+                                 source_fine=fine_structure_of(frames), target_share=share,
+                                 source_at_pitch=lambda rows, ratio: fine_structure_at_ratio(source, rows, ratio, cfg))[0]
+
+    own, blended, target = rebuilt(0.0), rebuilt(0.3), rebuilt(1.0)
+    assert voiced.sum() > 50 and (~voiced).sum() > 30
+    assert np.abs(own[voiced] - target[voiced]).max() > 1.0
+    np.testing.assert_allclose(blended[voiced], 0.7 * own[voiced] + 0.3 * target[voiced], atol=1e-4)
+    np.testing.assert_array_equal(blended[~voiced], own[~voiced])

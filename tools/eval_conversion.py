@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--envelope-share", type=float, default=None,
                         help="how much of the z moves the envelopes make towards the target's own "
                              "(default: vc.settings.ConversionSettings)")
+    parser.add_argument("--target-fine-share", type=float, default=None,
+                        help="with --fine-structure source: the share of the target's fine structure blended in")
     parser.add_argument("--source-detail", type=float, default=None,
                         help="share of the source's envelope the decoder misses added back (default: the library's)")
     parser.add_argument("--follow-level", type=float, default=None,
@@ -278,7 +280,8 @@ def main(argv=None) -> int:
     settings = ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
-        follow_level=args.follow_level, source_detail=args.source_detail)
+        follow_level=args.follow_level, source_detail=args.source_detail,
+        target_fine_share=args.target_fine_share)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -391,6 +394,7 @@ def main(argv=None) -> int:
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
+        "target_fine_share": settings.target_fine_share,
         "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),

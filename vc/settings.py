@@ -32,7 +32,7 @@ class StageAmounts:
     z: float          # z's statistics, from the source's to the target's
     envelope: float   # each speech frame's envelope, onto the target's own nearest envelopes
     register: float   # the pitch register (never past the target: a pitch beyond is not the target's)
-    target_fine: bool  # whether voiced frames carry the target's own fine structure
+    target_fine: float  # share of the voiced frames' fine structure that is the target's own
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,9 @@ class ConversionSettings:
     # against 0.86, below issue 20's floor of 0.85: the target's own fine structure carries much of its voice
     # where the two pitches are alike (docs/experiments.md, stop 22). So "target" stays the default.
     fine_structure: str = "target"         # FINE_STRUCTURES
+    # With fine_structure "source": the share of the target's own voiced fine structure blended into the
+    # source's re-analysed one in voiced frames (log domain; 0: the source's alone).
+    target_fine_share: float = 0.0
     n_iter: int = 32                       # Griffin-Lim iterations (fast GL, PGHI start)
     momentum: float = 0.99                 # fast Griffin-Lim's momentum
 
@@ -82,6 +85,8 @@ class ConversionSettings:
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
+        if not 0.0 <= self.target_fine_share <= 1.0:
+            raise ValueError(f"target_fine_share must be between 0 and 1, not {self.target_fine_share!r}")
         for name in ("move_past_target", "envelope_share", "follow_level", "source_detail"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
@@ -106,6 +111,10 @@ class ConversionSettings:
         return self.exemplar_match in ("phones", "envelope+phones")
 
     @property
+    def _target_fine_share(self) -> float:
+        return {"target": 1.0, "source": self.target_fine_share, "pulse": 0.0}[self.fine_structure]
+
+    @property
     def amounts(self) -> StageAmounts:
         """The one map from strength to every stage. Up to 1 all move in proportion; beyond it f goes on at
         full rate, z's statistics and the envelopes at `move_past_target` of it, the register stays at the
@@ -114,7 +123,7 @@ class ConversionSettings:
         past = s if s <= 1.0 else 1.0 + self.move_past_target * (s - 1.0)
         register = min(s, 1.0)
         return StageAmounts(f=s, z=past, envelope=self.envelope_share * past, register=register,
-                            target_fine=self.fine_structure == "target" and register > 0)
+                            target_fine=self._target_fine_share if register > 0 else 0.0)
 
 
 DEFAULTS = ConversionSettings()

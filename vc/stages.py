@@ -201,7 +201,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
             near=settings.voiced_candidates, amount=amounts.register,
             source_fine=fine_structure_of(source_frames) if own_fine else None,
-            source_at_pitch=source_at_pitch if settings.fine_structure == "source" else None)
+            source_at_pitch=source_at_pitch if settings.fine_structure == "source" else None,
+            target_share=amounts.target_fine)
     if settings.follow_level and source_frames is not None:
         frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
     return frames, phase
@@ -237,7 +238,8 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
                       target: Register | None, cfg, phase: float = 0.0,
                       voiced_exemplars: VoicedExemplars | None = None, near: int = DEFAULTS.voiced_candidates,
                       amount: float = 1.0,
-                      source_fine: np.ndarray | None = None, source_at_pitch=None) -> tuple[np.ndarray, float]:
+                      source_fine: np.ndarray | None = None, source_at_pitch=None,
+                      target_share: float = 0.0) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
     harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
     (the source's own when target is None), the pulse train's phase after the last frame).
@@ -245,8 +247,9 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
     The harmonics are the target's own fine structure when `voiced_exemplars` holds it
     (`vc.exemplars.voiced_fine_structure`, nearest F0 among the `near` nearest envelopes), else a pulse
     train's. `source_fine`, the source's own fine structure of the same frames, replaces both: stretched
-    to the moved F0 in voiced frames (or analysed there again by `source_at_pitch(rows, ratio)`), unchanged
-    in the others. A source register of None (no voiced speech
+    to the moved F0 in voiced frames (or analysed there again by `source_at_pitch(rows, ratio)`), with
+    `target_share` of the target's own blended in where `voiced_exemplars` holds it, unchanged in the
+    others. A source register of None (no voiced speech
     yet) leaves the envelope as it is. `phase` continues a stream."""
     if source is None:
         return envelope, phase
@@ -263,6 +266,9 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
             fine[voiced] = source_at_pitch(np.flatnonzero(voiced), ratio)
         else:
             fine[voiced] = stretch_along_frequency(fine[voiced], ratio, cfg)
+        if voiced_exemplars is not None and target_share > 0:
+            theirs = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
+            fine[voiced] = (1.0 - target_share) * fine[voiced] + target_share * theirs[voiced]
     elif voiced_exemplars is not None:
         fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
     else:
