@@ -171,11 +171,10 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     `ratio` (`vc.excitation`; fine_structure "source"; without it the source's is stretched along frequency).
     phase: where the pulse train goes on (a stream)."""
     amounts = settings.amounts
-    source_f = source.f
-    code = mixed_code(source_f if source_f is not None else layout.own_f, target.f, amounts.f)
+    own_code = source.f if source.f is not None else layout.own_f
+    code = mixed_code(own_code, target.f, amounts.f)
     detail = None
     if settings.source_detail and source_frames is not None:
-        own_code = source_f if source_f is not None else layout.own_f
         detail = settings.source_detail * (smooth_across_frequency(source_frames)
                                            - smooth_across_frequency(layout.decode(model, own_code, z)))
     if target.z_stats is not None:
