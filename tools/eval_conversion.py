@@ -130,17 +130,22 @@ def _judge_scores(rows: list[dict]) -> dict:
     return out
 
 
-def _pitch_judged(audio: np.ndarray, converted: np.ndarray, register, sr: int, hop_length: int) -> dict:
-    """YIN's voiced frames of the source and of its conversion, and the conversion's median F0 against
-    the target's register (semitones; None without a register or voicing)."""
+def _voiced_frames(audio: np.ndarray, sr: int, hop_length: int) -> int:
     from vc.pitch import yin
 
-    _, voiced_source = yin(audio, sr, hop_length)
+    return int(yin(audio, sr, hop_length)[1].sum())
+
+
+def _pitch_judged(converted: np.ndarray, voiced_source: int, register, sr: int, hop_length: int) -> dict:
+    """YIN's voiced frames of a conversion beside its source's, and its median F0 against the target's
+    register (semitones; None without a register or voicing)."""
+    from vc.pitch import yin
+
     f0, voiced = yin(converted, sr, hop_length)
     offset = None
     if register is not None and voiced.any():
         offset = round(float(12.0 * (np.log(np.median(f0[voiced])) - register.log_mean) / np.log(2.0)), 3)
-    return {"voiced_frames_source": int(voiced_source.sum()), "voiced_frames_converted": int(voiced.sum()),
+    return {"voiced_frames_source": voiced_source, "voiced_frames_converted": int(voiced.sum()),
             "pitch_offset_semitones": offset}
 
 
@@ -318,7 +323,7 @@ def main(argv=None) -> int:
     paths = ("file", "stream") if args.path == "both" else (args.path,)
     rows = {name: [] for name in paths}
     engines = {}
-    heard: dict = {}   # transcripts of what does not depend on the target, once per run
+    heard: dict = {}   # what does not depend on the target (transcripts, voicing), once per run
 
     def engine(target, known, strength):
         key = (target, known, strength)
@@ -349,7 +354,10 @@ def main(argv=None) -> int:
             for key in ("source", "gl", "resynth", "converted"):
                 row[f"wer_{key}"] = round(wer(text, row[f"transcript_{key}"]), 4) if text else None
             row["content_wer"] = round(wer(said, row["transcript_converted"]), 4) if said else None
-        row.update(_pitch_judged(audio, converted, code[row["target"]].register, sr, cfg.hop_length))
+        if ("voiced", utt.path) not in heard:
+            heard["voiced", utt.path] = _voiced_frames(audio, sr, cfg.hop_length)
+        row.update(_pitch_judged(converted, heard["voiced", utt.path], code[row["target"]].register, sr,
+                                 cfg.hop_length))
         if mos is not None:
             scored = mos.score(converted)
             row.update(dnsmos_ovrl=round(scored["ovrl"], 4), dnsmos_sig=round(scored["sig"], 4),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import add_model_arguments, add_words_arguments, non_negative_int, one_line_warnings, positive_int, share
+from vc.cli.args import (add_model_arguments, add_words_arguments, non_negative_int, one_line_warnings,
+                         positive_int, share)
 
 
 def build_parser() -> argparse.ArgumentParser:
