@@ -181,6 +181,44 @@ def test_jobs_use_processes_and_agree(tmp_path, setup):
     assert 1 <= len(two.worker_pids) <= 2 and os.getpid() not in two.worker_pids
 
 
+def test_a_worker_killed_mid_batch_fails_only_its_file(tmp_path, setup):
+    """A worker that dies (out of memory, killed) costs the file it held; the other worker converts the rest
+    and the batch ends instead of waiting forever for the lost result."""
+    import multiprocessing
+    import signal
+    import threading
+    import time
+
+    from vc.batch import batch_convert
+
+    model_dir, target = setup
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        sf.write(src / f"{i:02d}.wav", speech(1.0, seed=i), 16000)
+    out = tmp_path / "out"
+    killed = []
+
+    def kill_one_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            workers = multiprocessing.active_children()
+            if len(workers) == 2 and out.is_dir() and any(out.glob("*.wav")):
+                os.kill(workers[0].pid, signal.SIGKILL)
+                killed.append(workers[0].pid)
+            time.sleep(0.005)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    summary = batch_convert(src, out, target, model_dir=model_dir, n_iter=300, device="cpu", progress=False,
+                            jobs=2)
+    killer.join()
+    assert killed, "the batch ended before a worker could be killed"
+    assert len(summary.failed) == 1 and "worker process ended (exit code -9)" in summary.failed[0][1]
+    assert summary.converted == 11 and len(list(out.glob("*.wav"))) == 11
+    assert multiprocessing.active_children() == []
+
+
 def test_truncated_input_is_converted_and_reported(tmp_path, setup):
     from vc.batch import batch_convert
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import signal
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ def plan_batch(in_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path, str]
 
 # Worker state: one model per process, loaded once.
 _worker: dict = {}
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 
 def _raise_exit(signum, frame):
@@ -119,15 +121,27 @@ def _numpy_single_threaded():
 
 
 def _worker_init(model_dir, device, threads, target, settings, out_sr):
-    import signal
-
-    # Ctrl-C goes to the whole process group: the parent alone decides, then terminates the pool with
+    # Ctrl-C goes to the whole process group: the parent alone decides, then stops the workers with
     # SIGTERM, which becomes SystemExit here so a half-written temporary file is removed on the way out.
+    # Both signals were blocked across the fork (_start_worker) so none arrives before these handlers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_exit)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _worker["blas_limit"] = _numpy_single_threaded()   # kept for the worker's life
     _worker["model"] = load_model(model_dir, device=device, threads=threads)
     _worker.update(target=target, settings=settings, out_sr=out_sr)
+
+
+def _worker_main(conn, parent_end, initargs) -> None:
+    """One worker process: convert the jobs that arrive on its own pipe until None (or the pipe closes)."""
+    parent_end.close()   # a forked copy of the parent's end would keep this pipe open after the parent died
+    _worker_init(*initargs)
+    try:
+        for job in iter(conn.recv, None):
+            conn.send(_worker_convert(job))
+    except EOFError:   # the parent has gone
+        pass
 
 
 def _worker_convert(job):
@@ -175,23 +189,88 @@ def _check_settings(jobs: int, out_sr: int | None, settings, knobs) -> Conversio
         raise BatchError(f"--{str(exc).replace('_', '-')}") from None
 
 
+def _start_worker(ctx, initargs, processes: list):
+    """-> the parent's end of a new worker's pipe; the process joins `processes` before a Ctrl-C can arrive.
+    Each worker has a pipe of its own, so no lock is shared between processes and an interrupted batch can
+    always stop its workers (a shared task queue's lock, held by a worker waiting for work, once left a
+    Ctrl-C waiting forever)."""
+    parent_end, child_end = ctx.Pipe()
+    process = ctx.Process(target=_worker_main, args=(child_end, parent_end, initargs), daemon=True)
+    blocked = hasattr(signal, "pthread_sigmask")
+    if blocked:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        process.start()
+        processes.append(process)
+        child_end.close()
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return parent_end
+
+
+def _stop_workers(processes, *, grace: float = 10.0) -> None:
+    """SIGTERM (each worker removes its temporary file and leaves), then SIGKILL for any still there after
+    grace seconds (its temporary file is removed by the next run: remove_stale_temporaries)."""
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+
+
 def _run_pool(todo, jobs: int, initargs, record) -> None:
+    from multiprocessing.connection import wait
+
     # Longest files first: the last busy worker then finishes a short file while the others idle.
-    todo = sorted(todo, key=_size_or_zero, reverse=True)
+    waiting = sorted(todo, key=_size_or_zero)   # popped from the end
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    pool = ctx.Pool(min(jobs, len(todo)), initializer=_worker_init, initargs=initargs)
+    in_hand = {}   # pipe -> (process, the job it is converting)
+    processes = []
+
+    def lost(process, job):   # the worker died (killed, out of memory): its file fails, the rest go on
+        process.join()
+        record((job[2], 0.0, f"worker process ended (exit code {process.exitcode})", [], process.pid))
+
+    def hand_out(conn, process):
+        job = waiting.pop() if waiting else None
+        try:
+            conn.send(job)
+        except OSError:
+            if job is not None:
+                lost(process, job)
+            return
+        if job is not None:
+            in_hand[conn] = (process, job)
+
     try:
-        for result in pool.imap_unordered(_worker_convert, todo):
-            record(result)
-        # Done: the workers leave on their own (close sends each a sentinel). SIGTERM is for interruptions
-        # only; sent to idle workers it has been seen to leave one waiting forever on the task queue's lock.
-        pool.close()
+        for _ in range(min(jobs, len(waiting))):
+            conn = _start_worker(ctx, initargs, processes)
+            hand_out(conn, processes[-1])
+        while in_hand:
+            for conn in wait(list(in_hand)):
+                process, job = in_hand.pop(conn)
+                try:
+                    result = conn.recv()
+                except (EOFError, OSError):   # OSError: reset, when it died with our job unread
+                    lost(process, job)
+                    continue
+                record(result)
+                hand_out(conn, process)
+        for job in reversed(waiting):   # only when every worker has died
+            record((job[2], 0.0, "no worker process left", [], os.getpid()))
+        for process in processes:   # each was sent None and leaves on its own
+            process.join(30.0)
     except BaseException:
-        pool.terminate()
+        _stop_workers(processes)
         raise
-    finally:
-        pool.join()
+    _stop_workers(processes)   # only a worker that hung on its way out is still there
 
 
 def batch_convert(in_dir, out_dir, target, *, model_dir=None, settings: ConversionSettings | None = None,
