@@ -296,3 +296,38 @@ def test_follow_level_reaches_the_conversion_and_nonsense_is_refused(tmp_path, s
     assert run_cli([src, tmp_path / "own"], setup, ["--fine-structure", "source", "--source-detail", "0.5"]) == 0
     own = sf.read(tmp_path / "own" / "a.wav")[0]
     assert own.shape == half.shape and not np.allclose(own, half, atol=1e-4)
+
+
+@pytest.mark.parametrize("command, line", [
+    ("batch", "vc-batch: interrupted; finished files are kept, run again to resume"),
+    ("enroll", "vc-enroll: interrupted, nothing written"),
+    ("live", "vc-live: interrupted"),
+])
+def test_ctrl_c_while_a_command_starts_is_one_line(command, line, monkeypatch, capsys):
+    """Ctrl-C while numpy and ONNX Runtime are still being imported (the first half second of every command)
+    ends with one line and status 130, not a traceback through the imports."""
+    import importlib
+
+    module = importlib.import_module(f"vc.cli.{command}")
+
+    def interrupted(prog):
+        raise KeyboardInterrupt
+
+    def interrupted_in_a_compiled_module(prog):   # pybind11 turns the KeyboardInterrupt into this
+        raise ImportError("initialization failed") from KeyboardInterrupt()
+
+    def broken(prog):
+        raise ImportError("no module named onnxruntime")
+
+    for fault in (interrupted, interrupted_in_a_compiled_module):
+        monkeypatch.setattr(module, "one_line_warnings", fault)
+        assert module.main(_minimal_argv(command)) == 130
+        assert capsys.readouterr().err.strip() == line
+    monkeypatch.setattr(module, "one_line_warnings", broken)
+    with pytest.raises(ImportError, match="no module named"):
+        module.main(_minimal_argv(command))
+
+
+def _minimal_argv(command: str) -> list[str]:
+    return {"batch": ["in", "out", "--target", "t.npy"], "enroll": ["a.wav", "-o", "t.npy"],
+            "live": ["--target", "t.npy"]}[command]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import sys
 
 
 def positive_int(text: str) -> int:
@@ -41,10 +43,28 @@ def share(text: str) -> float:
     return value
 
 
+def interrupted_quietly(prog: str, message: str = "interrupted"):
+    """Decorates a command's main(): Ctrl-C at any moment, also while numpy, ONNX Runtime and the model load,
+    ends with `prog: message` and status 130 instead of a traceback through the imports."""
+    def decorate(main):
+        @functools.wraps(main)
+        def run(argv=None) -> int:
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                pass
+            except ImportError as exc:   # a compiled module interrupted while it initialises says so
+                if not isinstance(exc.__cause__, KeyboardInterrupt):
+                    raise
+            print(f"{prog}: {message}", file=sys.stderr)
+            return 130
+        return run
+    return decorate
+
+
 def one_line_warnings(prog: str) -> None:
     """Show Python warnings (a truncated input file) as `prog: warning: message`, one line each, instead of
     Python's two-line form with a source line."""
-    import sys
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import (add_model_arguments, add_words_arguments, non_negative_int, one_line_warnings,
-                         positive_int, share)
+from vc.cli.args import (add_model_arguments, add_words_arguments, interrupted_quietly, non_negative_int,
+                         one_line_warnings, positive_int, share)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interrupted_quietly("vc-batch", "interrupted; finished files are kept, run again to resume")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     one_line_warnings("vc-batch")
@@ -64,9 +65,6 @@ def main(argv=None) -> int:
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("vc-batch: interrupted; finished files are kept, run again to resume", file=sys.stderr)
-        return 130
     if summary.files == 0:
         print(f"vc-batch: error: no audio files (.wav, .flac, .ogg, ...) under {args.in_dir}", file=sys.stderr)
         return 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vc.cli.args import add_model_arguments, one_line_warnings
+from vc.cli.args import add_model_arguments, interrupted_quietly, one_line_warnings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interrupted_quietly("vc-enroll", "interrupted, nothing written")
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     one_line_warnings("vc-enroll")
@@ -42,9 +43,6 @@ def main(argv=None) -> int:
     except (ModelError, SpeakerError, AudioError, OSError) as exc:
         print(f"vc-enroll: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("vc-enroll: interrupted, nothing written", file=sys.stderr)
-        return 130
     print(f"{result.summary()}; wrote {args.output} (f_dim {result.embedding.shape[0]})")
     return 0
 

@@ -6,8 +6,8 @@ import argparse
 import json
 import math
 import sys
-from vc.cli.args import (add_model_arguments, add_words_arguments, non_negative_float, non_negative_int,
-                         one_line_warnings, positive_float, positive_int, share)
+from vc.cli.args import (add_model_arguments, add_words_arguments, interrupted_quietly, non_negative_float,
+                         non_negative_int, one_line_warnings, positive_float, positive_int, share)
 
 
 def _gate(text: str):
@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@interrupted_quietly("vc-live")   # Ctrl-C before the streams ran (e.g. while the model loads)
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -124,9 +125,6 @@ def main(argv=None) -> int:
     except LiveError as exc:
         print(f"vc-live: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C before the streams ran (e.g. while the model loads)
-        print("vc-live: interrupted", file=sys.stderr)
-        return 130
     print(json.dumps(summary) if args.json else format_summary(summary), flush=True)
     return 0
 
