@@ -58,7 +58,10 @@ class ConversionSettings:
     follow_level: float = 0.5
     # Share of what the decoder misses of the source's own envelope (the source's envelope less the decoder's
     # reconstruction of it with the source's own code) added back to the conversion: the decoder blurs
-    # formants, and with them words.
+    # formants, and with them words. It also holds what the decoder misses of the source's voice: with v3 on
+    # the dev speakers, 0.5 kept the reconstruction's words (0.19 against 0.17 for the sources) and cut the
+    # conversions' (2.41 -> 0.78) but took the margin from 0.141 to 0.113, below the guard a default needs
+    # (docs/experiments.md, stop 23).
     source_detail: float = 0.0
     # "source" at strength 1.5 keeps more words and sounds better (human test speakers, file: word error 1.21
     # against 1.73, DNSMOS 2.32 against 2.09) but is judged nearer the target in 0.76 of the conversions
