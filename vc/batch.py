@@ -105,6 +105,7 @@ def plan_batch(in_dir: Path, out_dir: Path) -> tuple[list[tuple[Path, Path, str]
 # Worker state: one model per process, loaded once.
 _worker: dict = {}
 _STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_CAN_BLOCK_SIGNALS = hasattr(signal, "pthread_sigmask")   # not on Windows
 
 
 def _raise_exit(signum, frame):
@@ -126,7 +127,7 @@ def _worker_init(model_dir, device, threads, target, settings, out_sr):
     # Both signals were blocked across the fork (_start_worker) so none arrives before these handlers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _raise_exit)
-    if hasattr(signal, "pthread_sigmask"):
+    if _CAN_BLOCK_SIGNALS:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _worker["blas_limit"] = _numpy_single_threaded()   # kept for the worker's life
     _worker["model"] = load_model(model_dir, device=device, threads=threads)
@@ -196,15 +197,14 @@ def _start_worker(ctx, initargs, processes: list):
     Ctrl-C waiting forever)."""
     parent_end, child_end = ctx.Pipe()
     process = ctx.Process(target=_worker_main, args=(child_end, parent_end, initargs), daemon=True)
-    blocked = hasattr(signal, "pthread_sigmask")
-    if blocked:
+    if _CAN_BLOCK_SIGNALS:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         process.start()
         processes.append(process)
         child_end.close()
     finally:
-        if blocked:
+        if _CAN_BLOCK_SIGNALS:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return parent_end
 

@@ -15,8 +15,8 @@ MAX_STRENGTH = 3.0
 # voicing, and with them more of the words, but less of the target); "pulse", a pulse train.
 FINE_STRUCTURES = ("target", "source", "pulse")
 # Which of the target's envelopes a frame is drawn onto: the nearest by "envelope", or by "z", what is said
-# (needs a speaker file with envelope_z). With the default model's 16-dimensional z, "z" kept no more words
-# than "envelope"; it is for models whose z carries the phones.
+# (needs a speaker file with envelope_z). With v3's 16-dimensional z, "z" kept no more words than
+# "envelope"; it is for models whose z carries the phones (not yet measured with v4's).
 # "phones": by the model's phone recogniser (vc.phones; needs a model directory with phones.onnx and a
 # speaker file enrolled with it).
 # "envelope+phones": among the `voiced_candidates` nearest by envelope, the nearest by phones.
