@@ -115,6 +115,29 @@ def test_mismatched_target_refused_before_any_work(tmp_path, setup, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_target_without_envelope_z_refused_in_one_line_or_matched_by_envelope(tmp_path, setup, capsys):
+    """Envelopes matched by z (the default) need the z of each envelope: a speaker file without it stops the
+    batch before any work, naming the file, and --exemplar-match envelope converts with it."""
+    from vc.cli.batch import main
+    from vc.speakers import Speaker, save_speaker
+
+    src = make_tree(tmp_path / "in")
+    os.remove(src / "a" / "broken.wav")
+    rng = np.random.default_rng(0)
+    old = tmp_path / "old.npy"
+    save_speaker(old, Speaker(np.array([0.5, -0.5, 1.0, 0.0], np.float32),
+                              envelopes=(rng.standard_normal((40, 48)) * 3).astype(np.float16)))
+    args = [str(src), str(tmp_path / "out"), "--target", str(old), "--model", str(setup[0]), "--device", "cpu",
+            "--n-iter", "2", "--quiet"]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{old}: its envelopes have no z (envelope_z)" in err
+    assert "--exemplar-match envelope" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    assert main(args + ["--exemplar-match", "envelope"]) == 0
+    assert len(list((tmp_path / "out").rglob("*.wav"))) == 3
+
+
 def test_skip_existing_overwrite_and_resume_after_interrupt(tmp_path, setup, monkeypatch):
     import vc.files
     from vc.batch import batch_convert

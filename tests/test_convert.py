@@ -465,13 +465,14 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
     from vc.settings import ConversionSettings
 
     def amounts(strength, **more):
-        a = ConversionSettings(strength=strength, **more).amounts
+        a = ConversionSettings(strength=strength, **{"envelope_share": 1.0, **more}).amounts
         return a.f, a.z, a.envelope, a.register, a.target_fine
 
     assert amounts(0.0) == (0.0, 0.0, 0.0, 0.0, 0.0)            # nothing of the target
     assert amounts(0.5) == (0.5, 0.5, 0.5, 0.5, 1.0)
     assert amounts(1.0) == (1.0, 1.0, 1.0, 1.0, 1.0)            # the plain swap, all the way
     assert amounts(2.0) == pytest.approx((2.0, 1.2, 1.2, 1.0, 1.0))    # past the target, pitch at the target's
+    assert amounts(1.5, envelope_share=0.6)[2] == pytest.approx(0.66)  # the envelopes: their share of z's move
     assert amounts(1.0, fine_structure="source")[4] == 0.0      # the source's own excitation: none of the target's
     assert amounts(1.0, fine_structure="source", target_fine_share=0.5)[4] == 0.5
     assert amounts(0.0, fine_structure="source", target_fine_share=0.5)[4] == 0.0

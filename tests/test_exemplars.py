@@ -96,28 +96,34 @@ def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""
     from vc.conversion import convert_at_model_rate
-    from vc.engine import StreamingConverter
-    from vc.speakers import Speaker
+    from vc.engine import EngineError, StreamingConverter
+    from vc.speakers import Speaker, SpeakerError
 
     audio = speech(1.2)
     rng = np.random.default_rng(1)
     f = rng.standard_normal(8).astype(np.float32)
     envelopes = (rng.standard_normal((30, 48)) * 3).astype(np.float16)
     plain, with_env = Speaker(f), Speaker(f, envelopes=envelopes)
-    a = convert_at_model_rate(audio, plain, tiny, n_iter=4)
-    b = convert_at_model_rate(audio, with_env, tiny, n_iter=4)
+    by_envelope = {"n_iter": 4, "exemplar_match": "envelope"}
+    a = convert_at_model_rate(audio, plain, tiny, **by_envelope)
+    b = convert_at_model_rate(audio, with_env, tiny, **by_envelope)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)
-    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, n_iter=4, strength=0.0),
-                                  convert_at_model_rate(audio, with_env, tiny, n_iter=4, strength=0.0))
-    s_plain = StreamingConverter(tiny, plain, n_iter=4).convert(audio)
-    s_env = StreamingConverter(tiny, with_env, n_iter=4).convert(audio)
+    np.testing.assert_array_equal(convert_at_model_rate(audio, plain, tiny, strength=0.0, **by_envelope),
+                                  convert_at_model_rate(audio, with_env, tiny, strength=0.0, **by_envelope))
+    s_plain = StreamingConverter(tiny, plain, **by_envelope).convert(audio)
+    s_env = StreamingConverter(tiny, with_env, **by_envelope).convert(audio)
     assert not np.allclose(s_plain, s_env, atol=1e-3)
-    # with the z of each envelope's frame and exemplar_match "z", both paths pick exemplars by what is said
+    # with the z of each envelope's frame, the default ("z") picks exemplars by what is said, on both paths
     by_code = Speaker(f, envelopes=envelopes, envelope_z=(rng.standard_normal((30, 4)) * 2).astype(np.float16))
-    np.testing.assert_array_equal(convert_at_model_rate(audio, by_code, tiny, n_iter=4), b)   # default: by envelope
-    assert not np.allclose(convert_at_model_rate(audio, by_code, tiny, n_iter=4, exemplar_match="z"), b, atol=1e-3)
-    assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4, exemplar_match="z").convert(audio), s_env,
+    np.testing.assert_array_equal(convert_at_model_rate(audio, by_code, tiny, **by_envelope), b)
+    assert not np.allclose(convert_at_model_rate(audio, by_code, tiny, n_iter=4), b, atol=1e-3)
+    assert not np.allclose(StreamingConverter(tiny, by_code, n_iter=4).convert(audio), s_env,
                            atol=1e-3)
+    # "z" asked of envelopes that have no z: one clear error, not a quiet fall back to matching by envelope
+    with pytest.raises(SpeakerError, match="envelope_z"):
+        convert_at_model_rate(audio, with_env, tiny, n_iter=4)
+    with pytest.raises(EngineError, match="envelope_z"):
+        StreamingConverter(tiny, with_env, n_iter=4)
 
 
 def _pulse_frames(hz: float, n: int, cfg) -> np.ndarray:
@@ -180,7 +186,7 @@ def test_conversion_uses_the_targets_voiced_frames(tiny):
     from vc.engine import StreamingConverter
     from vc.exemplars import voiced_exemplar_set
     from vc.pitch import Register
-    from vc.speakers import Speaker
+    from vc.speakers import Speaker, SpeakerError
 
     audio = speech(1.2)
     cfg = tiny.feature_config

@@ -623,8 +623,12 @@ def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model,
     assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
     _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))
     assert not plain.harmonics and pitch_status(plain) == "F0 off"
-    from vc.settings import DEFAULT_STRENGTH
+    from vc.settings import DEFAULT_STRENGTH, DEFAULTS
     assert isinstance(plain, StreamingConverter) and plain.strength == DEFAULT_STRENGTH
+    assert plain.settings.exemplar_match == DEFAULTS.exemplar_match
+    _, by_envelope = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
+                                                 exemplar_match="envelope"))
+    assert by_envelope.settings.exemplar_match == "envelope"
     # The command line refuses a strength out of range in one line.
     done = vc_live("--target", target, "--model", model_dir, "--strength", "4", "-o", "none")
     assert done.returncode == 2 and "--strength" in done.stderr and "from 0 to 3" in done.stderr

@@ -168,5 +168,5 @@ def test_matching_by_phones_without_a_recogniser_or_keys_is_refused(tiny, phones
     with pytest.raises(SpeakerError, match="has no phones.onnx"):
         vc.convert(audio, 16000, enroll([path], tiny).speaker, tiny, exemplar_match="phones")
     without_keys = enroll([path], tiny).speaker      # enrolled with a model that has no recogniser
-    with pytest.raises(SpeakerError, match="the target has no phone keys"):
+    with pytest.raises(SpeakerError, match="the target: .*no phone keys"):
         vc.convert(audio, 16000, without_keys, phones_model, exemplar_match="envelope+phones")

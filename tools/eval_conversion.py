@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --fine-structure source: the share of the target's fine structure blended in")
     parser.add_argument("--source-detail", type=float, default=None,
                         help="share of the source's envelope the decoder misses added back (default: the library's)")
+    parser.add_argument("--envelopes-per-frame", type=int, default=None,
+                        help="target envelopes averaged per converted frame (default: the settings')")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
@@ -286,7 +288,7 @@ def main(argv=None) -> int:
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
         follow_level=args.follow_level, source_detail=args.source_detail,
-        target_fine_share=args.target_fine_share)
+        target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -403,6 +405,7 @@ def main(argv=None) -> int:
         "envelope_share": settings.envelope_share,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
         "target_fine_share": settings.target_fine_share,
+        "envelopes_per_frame": settings.envelopes_per_frame,
         "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),

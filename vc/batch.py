@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vc.audio import AUDIO_EXTENSIONS, AudioError
-from vc.conversion import convert_file, resolve_speaker
+from vc.conversion import convert_file, resolve_request
 from vc.model import load_model
 from vc.settings import ConversionSettings
 from vc.speakers import SpeakerError
@@ -291,7 +291,7 @@ def batch_convert(in_dir, out_dir, target, *, model_dir=None, settings: Conversi
     threads = threads or default_threads_per_job(jobs)
     # Validate model and target before any work; the workers load their own copies.
     model = load_model(model_dir, device=device, threads=threads)
-    target = resolve_speaker(target, model)
+    settings, target, _ = resolve_request(model, target, None, settings, {})
     if describe is not None:
         describe(model.describe() + (f", {jobs} jobs" if jobs > 1 else ""))
 

@@ -117,15 +117,21 @@ def resolve_request(model: Model, target, source, settings: ConversionSettings |
     """What every entrance checks once: the settings with the named knobs, the target and the enrolled
     source (None: measured on the audio), each against the model."""
     settings = ConversionSettings.of(settings, **knobs)
-    target = resolve_speaker(target, model)
-    if settings.matches_by_phones:   # asked for by name: never fall back to another match unsaid
+    speaker = resolve_speaker(target, model)
+    named = f"{target}: " if isinstance(target, (str, os.PathLike)) else "the target: "
+    # asked for by name or by default: never fall back to another match unsaid
+    if settings.exemplar_match == "z" and speaker.envelopes is not None and speaker.envelope_z is None:
+        raise SpeakerError(f"{named}its envelopes have no z (envelope_z) to match by what is said; enrol it "
+                           f"again (vc-enroll) with this model, or match by envelope (exemplar_match='envelope', "
+                           f"--exemplar-match envelope)")
+    if settings.matches_by_phones:
         if model.phones is None:
             raise SpeakerError(f"exemplar_match {settings.exemplar_match!r} needs a phone recogniser: "
                                f"{model.model_dir} has no phones.onnx (python -m training.phones export)")
-        if target.envelope_phones is None:
-            raise SpeakerError(f"exemplar_match {settings.exemplar_match!r}: the target has no phone keys; "
+        if speaker.envelope_phones is None:
+            raise SpeakerError(f"{named}exemplar_match {settings.exemplar_match!r}: no phone keys; "
                                f"enrol it again (vc-enroll) with this model")
-    return settings, target, None if source is None else resolve_speaker(source, model, name="source")
+    return settings, speaker, None if source is None else resolve_speaker(source, model, name="source")
 
 
 def resolve_speaker(speaker, model: Model, *, name: str = "target") -> Speaker:

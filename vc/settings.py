@@ -14,9 +14,11 @@ MAX_STRENGTH = 3.0
 # excitation analysed again at the moved F0 (`vc.excitation`: it keeps the source's breath, jitter and
 # voicing, and with them more of the words, but less of the target); "pulse", a pulse train.
 FINE_STRUCTURES = ("target", "source", "pulse")
-# Which of the target's envelopes a frame is drawn onto: the nearest by "envelope", or by "z", what is said
-# (needs a speaker file with envelope_z). With v3's 16-dimensional z, "z" kept no more words than
-# "envelope"; it is for models whose z carries the phones (not yet measured with v4's).
+# Which of the target's envelopes a frame is drawn onto: the nearest by "z", what is said (the speaker file's
+# envelope_z), or by "envelope", how it looks (often a frame of another phone). With v3's 16-dimensional z
+# "z" kept no more words than "envelope"; v4's z carries the phones (a content term), and with it "z" keeps
+# more of the target's voice for the same words (dev margin 0.171 against 0.141), which the defaults below
+# spend on words and sound (docs/experiments.md, stop 24).
 # "phones": by the model's phone recogniser (vc.phones; needs a model directory with phones.onnx and a
 # speaker file enrolled with it).
 # "envelope+phones": among the `voiced_candidates` nearest by envelope, the nearest by phones.
@@ -41,15 +43,20 @@ class ConversionSettings:
 
     # How far the voice moves: 0 the source's own voice (through the same decoder), 1 the plain DSAE swap
     # of f with the full moves of z's statistics, envelopes and register, beyond 1 f goes past the target,
-    # which cancels more of the source that z still carries (`amounts`).
-    strength: float = 2.0
+    # which cancels more of the source that z still carries (`amounts`). With envelopes matched by z, 1.5
+    # reached the target as well as 2.0 did (dev margin 0.171 both), with word error 1.12 against 1.17.
+    strength: float = 1.5
     # Beyond strength 1, z's statistics and the envelopes move past the target at this fraction of f's
     # rate (1.2 at strength 2): further hurt the words more than they helped similarity.
     move_past_target: float = 0.2
-    # Share of that move the envelopes make (0: the decoder's own envelopes).
-    envelope_share: float = 1.0
-    exemplar_match: str = "envelope"       # EXEMPLAR_MATCHES
-    envelopes_per_frame: int = 4           # target envelopes averaged per frame: 1 is rough, more is blurred
+    # Share of that move the envelopes make (0: the decoder's own envelopes). The exemplars carry the
+    # target's voice and cost words and sound: 0.6 of the move kept the dev margin of the envelope-matched
+    # default (0.141) with word error 1.44 -> 0.86 (capped 0.74 -> 0.59) and DNSMOS 2.23 -> 2.43.
+    envelope_share: float = 0.6
+    exemplar_match: str = "z"              # EXEMPLAR_MATCHES
+    # Target envelopes averaged per frame: matched by z, 16 sound better than 4 (dev DNSMOS 2.37 against
+    # 2.13) and reach the target as well (margin 0.174 against 0.171); 2 is rough.
+    envelopes_per_frame: int = 16
     voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The

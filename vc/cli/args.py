@@ -85,9 +85,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_words_arguments(parser: argparse.ArgumentParser) -> None:
-    """--fine-structure and --source-detail: the knobs that keep more of the source's words and less of the
-    target's voice, the same in vc-batch and vc-live."""
-    from vc.settings import DEFAULTS, FINE_STRUCTURES
+    """--fine-structure, --source-detail and --exemplar-match: what the voiced frames carry, and which of the
+    target's envelopes a frame is drawn onto; the same in vc-batch and vc-live."""
+    from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES
 
     parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
                         help=f"what voiced frames carry at the target's pitch: 'target', the target's own voiced "
@@ -97,3 +97,8 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-detail", type=share, default=None, metavar="D",
                         help=f"share of the source's envelope that the model misses added back, 0 to 2 (more "
                              f"words, less of the target; default {DEFAULTS.source_detail:g})")
+    parser.add_argument("--exemplar-match", choices=EXEMPLAR_MATCHES, default=None,
+                        help=f"which of the target's own envelopes each frame is drawn onto: the nearest in 'z', "
+                             f"by what is said, or in 'envelope', by how it looks (a speaker file without z); "
+                             f"'phones' and 'envelope+phones' need a model with phones.onnx "
+                             f"(default {DEFAULTS.exemplar_match!r})")

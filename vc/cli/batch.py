@@ -61,7 +61,8 @@ def main(argv=None) -> int:
                                 out_sr=args.sr, device=args.device, threads=args.threads,
                                 progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
                                 strength=args.strength, follow_level=args.follow_level,
-                                fine_structure=args.fine_structure, source_detail=args.source_detail)
+                                fine_structure=args.fine_structure, source_detail=args.source_detail,
+                                exemplar_match=args.exemplar_match)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

@@ -116,7 +116,7 @@ def main(argv=None) -> int:
                                   n_iter=args.n_iter, gate_db=args.gate_db, passthrough=args.passthrough,
                                   strength=args.strength, harmonics=args.harmonics, source=args.source,
                                   follow_level=args.follow_level, fine_structure=args.fine_structure,
-                                  source_detail=args.source_detail),
+                                  source_detail=args.source_detail, exemplar_match=args.exemplar_match),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

@@ -37,6 +37,7 @@ class EngineSettings:
     follow_level: float | None = None   # None: the engine's default (vc.settings.ConversionSettings)
     fine_structure: str | None = None   # None: the engine's default
     source_detail: float | None = None  # None: the engine's default
+    exemplar_match: str | None = None   # None: the engine's default
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
