@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="share of the source's envelope the decoder misses added back (default: the library's)")
     parser.add_argument("--envelopes-per-frame", type=int, default=None,
                         help="target envelopes averaged per converted frame (default: the settings')")
+    parser.add_argument("--voiced-candidates", type=int, default=None,
+                        help="nearest target envelopes among which a voiced frame's fine structure is taken by F0 "
+                             "(default: the settings')")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
@@ -288,7 +291,8 @@ def main(argv=None) -> int:
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
         follow_level=args.follow_level, source_detail=args.source_detail,
-        target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame)
+        target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
+        voiced_candidates=args.voiced_candidates)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()
@@ -405,7 +409,7 @@ def main(argv=None) -> int:
         "envelope_share": settings.envelope_share,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
         "target_fine_share": settings.target_fine_share,
-        "envelopes_per_frame": settings.envelopes_per_frame,
+        "envelopes_per_frame": settings.envelopes_per_frame, "voiced_candidates": settings.voiced_candidates,
         "exemplar_match": args.match or settings.exemplar_match,
         "model_id": model.model_id,
         "corpus": str(args.corpus),
