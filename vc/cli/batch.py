@@ -28,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH, metavar="S",
                         help=f"how far the speaker code moves from the source's to the target's: 0 keeps the "
-                             f"source voice, 1 is the plain code swap, up to {MAX_STRENGTH:g} (default "
-                             f"{DEFAULT_STRENGTH:g}: past the target, which cancels the source identity the "
-                             f"dynamic codes still carry)")
+                             f"source voice, 1 is the plain code swap, beyond 1 past the target, which cancels "
+                             f"the source identity the dynamic codes still carry; up to {MAX_STRENGTH:g} "
+                             f"(default {DEFAULT_STRENGTH:g})")
     parser.add_argument("--follow-level", type=share, default=None, metavar="A",
                         help="how far each converted frame's level moves to its source frame's, 0 to 2 "
                              "(default 0.5: livelier, less like the target; 0: the decoder's own level)")
