@@ -325,3 +325,45 @@ def test_content_term_is_in_the_loss_and_falls(cache, tmp_path):
     assert first["train_loss"] == pytest.approx(parts + 3.0 * first["train_content"], rel=1e-3)
     model, _ = load_model(out)
     assert model.config.content_dim == 6 and model.content_head is not None
+
+
+def _phone_judge_run(run_dir, n_features):
+    """A (random) phone recogniser's run directory, as `python -m training.phones train` leaves it."""
+    import json
+
+    from training.phones import PhoneConfig, PhoneNet
+
+    run_dir.mkdir()
+    cfg = PhoneConfig(n_features=n_features, channels=16, embedding=8)
+    torch.manual_seed(1)
+    torch.save({"model": PhoneNet(cfg).state_dict(), "config": json.dumps(cfg.__dict__)}, run_dir / "checkpoint.pt")
+    return run_dir
+
+
+def test_phone_keep_term_is_in_the_loss_and_falls(cache, tmp_path):
+    """The phones a frozen recogniser hears in a segment decoded with another segment's f must be those of
+    the segment itself: the term is logged, weighted into the loss, and training lowers it."""
+    objective = dict(TINY_OBJECTIVE, phone_keep_weight=3000.0)
+    with pytest.raises(TrainingError, match="needs phone_judge"):
+        train(tiny_config(cache, tmp_path / "none", objective=objective))
+    with pytest.raises(TrainingError, match="no phone recogniser checkpoint"):
+        train(tiny_config(cache, tmp_path / "missing", objective=objective, phone_judge=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "none" / "config.json").exists()      # nothing written that would block a retry
+    assert not (tmp_path / "missing" / "config.json").exists()
+
+    n_features = SegmentDataset(cache, "train").feature_dim
+    judge = _phone_judge_run(tmp_path / "judge", n_features)
+    before = {k: v.clone() for k, v in torch.load(judge / "checkpoint.pt", weights_only=True)["model"].items()}
+    out = tmp_path / "kept"
+    train(tiny_config(cache, out, epochs=6, objective=objective, phone_judge=str(judge)))
+    with open(out / "log.csv") as fh:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    first = rows[0]
+    assert first["train_phones_lost"] > 0
+    parts = first["train_recon"] + first["train_kl_f"] + first["train_kl_z"] + 30.0 * first["train_adv_ce"]
+    assert first["train_loss"] == pytest.approx(parts + 3000.0 * first["train_phones_lost"], rel=1e-3)
+    assert rows[-1]["train_phones_lost"] < 0.8 * first["train_phones_lost"]
+    after = torch.load(judge / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)          # the judge is never trained
+    model, _ = load_model(out)
+    assert not any("judge" in name for name in model.state_dict())          # nor saved with the model

@@ -43,7 +43,9 @@ class Objective(Options):
     builds batches of such groups); z_invariance_weight: weight of the symmetric KL between q(z | x, f) and
     q(z | voice-changed x, f); content_weight: weight of the error of a head that predicts, from z_t alone, a
     speech recogniser's encoding of the same instant (needs the cache's content targets and the model's
-    content_dim), so that pushing the speaker out of z does not push the words out too. Why each exists
+    content_dim), so that pushing the speaker out of z does not push the words out too; phone_keep_weight:
+    weight of the KL between the phones a frozen recogniser (the run's `phone_judge`) hears in a segment and
+    in the same segment decoded with another speaker's f, so that changing the voice keeps the phones. Why each exists
     and what it measured: docs/experiments.md, "The DSAE objective".
     """
 
@@ -58,13 +60,15 @@ class Objective(Options):
     adv_group_size: int = 1
     z_invariance_weight: float = 0.0
     content_weight: float = 0.0
+    phone_keep_weight: float = 0.0
 
     def __post_init__(self):
         if int(self.adv_group_size) < 1:
             raise ValueError(f"adv_group_size must be at least 1, not {self.adv_group_size}")
         if not 0.0 <= self.f_swap_prob <= 1.0:
             raise ValueError(f"f_swap_prob must be in [0, 1], not {self.f_swap_prob}")
-        for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight", "content_weight"):
+        for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight", "content_weight",
+                     "phone_keep_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 
@@ -148,6 +152,8 @@ class TrainConfig(Options):
     # Random level change (nats, uniform +-) of the partner segments that q(f) sees: f learns that
     # loudness and microphone gain do not say who speaks.
     partner_max_gain: float = 0.0
+    # The phone recogniser (a training.phones run directory) that the objective's phone_keep_weight uses.
+    phone_judge: str = ""
     # Only the keys given; the rest come from the data kind's defaults (default_options), then from
     # DSAEConfig's and Objective's own.
     model: dict = field(default_factory=dict)

@@ -44,7 +44,11 @@ the trainer (`training.config.Objective`, passed to `DSAE.forward`), the archite
     about the voice in z then costs nats on every segment, for speakers never seen as well;
   * `content_weight`: a head on z_t predicts what a speech recogniser's encoder makes of the same instant
     (training.data.content), half the squared error per sequence; the terms above push the speaker out
-    of z and the words with it, this one keeps the words in.
+    of z and the words with it, this one keeps the words in;
+  * `phone_keep_weight`: every segment is also decoded with the f of another segment in the batch (mostly
+    another speaker: a conversion, which the ELBO never sees), and a frozen phone recogniser (a "judge",
+    training.phones.PhoneJudge) must hear the same phones in it as in the segment itself: the KL between
+    the two, summed over frames. The decoder learns to keep the phones when the voice changes.
 
 Why each option exists and what it measured: docs/experiments.md, "The DSAE objective".
 """
@@ -380,13 +384,15 @@ class DSAE(nn.Module):
         return nll.flatten(1).sum(1)
 
     def forward(self, x, partner=None, speaker=None, step: int = 0, x_changed=None, *,
-                objective: "Objective | None" = None, content=None):
+                objective: "Objective | None" = None, content=None, judge=None):
         """Training loss and its named terms for a batch.
 
         x: (B, T, feature_dim). partner: (B, T', feature_dim) segments of the same speakers as x, used for
         f when the objective's `f_swap_prob` > 0. speaker: (B,) training-speaker indices, used by the
         adversary. x_changed: x with the voice changed (same content), used when `z_invariance_weight` > 0.
         content: (B, T, content_dim) targets of what is said at each frame, used when `content_weight` > 0.
+        judge: normalised frames (B, T, feature_dim) -> phone log-probabilities (B, T, P), frozen; used when
+        `phone_keep_weight` > 0.
         objective: the trainer's loss weights and schedule (training.config.Objective; None: the plain
         negative ELBO). Returns (loss, terms): terms hold per-sequence means of each term (detached) and
         `elbo`.
@@ -433,6 +439,10 @@ class DSAE(nn.Module):
             content_err = self._content_error(z, content)
             loss = loss + objective.content_weight * content_err
             terms["content"] = content_err
+        if judge is not None and objective.phone_keep_weight > 0:
+            phones_lost = self._converted_phones(x, z, f, judge)
+            loss = loss + objective.phone_keep_weight * phones_lost
+            terms["phones_lost"] = phones_lost
 
         terms["loss"] = loss
         return loss, {k: v.detach() for k, v in terms.items()}
@@ -465,6 +475,15 @@ class DSAE(nn.Module):
         dimensions, per sequence: the targets have unit variance per dimension, so predicting their mean
         costs content_dim / 2 per frame."""
         return 0.5 * (self.content_head(z) - content).pow(2).flatten(1).sum(1).mean()
+
+    def _converted_phones(self, x, z, f, judge):
+        """KL(what the judge hears in x || what it hears in x decoded with another segment's f), nats summed
+        over frames, per sequence. The batch reversed gives each segment another's f; that f is detached, so
+        the term shapes the decoder and z, and f stays what the ELBO makes it."""
+        with torch.no_grad():
+            heard = judge(x)
+        converted = judge(self.decode(f.detach().flip(0), z))
+        return (heard.exp() * (heard - converted)).sum(-1).sum(1).mean()
 
     @torch.no_grad()
     def elbo_terms(self, x):

@@ -265,6 +265,37 @@ def train(args) -> None:
                     "config": json.dumps(asdict(cfg))}, ckpt_path)
 
 
+def load_net(run_dir: Path) -> PhoneNet:
+    """The trained recogniser of a run directory (its checkpoint.pt, tensors only)."""
+    path = Path(run_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no phone recogniser checkpoint (checkpoint.pt)")
+    state = torch.load(path, weights_only=True)
+    cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
+    net = PhoneNet(cfg)
+    net.load_state_dict(state["model"])
+    return net
+
+
+class PhoneJudge(nn.Module):
+    """A frozen recogniser that scores the DSAE's own normalised frames: (B, T, n_features) -> (B, T, P)
+    log-probabilities of which phone each frame holds, the blank set aside (what `_Exported` gives the
+    runtime). The DSAE's objective asks a converted segment to be heard as the same phones as its source."""
+
+    def __init__(self, net: PhoneNet, feature_mean: np.ndarray, feature_std: np.ndarray):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float32))
+        self.register_buffer("feature_std", torch.as_tensor(feature_std, dtype=torch.float32))
+
+    def train(self, mode: bool = True):
+        return super().train(False)     # always the recogniser as trained: no dropout or statistics to update
+
+    def forward(self, normalised: torch.Tensor) -> torch.Tensor:
+        _, logp = self.net(normalised * self.feature_std + self.feature_mean)
+        return torch.log_softmax(logp[..., :BLANK], dim=-1)
+
+
 PHONES_FILE = "phones.onnx"
 
 
@@ -283,9 +314,7 @@ class _Exported(nn.Module):
 def export(run_dir: Path, model_dir: Path) -> Path:
     """Write <model_dir>/phones.onnx from a run's checkpoint."""
     state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
-    cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
-    net = PhoneNet(cfg)
-    net.load_state_dict(state["model"])
+    net = load_net(run_dir)
     history = json.loads(state["history"])
     return write_phones(net, model_dir, epochs=state["epoch"], dev_phone_error=history[-1]["dev_phone_error"])
 
@@ -338,11 +367,7 @@ def write_content_targets(features: Path, out: Path, run_dir: Path, splits=("tra
     features of `features` and holds its own content files."""
     import csv
 
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
-    cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
-    net = PhoneNet(cfg)
-    net.load_state_dict(state["model"])
-    exported = _Exported(net).eval()
+    exported = _Exported(load_net(run_dir)).eval()
     features, out = Path(features).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "mean.npy", "std.npy"):

@@ -251,6 +251,24 @@ def _voice_changer(config: TrainConfig, objective: Objective, train_set: Segment
     return VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
 
 
+def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
+    """The frozen recogniser of the phone_keep term, scoring frames normalised as the cache's are."""
+    if objective.phone_keep_weight <= 0:
+        return None
+    if not config.phone_judge:
+        raise TrainingError("phone_keep_weight > 0 needs phone_judge: a phone recogniser's run directory "
+                            "(python -m training.phones train)")
+    from training.phones import PhoneJudge, load_net
+    try:
+        net = load_net(config.phone_judge)
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
+    if net.cfg.n_features != train_set.feature_dim:
+        raise TrainingError(f"{config.phone_judge}: the recogniser reads {net.cfg.n_features} bins, "
+                            f"{config.features} has {train_set.feature_dim}")
+    return PhoneJudge(net, train_set.mean, train_set.std).to(device)
+
+
 def _new_state() -> dict:
     return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
             "elapsed_s": 0.0}
@@ -281,6 +299,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
         load_initial_weights(model, config.init_from, procs.device)
         if procs.main:
             log(f"{run_dir}: starting from the weights in {config.init_from}")
+    judge = _phone_judge(config, objective, train_set, procs.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     plan = _plan_epochs(config, objective, train_set, procs.world)
     if procs.main and not resume:
@@ -291,7 +310,7 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
         state, ckpt = resume_from_checkpoint(run_dir, model, optimizer, procs.device)
         if procs.main:
             log(f"resuming {run_dir} from {ckpt.name} (epoch {state['epoch'] + 1}, step {state['step_in_epoch']})")
-    loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log)
+    loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log, judge)
     return loop.run(stop_after_steps)
 
 
@@ -303,7 +322,7 @@ class _Loop:
 
     def __init__(self, config: TrainConfig, procs: _Processes, run_dir: Path, model: DSAE, optimizer,
                  objective: Objective, train_set: SegmentDataset, dev_set: SegmentDataset | None, plan: _Plan,
-                 state: dict, log):
+                 state: dict, log, judge=None):
         self.config, self.procs, self.run_dir, self.log = config, procs, run_dir, log
         self.model, self.optimizer, self.objective = model, optimizer, objective
         self.train_set, self.dev_set, self.plan, self.state = train_set, dev_set, plan, state
@@ -312,6 +331,7 @@ class _Loop:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[procs.local_rank] if procs.device.type == "cuda" else None)
         self.change_voice = _voice_changer(config, objective, train_set)
+        self.judge = judge
         self.level_std = torch.as_tensor(train_set.std, dtype=torch.float32)
         self.started = time.perf_counter() - state["elapsed_s"]
         self.last_plot = time.perf_counter()
@@ -393,7 +413,7 @@ class _Loop:
         content = (torch.from_numpy(data.content_batch(batch)).to(device, non_blocking=True)
                    if self.objective.content_weight > 0 else None)
         loss, terms = self.net(x, partner, speaker, step=step, x_changed=x_changed, objective=self.objective,
-                               content=content)
+                               content=content, judge=self.judge)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
