@@ -343,7 +343,11 @@ def _phone_judge_run(run_dir, n_features):
 def test_phone_keep_term_is_in_the_loss_and_falls(cache, tmp_path):
     """The phones a frozen recogniser hears in a segment decoded with another segment's f must be those of
     the segment itself: the term is logged, weighted into the loss, and training lowers it."""
-    objective = dict(TINY_OBJECTIVE, phone_keep_weight=3000.0)
+    from training.config import Objective
+
+    with pytest.raises(ValueError, match="phone_keep_strengths"):
+        Objective.from_dict({"phone_keep_strengths": [2.0, 1.0]})
+    objective = dict(TINY_OBJECTIVE, phone_keep_weight=3000.0, phone_keep_strengths=[0.0, 2.0])
     with pytest.raises(TrainingError, match="needs phone_judge"):
         train(tiny_config(cache, tmp_path / "none", objective=objective))
     with pytest.raises(TrainingError, match="no phone recogniser checkpoint"):

@@ -61,8 +61,15 @@ class Objective(Options):
     z_invariance_weight: float = 0.0
     content_weight: float = 0.0
     phone_keep_weight: float = 0.0
+    # How far f moves towards the other segment's in that term: a share drawn uniformly from this range
+    # (1, 1: the other's f itself; (0, 2) also covers the reconstruction and the runtime's strengths).
+    phone_keep_strengths: tuple = (1.0, 1.0)
 
     def __post_init__(self):
+        self.phone_keep_strengths = tuple(float(v) for v in self.phone_keep_strengths)
+        if len(self.phone_keep_strengths) != 2 or not 0 <= self.phone_keep_strengths[0] <= self.phone_keep_strengths[1]:
+            raise ValueError(f"phone_keep_strengths must be a range [low, high] with 0 <= low <= high, "
+                             f"not {list(self.phone_keep_strengths)}")
         if int(self.adv_group_size) < 1:
             raise ValueError(f"adv_group_size must be at least 1, not {self.adv_group_size}")
         if not 0.0 <= self.f_swap_prob <= 1.0:

@@ -440,7 +440,7 @@ class DSAE(nn.Module):
             loss = loss + objective.content_weight * content_err
             terms["content"] = content_err
         if judge is not None and objective.phone_keep_weight > 0:
-            phones_lost = self._converted_phones(x, z, f, judge)
+            phones_lost = self._converted_phones(x, z, f, judge, objective.phone_keep_strengths)
             loss = loss + objective.phone_keep_weight * phones_lost
             terms["phones_lost"] = phones_lost
 
@@ -476,13 +476,17 @@ class DSAE(nn.Module):
         costs content_dim / 2 per frame."""
         return 0.5 * (self.content_head(z) - content).pow(2).flatten(1).sum(1).mean()
 
-    def _converted_phones(self, x, z, f, judge):
-        """KL(what the judge hears in x || what it hears in x decoded with another segment's f), nats summed
-        over frames, per sequence. The batch reversed gives each segment another's f; that f is detached, so
-        the term shapes the decoder and z, and f stays what the ELBO makes it."""
+    def _converted_phones(self, x, z, f, judge, strengths=(1.0, 1.0)):
+        """KL(what the judge hears in x || what it hears in x decoded with f moved towards another segment's),
+        nats summed over frames, per sequence. The batch reversed gives each segment another's f, and f moves
+        a random share of the way, drawn from `strengths` (1: the other's f itself; the runtime goes past it).
+        f is detached, so the term shapes the decoder and z, and f stays what the ELBO makes it."""
         with torch.no_grad():
             heard = judge(x)
-        converted = judge(self.decode(f.detach().flip(0), z))
+        low, high = strengths
+        share = low + (high - low) * torch.rand(f.shape[0], 1, device=f.device)
+        f = f.detach()
+        converted = judge(self.decode(f + share * (f.flip(0) - f), z))
         return (heard.exp() * (heard - converted)).sum(-1).sum(1).mean()
 
     @torch.no_grad()
