@@ -265,8 +265,8 @@ def train(args) -> None:
                     "config": json.dumps(asdict(cfg))}, ckpt_path)
 
 
-def load_net(run_dir: Path) -> PhoneNet:
-    """The trained recogniser of a run directory (its checkpoint.pt, tensors only)."""
+def load_run(run_dir: Path) -> tuple[PhoneNet, dict]:
+    """The trained recogniser of a run directory and its checkpoint (checkpoint.pt, tensors only)."""
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no phone recogniser checkpoint (checkpoint.pt)")
@@ -274,7 +274,7 @@ def load_net(run_dir: Path) -> PhoneNet:
     cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
     net = PhoneNet(cfg)
     net.load_state_dict(state["model"])
-    return net
+    return net, state
 
 
 class PhoneJudge(nn.Module):
@@ -313,8 +313,7 @@ class _Exported(nn.Module):
 
 def export(run_dir: Path, model_dir: Path) -> Path:
     """Write <model_dir>/phones.onnx from a run's checkpoint."""
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True)
-    net = load_net(run_dir)
+    net, state = load_run(run_dir)
     history = json.loads(state["history"])
     return write_phones(net, model_dir, epochs=state["epoch"], dev_phone_error=history[-1]["dev_phone_error"])
 
@@ -367,7 +366,7 @@ def write_content_targets(features: Path, out: Path, run_dir: Path, splits=("tra
     features of `features` and holds its own content files."""
     import csv
 
-    exported = _Exported(load_net(run_dir)).eval()
+    exported = _Exported(load_run(run_dir)[0]).eval()
     features, out = Path(features).resolve(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for name in ("manifest.json", "mean.npy", "std.npy"):

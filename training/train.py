@@ -258,9 +258,9 @@ def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDa
     if not config.phone_judge:
         raise TrainingError("phone_keep_weight > 0 needs phone_judge: a phone recogniser's run directory "
                             "(python -m training.phones train)")
-    from training.phones import PhoneJudge, load_net
+    from training.phones import PhoneJudge, load_run
     try:
-        net = load_net(config.phone_judge)
+        net, _ = load_run(config.phone_judge)
     except FileNotFoundError as exc:
         raise TrainingError(str(exc)) from None
     if net.cfg.n_features != train_set.feature_dim:
