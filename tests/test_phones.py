@@ -155,6 +155,28 @@ def test_ctc_training_steps_lower_the_loss():
     assert np.isfinite(first) and loss.item() < 0.5 * first
 
 
+def test_training_can_stop_part_way_through_its_schedule_and_resume(tmp_path):
+    """--stop-after ends a run early on the schedule of --epochs (how the shipped model's judge was kept);
+    the same command with a later stop carries on from the checkpoint."""
+    from training.phones import main
+
+    rng = np.random.default_rng(0)
+    examples = [(rng.normal(-4, 1, (40 + 5 * i, 200)).astype(np.float32), np.array([0, 3 + i, 0])) for i in range(4)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for split in ("train", "dev"):
+        np.savez(cache / f"phones-{split}.npz", frames=np.concatenate([e[0] for e in examples]),
+                 labels=np.concatenate([e[1] for e in examples]),
+                 n_frames=np.array([e[0].shape[0] for e in examples]), n_labels=np.array([e[1].size for e in examples]))
+    args = ["train", "--out", str(tmp_path / "run"), "--cache", str(cache), "--epochs", "4",
+            "--frames-per-batch", "100", "--corpus", str(tmp_path / "unread"), "--text-phone", str(tmp_path / "unread")]
+    epochs = []
+    for stop in ("1", "2"):
+        assert main(args + ["--stop-after", stop]) == 0
+        epochs.append(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"])
+    assert epochs == [1, 2]
+
+
 def test_matching_by_phones_without_a_recogniser_or_keys_is_refused(tiny, phones_model, tmp_path):
     """Asked for by name, "phones" never falls back to another match unsaid."""
     import soundfile as sf

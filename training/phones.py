@@ -243,7 +243,8 @@ def train(args) -> None:
         epoch, history = state["epoch"], json.loads(state["history"])
         print(f"resumed after epoch {epoch}", flush=True)
     rng = np.random.default_rng(epoch)
-    while epoch < args.epochs:
+    last = args.epochs if args.stop_after is None else min(args.stop_after, args.epochs)
+    while epoch < last:
         model.train()
         start, total, n = time.perf_counter(), 0.0, 0
         lr = args.lr * 0.5 * (1 + math.cos(math.pi * epoch / args.epochs))
@@ -404,7 +405,9 @@ def main(argv=None) -> int:
     t.add_argument("--corpus", default="data/human")
     t.add_argument("--text-phone", default="data/src/speechocean762/resource/text-phone")
     t.add_argument("--cache", default="data/cache")
-    t.add_argument("--epochs", type=int, default=16)
+    t.add_argument("--epochs", type=int, default=16, help="the length of the learning-rate schedule")
+    t.add_argument("--stop-after", type=int, default=None, metavar="EPOCH",
+                   help="end after this epoch, on the schedule of --epochs (the shipped model's judge: 14 of 16)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--frames-per-batch", type=int, default=4000)
     t.add_argument("--threads", type=int, default=1)
