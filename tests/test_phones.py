@@ -155,7 +155,7 @@ def test_ctc_training_steps_lower_the_loss():
     assert np.isfinite(first) and loss.item() < 0.5 * first
 
 
-def test_training_can_stop_part_way_through_its_schedule_and_resume(tmp_path):
+def test_training_can_stop_part_way_through_its_schedule_and_resume(tmp_path, capsys):
     """--stop-after ends a run early on the schedule of --epochs (how the shipped model's judge was kept);
     the same command with a later stop carries on from the checkpoint."""
     from training.phones import main
@@ -174,7 +174,7 @@ def test_training_can_stop_part_way_through_its_schedule_and_resume(tmp_path):
     for stop in ("1", "2"):
         assert main(args + ["--stop-after", stop]) == 0
         epochs.append(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["epoch"])
-    assert epochs == [1, 2]
+    assert epochs == [1, 2] and "resumed after epoch 1" in capsys.readouterr().out
 
 
 def test_matching_by_phones_without_a_recogniser_or_keys_is_refused(tiny, phones_model, tmp_path):
