@@ -542,3 +542,24 @@ def test_source_detail_adds_back_what_the_decoder_misses_of_the_source(tiny):
     np.testing.assert_allclose(own - converted(targets[0], 0.0, 0.0),
                                smooth_across_frequency(frames) - smooth_across_frequency(converted(targets[0], 0.0, 0.0)),
                                atol=1e-4)
+
+
+def test_formant_emphasis_raises_the_peaks_and_keeps_the_tilt():
+    """formant_emphasis a moves each speech frame's envelope a further a x its distance from the tilt: a
+    formant peak rises and the valley beside it falls, the frame's mean log level and the non-speech
+    frames stay."""
+    from vc.stages import emphasise_formants
+
+    bins = np.arange(200)
+    tilt = -0.01 * bins
+    formants = 1.5 * np.exp(-0.5 * ((bins - 20) / 3.0) ** 2) + 1.0 * np.exp(-0.5 * ((bins - 60) / 4.0) ** 2)
+    frames = np.tile((tilt + formants).astype(np.float32), (4, 1))
+    speech_flags = np.array([True, True, False, True])
+    out = emphasise_formants(frames, speech_flags, 0.5)
+    np.testing.assert_array_equal(out[2], frames[2])
+    assert out[0, 20] - frames[0, 20] > 0.15 and out[0, 60] - frames[0, 60] > 0.1  # the peaks rise
+    assert out[0, 40] < frames[0, 40]                                              # the valley between falls
+    assert abs(float(np.mean(out[0, 30:170] - frames[0, 30:170]))) < 0.05          # no level change
+    twice = emphasise_formants(frames, speech_flags, 1.0)
+    np.testing.assert_allclose(twice - frames, 2 * (out - frames), atol=1e-5)
+    np.testing.assert_array_equal(emphasise_formants(frames, np.zeros(4, bool), 1.0), frames)

@@ -43,12 +43,14 @@ def test_output_does_not_depend_on_block_size(random_model, mode, fine_structure
         np.testing.assert_allclose(got, reference, atol=2e-5, err_msg=f"block sizes {sizes}")
 
 
-@pytest.mark.parametrize("hop_ms,lookahead_ms,harmonics", [(200, 30, True), (40, 30, True), (20, 20, False),
-                                                          (60, 0, True), (200, 30, False)])
-def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms, harmonics):
+@pytest.mark.parametrize("hop_ms,lookahead_ms,harmonics,crossfade", [
+    (100, 30, True, True), (40, 30, True, True), (200, 30, True, False), (40, 30, True, False),
+    (20, 20, False, False), (60, 0, True, False), (200, 30, False, False)])
+def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms, harmonics,
+                                                             crossfade):
     from vc.engine import StreamingConverter
 
-    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=hop_ms,
+    engine = StreamingConverter(identity_model, target_code(identity_model), hop_ms=hop_ms, crossfade=crossfade,
                                 lookahead_ms=lookahead_ms, n_iter=16, gate_db=None, harmonics=harmonics)
     positions = [4000, 7123, 10311, 13999]  # different phases against the frame and hop grid
     x = np.zeros(SR + engine.latency_samples, np.float32)
@@ -68,8 +70,10 @@ def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop
     # Nothing comes out before the latency has passed.
     assert np.max(np.abs(y[:positions[0] + engine.latency_samples - 480])) < 1e-3
     # The README's formula: hop + look-ahead + 14.9 ms, plus the pitch tracker's 12.6 ms with harmonics
-    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200).
-    expected = hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + (201 / 16 if harmonics else 0.0)
+    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200), plus what two windows
+    # share with a cross-fade (the 200 ms window less the hop).
+    expected = (hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + (201 / 16 if harmonics else 0.0)
+                + (200 - hop_ms if crossfade else 0.0))
     assert engine.algorithmic_latency_ms == pytest.approx(expected)
 
 
@@ -201,8 +205,8 @@ def test_harmonics_put_the_output_at_the_target_pitch(identity_model, fine_struc
 
 
 def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_model):
-    """strength uses f averaged over the speech so far; with the default hop (one window per hop) the
-    windows are the file path's segments, so at the end it is the code vc.convert uses, and reset()
+    """strength uses f averaged over the speech so far, of the windows that are the file path's segments
+    (every other window of the default engine), so at the end it is the code vc.convert uses, and reset()
     forgets it."""
     from vc.dsp import log_magnitude
     from vc.engine import StreamingConverter
@@ -217,7 +221,7 @@ def test_running_source_code_is_the_file_paths_after_the_whole_utterance(random_
     cfg = random_model.feature_config
     flags = speech_segment_flags(audio, segment_samples=random_model.segment_length * cfg.hop_length, n_fft=cfg.n_fft)
     assert flags.sum() >= 8
-    n = engine.hops                                         # windows the engine has encoded so far
+    n = engine.hops * engine.hop_frames // random_model.segment_length   # whole segments heard so far
     file_f = windows.speech_f(flags[:n]).astype(np.float64).mean(axis=0)
     np.testing.assert_allclose(mixed_code(engine._source.f, target, 2.0), mixed_code(file_f, target, 2.0), atol=1e-4)
     engine.reset()
@@ -290,3 +294,28 @@ def test_an_enrolled_source_is_used_from_the_first_word(random_model, tmp_path):
         StreamingConverter(random_model, target, source=Speaker(np.zeros(3, np.float32)))
     with pytest.raises(EngineError, match="enrolled speaker"):
         StreamingConverter(random_model, target, source=me.f)
+
+
+def test_stream_windows_are_cross_faded_as_the_file_paths():
+    """The default engine's windows (every half segment, the first half of the first one padding) give each
+    frame the blend of the same windows, with the same weights, as the file path's; with a hop of a whole
+    segment each frame is its window's own value."""
+    from vc.stages import BlendedFrames, EncodedWindows
+
+    L, hop, T = 20, 10, 90
+    rng = np.random.default_rng(0)
+    stream_starts = np.arange(hop - L, T - L + 1, hop)     # windows ending at hop, 2 hop, ..., T
+    values = rng.standard_normal((stream_starts.size, L, 3)).astype(np.float32)  # differ window by window
+    blended = BlendedFrames(L, hop)
+    out = np.concatenate([blended.next_window(None).per_frame(v[None]) for v in values])
+    assert out.shape == (T, 3)       # frames -(L - hop) to T - (L - hop) - 1: the newest L - hop are still open
+    file_windows = EncodedWindows(starts=stream_starts[1:], f_mean=None, z_mean=None, hop=hop, n_frames=T, length=L)
+    file_frames = file_windows.blend(iter([values[1:]]))
+    # frames 0..hop-1 are in one more window in the stream (the one that starts in the padding)
+    start = L - hop
+    np.testing.assert_allclose(out[start + hop:], file_frames[hop:T - (L - hop)], atol=1e-6)
+    assert not np.allclose(out[start:start + hop], values[1, :hop], atol=1e-3)
+
+    whole = BlendedFrames(L, L)
+    for v in values[:3]:
+        np.testing.assert_array_equal(whole.next_window(None).per_frame(v[None]), v)

@@ -263,10 +263,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: the settings')")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
+    parser.add_argument("--formant-emphasis", type=float, default=None,
+                        help="how far the envelopes are sharpened about their tilt (default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
                         help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
+    parser.add_argument("--stream-hop-ms", type=float, default=None,
+                        help="the engine's hop instead of the preset's (vc-live --hop-ms)")
     parser.add_argument("--stream-source", choices=("running", "enrolled"), default="running",
                         help="stream path: the source speaker learnt as they speak (vc-live's default), or "
                              "known from their enrolment half (vc-live --source)")
@@ -290,7 +294,7 @@ def main(argv=None) -> int:
     settings = ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
-        follow_level=args.follow_level, source_detail=args.source_detail,
+        follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
         target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
         voiced_candidates=args.voiced_candidates)
     strength = settings.strength
@@ -331,11 +335,15 @@ def main(argv=None) -> int:
     engines = {}
     heard: dict = {}   # what does not depend on the target (transcripts, voicing), once per run
 
+    stream_mode = dict(MODES[args.stream_mode])
+    if args.stream_hop_ms is not None:
+        stream_mode["hop_ms"] = args.stream_hop_ms
+
     def engine(target, known, strength):
         key = (target, known, strength)
         if key not in engines:
             engines[key] = StreamingConverter(model, code[target], settings=settings, strength=strength,
-                                              source=code.get(known), **MODES[args.stream_mode])
+                                              source=code.get(known), **stream_mode)
         engines[key].reset()
         return engines[key]
 
@@ -424,6 +432,7 @@ def main(argv=None) -> int:
     reports = {name: dict(_scores(rows[name]), **_judge_scores(rows[name]), path=name, **common) for name in paths}
     if "stream" in reports:
         reports["stream"]["stream_mode"] = args.stream_mode
+        reports["stream"]["stream_hop_ms"] = stream_mode["hop_ms"]
         reports["stream"]["stream_source"] = args.stream_source
     if args.path == "both":
         report = {"file": reports["file"], "stream": reports["stream"],

@@ -6,9 +6,13 @@ Signal path per hop
 Samples go into a streaming log-magnitude STFT (`vc.dsp`) whose state carries across blocks, so frames
 come out exactly as the whole-file STFT computes them, and into a streaming YIN tracker
 (`vc.streaming_pitch`). Each time `hop` new frames are complete, and their F0 known, the encoder sees the
-newest `segment_length` frames (the model's 200 ms window; silence before the start) and the stages of
-the file path (`vc.stages.convert_frames`) run on the newest `hop` frames only: each frame is decoded once,
-with the most context it will ever get. The source's f, z statistics and register are running estimates
+newest `segment_length` frames (the model's 200 ms window; silence before the start). By default the hop
+is half a window and the windows are cross-faded exactly as the file path blends its windows
+(`vc.stages.BlendedFrames`): every frame is decoded in two windows, with past and future context, and
+comes out once no later window holds it, so the stream decodes what a file decodes and no window's edge
+is heard (a window decoded on its own loses words at its edges). With `crossfade=False` (the low-latency
+preset) each hop's window gives its newest `hop` frames, decoded once. The stages of the file path
+(`vc.stages.convert_frames`) run on the frames that are final. The source's f, z statistics and register are running estimates
 (`vc.source.SourceEstimate`), rough in the first seconds, unless the speaker enrolled themselves
 (`source=`). The frames then go to `StreamingGriffinLim`, which keeps the phases of committed frames fixed,
 iterates the `lookahead` newest frames with the new ones, and returns the samples no uncommitted frame
@@ -25,16 +29,18 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
   periods of 60 Hz plus one lag range), P = 201 samples (12.6 ms) beyond the STFT's;
 - the hop: frames are processed in groups of H/hop_length, so a frame waits up to H - hop_length for the
   rest of its hop (and the sample that completes it up to hop_length - 1 for its frame);
+- the cross-fade: a frame is final C = segment_length - H/hop_length frames after its hop (0 without);
 - Griffin-Lim: after F frames, samples before (F - L)*hop_length - n_fft/2 are final, i.e. L look-ahead
   frames plus half a window.
 
 Just before a hop completes these add up to the worst case, and the engine makes that its constant delay:
 every `push` returns exactly as many samples as it was given, the conversion delayed by
 
-    latency = H + L*hop_length + n_fft - hop_length - 1 + P samples
+    latency = H + (C + L)*hop_length + n_fft - hop_length - 1 + P samples
 
-so nothing waits for output that is not final yet, whatever the block size. At 16 kHz, H = 200 ms and
-L = 3 give 257.5 ms (244.9 ms without harmonics); H = 40 ms and L = 3 give 97.5 ms (84.9 ms). The tracker
+so nothing waits for output that is not final yet, whatever the block size. At 16 kHz, the default
+(H = 100 ms, C = 10 frames, L = 3) gives 257.5 ms (244.9 ms without harmonics), as a 200 ms hop without a
+cross-fade would; the low-latency preset (H = 40 ms, no cross-fade, L = 3) 97.5 ms (84.9 ms). The tracker
 takes no look-ahead beyond the hop: a hop's newest frames have their voicing decided without the 2-4 frames
 the whole-file tracker also sees. A live set-up adds the device buffers, the resamplers and a margin for a
 hop's compute time (`vc.live` adds them to its estimate).
@@ -55,21 +61,22 @@ import numpy as np
 from vc import dsp
 from vc.audio import AudioError, check_audio
 from vc.conversion import resolve_request
-from vc.engine_output import NoiseGate, PassThroughMix, SampleQueue
+from vc.engine_output import FrameDelay, NoiseGate, PassThroughMix, SampleQueue
 from vc.excitation import RecentAudio
 from vc.levels import SILENCE_DBFS, RunningSpeech, frame_level_db, power_db
 from vc.phones import StreamingPhones
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
-from vc.stages import NewestFrames, convert_frames, source_prior
+from vc.stages import BlendedFrames, NewestFrames, convert_frames, source_prior
 from vc.streaming_pitch import StreamingPitch
 
 MODES = {
-    # The model's segment per hop: every frame is decoded with a full window of its own.
-    "default": {"hop_ms": 200.0, "lookahead_ms": 30.0},
-    # A 40 ms hop with the same 200 ms encoder window; costs five times the model calls per second.
-    "lowlat": {"hop_ms": 40.0, "lookahead_ms": 30.0},
+    # Windows of the model's segment every half segment, cross-faded as the file path does: each frame is
+    # decoded twice, with past and future context, and no window's edge is heard.
+    "default": {"hop_ms": 100.0, "lookahead_ms": 30.0, "crossfade": True},
+    # A 40 ms hop with the same 200 ms encoder window, of which the newest frames are kept as they come.
+    "lowlat": {"hop_ms": 40.0, "lookahead_ms": 30.0, "crossfade": False},
 }
 DEFAULT_GATE_DB = SILENCE_DBFS
 DEFAULT_GATE_HOLD_MS = 150.0
@@ -85,13 +92,16 @@ class StreamingConverter:
     model: a `vc.model.Model`; target: a `vc.speakers.Speaker` or a bare float32 (f_dim,) code (nothing to
     move but f: the source's pitch is kept). settings and knobs: a `vc.settings.ConversionSettings` and/or
     its fields by name, as `vc.convert` takes them. hop_ms: audio per model call (a multiple of the frame
-    hop, at most the model's segment). lookahead_ms: frames Griffin-Lim keeps open for the next hop.
+    hop, at most the model's segment). crossfade: overlapping windows cross-faded as the file path does (a
+    frame comes out once no later window holds it: the segment less the hop later); else each hop keeps the
+    newest frames of its window. lookahead_ms: frames Griffin-Lim keeps open for the next hop.
     gate_db: frames below this level fade to silence; None disables the gate. source: the enrolled speaker
     who will talk: what the file holds is used from the first word instead of running estimates.
     """
 
     def __init__(self, model, target, *, settings: ConversionSettings | None = None,
                  hop_ms: float = MODES["default"]["hop_ms"], lookahead_ms: float = MODES["default"]["lookahead_ms"],
+                 crossfade: bool = MODES["default"]["crossfade"],
                  gate_db: float | None = DEFAULT_GATE_DB, gate_hold_ms: float = DEFAULT_GATE_HOLD_MS,
                  passthrough: bool = False, source: Speaker | None = None, **knobs):
         cfg = model.feature_config
@@ -104,6 +114,9 @@ class StreamingConverter:
             raise EngineError(str(exc)) from None
         frame_ms = 1000.0 * cfg.hop_length / cfg.sr
         self.hop_frames = _hop_frames(hop_ms, frame_ms, model.segment_length)
+        self.crossfade = bool(crossfade)
+        # A cross-faded frame waits for the windows after it: as many frames as two windows share.
+        self.crossfade_frames = model.segment_length - self.hop_frames if self.crossfade else 0
         if not (lookahead_ms >= 0):
             raise EngineError(f"look-ahead must be >= 0 ms, not {lookahead_ms!r}")
         self.lookahead_frames = int(round(lookahead_ms / frame_ms))
@@ -124,7 +137,8 @@ class StreamingConverter:
         # Worst case just before a hop completes: the hop's first frame waits H - hop_length samples for the
         # rest of the hop and hop_length - 1 for its own last sample beyond the STFT's latency.
         self.latency_samples = (self.hop_samples - 1 + self._features.latency_samples + self.pitch_latency_samples
-                                + self._griffinlim.latency_samples - cfg.hop_length)
+                                + self._griffinlim.latency_samples - cfg.hop_length
+                                + self.crossfade_frames * cfg.hop_length)
         self.reset()
 
     # --- settings and state -----------------------------------------------------------------------------
@@ -160,7 +174,8 @@ class StreamingConverter:
                  else "harmonics off")
         source = ", source enrolled" if self.source is not None else ""
         return (f"hop {self.hop_ms:g} ms, look-ahead {self.lookahead_ms:g} ms, window "
-                f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms, {self.n_iter} Griffin-Lim "
+                f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms"
+                f"{' cross-faded' if self.crossfade else ''}, {self.n_iter} Griffin-Lim "
                 f"iterations, strength {self.strength:g}, {pitch}{source}, algorithmic latency "
                 f"{self.algorithmic_latency_ms:.1f} ms")
 
@@ -185,11 +200,16 @@ class StreamingConverter:
         silence = np.float32(np.log(cfg.log_floor))
         self._context = np.full((model.segment_length, cfg.n_features), silence, np.float32)
         self._context_power = np.zeros(model.segment_length)
+        self._context_speech = np.zeros(model.segment_length, bool)
         self._pending, self._n_pending = [], 0
+        self._layout = BlendedFrames(model.segment_length, self.hop_frames) if self.crossfade else None
+        # What a hop's frames need once they are converted, held as long as the cross-fade holds them.
+        self._held = FrameDelay(self.crossfade_frames, {"frames": silence, "levels": SILENCE_DBFS, "speech": False,
+                                                        "f0": 0.0, "voiced": False, "phone_keys": 0.0})
+        self._frames_in = 0
         self._harmonic_phase = 0.0
         # The source's own samples, where its excitation is analysed again at the moved pitch.
         self._recent = (RecentAudio(cfg) if self.harmonics and self.settings.fine_structure == "source" else None)
-        self._frames_done = 0
         # Output = D zeros, then the converted signal: one constant delay whatever the block size.
         delay = np.zeros(self.latency_samples, np.float32)
         self._converted, self._dry = SampleQueue(), SampleQueue()
@@ -261,31 +281,50 @@ class StreamingConverter:
         self._context = np.concatenate([self._context[h:], new_frames], axis=0)
         self._context_power = np.concatenate([self._context_power[h:], np.power(10.0, levels / 10.0)])
         f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
-        # The source as a file measures it: f over windows of speech, z's statistics over frames of speech,
-        # each judged against the loudest so far.
-        if self._speech_windows.update(power_db(float(np.mean(self._context_power)))):
-            self._source.add_windows(f_mean)
-        speech = self._speech_frames.update(levels)
-        self._source.add_frames(z_mean[0, -h:][speech])
+        self._frames_in += h
+        speech = self._learn_source(f_mean, z_mean[0], levels)
         pitch = self._pitch.take(h) if self.harmonics else None
         if pitch is not None:
             self._source.add_pitch(*pitch)
         phone_keys = self._phones.push(new_frames) if self._phones is not None else None
-        first, recent = self._frames_done, self._recent
+        # The frames converted now: the newest, or with a cross-fade the window's oldest, which no later
+        # window holds; `first` is the stream's frame number of the first (below 0: the window's padding).
+        held = self._held.push(frames=new_frames, levels=levels, speech=speech, phone_keys=phone_keys,
+                               **({} if pitch is None else {"f0": pitch[0], "voiced": pitch[1]}))
+        first = self._frames_in - self.crossfade_frames - h
+        layout = NewestFrames(h, f_mean[0]) if self._layout is None else self._layout.next_window(f_mean[0])
+        recent = self._recent
         at_pitch = None if recent is None else (lambda rows, ratio: recent.fine_structure_at_ratio(first + rows, ratio))
         frames, self._harmonic_phase = convert_frames(
-            z_mean, NewestFrames(h, f_mean[0]), model=model, target=self._hop_target, source=self._source,
-            settings=self.settings, speech=speech, pitch=pitch, source_frames=new_frames, phone_keys=phone_keys,
-            source_at_pitch=at_pitch, phase=self._harmonic_phase)
-        self._frames_done += h
+            z_mean, layout, model=model, target=self._hop_target, source=self._source, settings=self.settings,
+            speech=held["speech"], pitch=None if pitch is None else (held["f0"], held["voiced"]),
+            source_frames=held["frames"], phone_keys=held["phone_keys"], source_at_pitch=at_pitch,
+            phase=self._harmonic_phase)
         if recent is not None:
-            recent.keep_from_frame(self._frames_done)
-        samples = self._griffinlim.push(dsp.magnitude_from_features(frames, cfg=self.cfg))
+            recent.keep_from_frame(first + h)
+        padding = max(0, -first)
+        if padding < h:
+            samples = self._griffinlim.push(dsp.magnitude_from_features(frames[padding:], cfg=self.cfg))
+            self._gate.add_frames(held["levels"][padding:])
+            if samples.shape[0]:
+                self._converted.put(self._gate.apply(np.asarray(samples, np.float32)))
         self.input_level_db = float(np.max(levels))
-        self._gate.add_frames(levels)
-        if samples.shape[0]:
-            self._converted.put(self._gate.apply(np.asarray(samples, np.float32)))
         self.hops += 1
+
+    def _learn_source(self, f_mean: np.ndarray, z: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """The source as a file measures it: f over windows of speech (with a cross-fade only the windows that
+        are the file's segments), z's statistics over frames of speech (with a cross-fade every frame of the
+        window, as the file counts each frame in every window that holds it; else the new frames), each
+        judged against the loudest so far. z: the window's (segment_length, z_dim). Returns the new frames'
+        speech flags."""
+        if not self.crossfade or self._frames_in % self.model.segment_length == 0:
+            if self._speech_windows.update(power_db(float(np.mean(self._context_power)))):
+                self._source.add_windows(f_mean)
+        speech = self._speech_frames.update(levels)
+        h = speech.shape[0]
+        self._context_speech = np.concatenate([self._context_speech[h:], speech])
+        self._source.add_frames(z[self._context_speech] if self.crossfade else z[-h:][speech])
+        return speech
 
 
 def _hop_frames(hop_ms: float, frame_ms: float, window_frames: int) -> int:

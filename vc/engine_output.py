@@ -109,3 +109,27 @@ class PassThroughMix:
         ramp = np.clip(ramp, 0.0, 1.0).astype(np.float32)
         self._wet = float(ramp[-1])
         return ramp * wet + (1.0 - ramp) * dry
+
+
+class FrameDelay:
+    """Per-frame values (arrays of frames along axis 0, by name) held back `delay` frames: what a hop's
+    frames need (their level, voicing, F0, ...) while a cross-fade keeps them open. The first `delay`
+    frames out are padding, `fill[name]`, like the silence an encoder window starts with."""
+
+    def __init__(self, delay: int, fill: dict[str, float]):
+        self.delay, self.fill = int(delay), fill
+        self._held: dict[str, np.ndarray] = {}
+
+    def push(self, **values: np.ndarray | None) -> dict[str, np.ndarray | None]:
+        """The values of as many frames as were pushed, each `delay` frames older (None stays None)."""
+        out = {}
+        for name, new in values.items():
+            if new is None:
+                out[name] = None
+                continue
+            held = self._held.get(name)
+            if held is None:
+                held = np.full((self.delay,) + new.shape[1:], self.fill[name], new.dtype)
+            both = np.concatenate([held, new])
+            out[name], self._held[name] = both[:new.shape[0]], both[new.shape[0]:]
+        return out

@@ -70,6 +70,10 @@ class ConversionSettings:
     # conversions' (2.41 -> 0.78) but took the margin from 0.141 to 0.113, below the guard a default needs
     # (docs/experiments.md, stop 23).
     source_detail: float = 0.0
+    # How far each speech frame's envelope is sharpened about its spectral tilt (its log spectrum smoothed
+    # over a kilohertz): the decoder predicts a mean and the exemplars are averages, both of which flatten
+    # the formant peaks that carry the vowels. 0 leaves the envelope as decoded.
+    formant_emphasis: float = 0.0
     # "source" at strength 1.5 keeps more words and sounds better (human test speakers, file: word error 1.21
     # against 1.73, DNSMOS 2.32 against 2.09) but is judged nearer the target in 0.76 of the conversions
     # against 0.86, below issue 20's floor of 0.85: the target's own fine structure carries much of its voice
@@ -99,7 +103,7 @@ class ConversionSettings:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
         if not 0.0 <= self.target_fine_share <= 1.0:
             raise ValueError(f"target_fine_share must be between 0 and 1, not {self.target_fine_share!r}")
-        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail"):
+        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))

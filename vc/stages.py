@@ -3,8 +3,9 @@ the frames' windows and returns the converted log-magnitude frames; `vc.conversi
 utterance, `vc.engine` once per hop. README, "How a voice is converted", lists the stages in order.
 
 How windows map onto frames is the caller's `layout`: `EncodedWindows` (an utterance cut into overlapping
-windows of the model's segment length, decoded and cross-faded) or `NewestFrames` (a stream's newest
-window, of which only the frames of the newest hop are kept).
+windows of the model's segment length, decoded and cross-faded), `BlendedFrames` (a stream's windows,
+cross-faded the same way as they arrive) or `NewestFrames` (a stream's newest window, of which only the
+frames of the newest hop are kept: the low-latency engine).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class EncodedWindows:
         inside = t < self.n_frames
         return self.z_mean[inside & frame_speech[np.minimum(t, self.n_frames - 1)]]
 
-    def decode(self, model: Model, code: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def decode(self, model: Model, code: np.ndarray, z: np.ndarray, part: str = "converted") -> np.ndarray:
         """Every window's z decoded with speaker code `code`, cross-faded -> raw frames (T, n_features)."""
         def decoded():
             for b in range(0, z.shape[0], MODEL_BATCH):
@@ -133,11 +134,48 @@ class NewestFrames:
     n: int
     own_f: np.ndarray   # the window's own f: the source's code until a speech window has been heard
 
-    def decode(self, model: Model, code: np.ndarray, z: np.ndarray) -> np.ndarray:
+    def decode(self, model: Model, code: np.ndarray, z: np.ndarray, part: str = "converted") -> np.ndarray:
         return model.denormalise(model.decode(code[None], z)[0, -self.n:])
 
     def per_frame(self, z: np.ndarray) -> np.ndarray:
         return z[0, -self.n:]
+
+
+class BlendedFrames:
+    """A stream's windows cross-faded as the file path blends its windows (`EncodedWindows.blend`, same
+    weights): each hop's window, the newest `length` frames, is decoded whole and added to what the earlier
+    windows gave its frames; its oldest `n` (= hop) frames, which no later window holds, are final and
+    converted. So a frame comes out `length - n` frames later than with `NewestFrames`, decoded with past
+    and future context as in a file, and no window's edge is heard. One per stream: between hops it keeps
+    the open frames of each decoded quantity (`part`: one per code `convert_frames` decodes with, and z)."""
+
+    def __init__(self, length: int, hop: int):
+        if not 1 <= hop <= length:
+            raise ValueError(f"hop must be between 1 and the window's {length} frames, not {hop}")
+        self.length, self.n = length, hop
+        self.weights = _window_weights(length, hop)
+        self.own_f = None
+        self._open: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def next_window(self, own_f: np.ndarray) -> "BlendedFrames":
+        """The layout of the next hop, whose window has its own f `own_f`."""
+        self.own_f = own_f
+        return self
+
+    def _final(self, part: str, values: np.ndarray) -> np.ndarray:
+        L, n = self.length, self.n
+        acc, wsum = self._open.get(part) or (np.zeros((L, values.shape[-1]), np.float32), np.zeros(L, np.float32))
+        acc = acc + values * self.weights[:, None]
+        wsum = wsum + self.weights
+        self._open[part] = (np.concatenate([acc[n:], np.zeros((n, acc.shape[1]), np.float32)]),
+                            np.concatenate([wsum[n:], np.zeros(n, np.float32)]))
+        return acc[:n] / wsum[:n, None]
+
+    def decode(self, model: Model, code: np.ndarray, z: np.ndarray, part: str = "converted") -> np.ndarray:
+        return self._final(part, model.denormalise(model.decode(code[None], z)[0]))
+
+    def per_frame(self, z: np.ndarray) -> np.ndarray:
+        return self._final("z", np.asarray(z[0], np.float32))
 
 
 def mixed_code(source_f: np.ndarray, target_f: np.ndarray, amount: float) -> np.ndarray:
@@ -164,7 +202,7 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     pulse train's phase after them). Each stage moves `settings.amounts` of the way to the target, so at
     strength 0 nothing of the target is used.
 
-    layout: `EncodedWindows` or `NewestFrames`. speech: (T,) flags of the frames. pitch: their F0 and
+    layout: `EncodedWindows`, `NewestFrames` or `BlendedFrames`. speech: (T,) flags of the frames. pitch: their F0 and
     voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", and the
     level the output follows). phone_keys: their `vc.phones` keys (exemplars matched by phones).
     source_at_pitch(rows, ratio): the source's fine structure at those frames with the pitch moved by
@@ -176,7 +214,7 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     detail = None
     if settings.source_detail and source_frames is not None:
         detail = settings.source_detail * (smooth_across_frequency(source_frames)
-                                           - smooth_across_frequency(layout.decode(model, own_code, z)))
+                                           - smooth_across_frequency(layout.decode(model, own_code, z, part="own")))
     if target.z_stats is not None:
         z = move_codes(z, source.z_stats, target.z_stats, amounts.z)
     frames = layout.decode(model, code, z)
@@ -186,6 +224,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
                                      **_exemplar_keys(settings, target, lambda: layout.per_frame(z), phone_keys))
     if detail is not None:
         frames = frames + detail
+    if settings.formant_emphasis:
+        frames = emphasise_formants(frames, speech, settings.formant_emphasis)
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         # Where the target gives no fine structure and the pitch stays (strength 0, or a bare code), "target"
@@ -217,6 +257,20 @@ def _exemplar_keys(settings: ConversionSettings, target: Speaker, frame_z, phone
         return {"codes": phone_keys, "exemplar_codes": target.envelope_phones,
                 "candidates": settings.voiced_candidates if ranked else None}
     return {}
+
+
+TILT_BINS = 25   # about 1 kHz at 16 kHz and 400-point frames: wider than a formant, narrower than their spacing
+
+
+def emphasise_formants(frames: np.ndarray, speech: np.ndarray, amount: float) -> np.ndarray:
+    """Raw frames (T, n_features) -> the same with each speech frame's envelope moved `amount` further from
+    its spectral tilt: peaks (formants) rise and valleys fall, the tilt and the fine structure stay."""
+    if not np.any(speech):
+        return frames
+    envelope = smooth_across_frequency(frames[speech])
+    out = np.array(frames, np.float32, copy=True)
+    out[speech] += amount * (envelope - smooth_across_frequency(frames[speech], bins=TILT_BINS))
+    return out
 
 
 def follow_source_level(frames: np.ndarray, source_frames: np.ndarray, cfg, *, amount: float = 1.0) -> np.ndarray:
