@@ -314,7 +314,7 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     out = tmp_path / "out.wav"
     started = time.monotonic()
     done = vc_live("--target", target, "--model", model_dir, "--input-file", wav, "-o", "none",
-                   "--record", out, "--hop-ms", "40", "--n-iter", "8", "--json", "--threads", "1")
+                   "--record", out, "--low-latency", "--n-iter", "8", "--json", "--threads", "1")
     wall = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -325,7 +325,7 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
     recorded, rate = sf.read(out, dtype="float32")
     assert rate == 16000
     model = load_model(model_dir, device="cpu", threads=1)
-    engine = StreamingConverter(model, load_speaker(target, model), hop_ms=40, n_iter=8)
+    engine = StreamingConverter(model, load_speaker(target, model), hop_ms=40, crossfade=False, n_iter=8)
     expected = engine.push(np.concatenate([audio, np.zeros(recorded.size - audio.size, np.float32)]))
     np.testing.assert_allclose(recorded, expected, atol=1e-4)
     assert not list(tmp_path.glob(".out.wav.*")), "no temporary file is left behind"
@@ -337,9 +337,9 @@ def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model)
     model_dir, target = live_model
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=None,
                                             low_latency=True, n_iter=5))
-    assert engine.gate_db is None and engine.hop_ms == 40 and engine.n_iter == 5
+    assert engine.gate_db is None and engine.hop_ms == 40 and not engine.crossfade and engine.n_iter == 5
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0))
-    assert engine.gate_db == -40.0 and engine.hop_ms == 200
+    assert engine.gate_db == -40.0 and engine.hop_ms == 100 and engine.crossfade
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
                                             fine_structure="pulse", source_detail=0.25))
     assert engine.settings.fine_structure == "pulse" and engine.settings.source_detail == 0.25
