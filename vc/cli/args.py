@@ -85,8 +85,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_words_arguments(parser: argparse.ArgumentParser) -> None:
-    """--fine-structure, --source-detail and --exemplar-match: what the voiced frames carry, and which of the
-    target's envelopes a frame is drawn onto; the same in vc-batch and vc-live."""
+    """--fine-structure, --source-detail, --formant-emphasis and --exemplar-match: what the voiced frames
+    carry, how sharp the envelopes are, and which of the target's envelopes a frame is drawn onto; the same
+    in vc-batch and vc-live."""
     from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES
 
     parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
@@ -97,6 +98,10 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-detail", type=share, default=None, metavar="D",
                         help=f"share of the source's envelope that the model misses added back, 0 to 2 (more "
                              f"words, less of the target; default {DEFAULTS.source_detail:g})")
+    parser.add_argument("--formant-emphasis", type=share, default=None, metavar="A",
+                        help=f"how far each speech frame's envelope is sharpened about its tilt, 0 to 2 (the "
+                             f"decoder and the averaged exemplars flatten formants; default "
+                             f"{DEFAULTS.formant_emphasis:g})")
     parser.add_argument("--exemplar-match", choices=EXEMPLAR_MATCHES, default=None,
                         help=f"which of the target's own envelopes each frame is drawn onto: the nearest in 'z', "
                              f"by what is said, or in 'envelope', by how it looks (a speaker file without z); "

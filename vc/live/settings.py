@@ -38,6 +38,7 @@ class EngineSettings:
     fine_structure: str | None = None   # None: the engine's default
     source_detail: float | None = None  # None: the engine's default
     exemplar_match: str | None = None   # None: the engine's default
+    formant_emphasis: float | None = None  # None: the engine's default
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
