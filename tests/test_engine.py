@@ -29,7 +29,8 @@ def push_in_blocks(engine, audio, sizes):
 
 # --- tests ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode, fine_structure, source_detail", [("default", "target", 0.0), ("lowlat", "target", 0.0),
-                                                                 ("lowlat", "source", 0.5)])
+                                                                 ("lowlat", "source", 0.5),
+                                                                 ("default", "source", 0.5)])
 def test_output_does_not_depend_on_block_size(random_model, mode, fine_structure, source_detail):
     from vc.engine import engine_for_mode
 
@@ -44,7 +45,7 @@ def test_output_does_not_depend_on_block_size(random_model, mode, fine_structure
 
 
 @pytest.mark.parametrize("hop_ms,lookahead_ms,harmonics,crossfade", [
-    (100, 30, True, True), (40, 30, True, True), (200, 30, True, False), (40, 30, True, False),
+    (100, 30, True, True), (40, 30, True, True), (190, 30, True, True), (200, 30, True, False), (40, 30, True, False),
     (20, 20, False, False), (60, 0, True, False), (200, 30, False, False)])
 def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop_ms, lookahead_ms, harmonics,
                                                              crossfade):
@@ -69,11 +70,12 @@ def test_algorithmic_latency_matches_the_delay_of_an_impulse(identity_model, hop
     assert abs(measured_ms - engine.algorithmic_latency_ms) < 2.0, (measured_ms, engine.algorithmic_latency_ms)
     # Nothing comes out before the latency has passed.
     assert np.max(np.abs(y[:positions[0] + engine.latency_samples - 480])) < 1e-3
-    # The README's formula: hop + look-ahead + 14.9 ms, plus the pitch tracker's 12.6 ms with harmonics
-    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200), plus what two windows
-    # share with a cross-fade (the 200 ms window less the hop).
-    expected = (hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + (201 / 16 if harmonics else 0.0)
-                + (200 - hop_ms if crossfade else 0.0))
+    # The README's formula: hop + look-ahead + 14.9 ms, plus what two windows share with a cross-fade (the
+    # 200 ms window less the hop), plus what of the pitch tracker's 12.6 ms the cross-fade does not cover
+    # (YIN's 802-sample frame reaches 401 samples past its centre, the STFT's 200).
+    crossfade_ms = 200 - hop_ms if crossfade else 0.0
+    expected = (hop_ms + lookahead_ms + (400 - 160 - 1) / 16 + crossfade_ms
+                + (max(0.0, 201 / 16 - crossfade_ms) if harmonics else 0.0))
     assert engine.algorithmic_latency_ms == pytest.approx(expected)
 
 
@@ -319,3 +321,31 @@ def test_stream_windows_are_cross_faded_as_the_file_paths():
     whole = BlendedFrames(L, L)
     for v in values[:3]:
         np.testing.assert_array_equal(whole.next_window(None).per_frame(v[None]), v)
+
+
+@pytest.mark.parametrize("mode", ["default", "lowlat"])
+def test_cross_faded_stream_converts_with_the_whole_files_pitch(identity_model, mode):
+    """A cross-fade holds each frame 100 ms after its hop, time enough for the tracker to see as far ahead
+    as the whole-file tracker does: the default engine converts with exactly the file's F0 and voicing
+    (the loudness floor aside, which a steady voice does not reach); the low-latency engine decides each
+    hop's newest frames without their future."""
+    from vc.engine import engine_for_mode
+    from vc.pitch import yin
+
+    audio = speech(2.0, f0=150.0, seed=4)
+    engine = engine_for_mode(identity_model, target_code(identity_model), mode, n_iter=4, gate_db=None)
+    taken = []
+    take = engine._take_pitch
+    engine._take_pitch = lambda h, padding: taken.append(take(h, padding)[0][padding:]) or (
+        np.zeros(h), np.zeros(h, bool))
+    engine.convert(audio, block=1000)
+    f0 = np.concatenate(taken)
+    whole_f0, whole_voiced = yin(audio, SR, 160)
+    n = min(f0.size, whole_f0.size - 8)
+    assert n > 150
+    if mode == "default":
+        assert engine.pitch_lookahead_frames == 4 and engine.pitch_latency_samples == 0
+        np.testing.assert_array_equal(f0[:n] > 0, whole_voiced[:n])
+        np.testing.assert_allclose(f0[:n], whole_f0[:n], rtol=1e-9)
+    else:
+        assert engine.pitch_lookahead_frames == 0 and engine.pitch_latency_samples == 201

@@ -60,6 +60,15 @@ def test_streamed_keys_match_the_file_away_from_each_hop_end(phones_model):
     assert np.abs(streamed[settled] - whole[:streamed.shape[0]][settled]).max() < 1e-4
     assert np.abs(streamed[~settled] - whole[:streamed.shape[0]][~settled]).max() > 1e-4
 
+    # Held back as long as the right context reaches (as a cross-fade holds frames), they are the file's.
+    delay = recogniser.right_context + 3
+    late = StreamingPhones(recogniser, float(np.log(phones_model.feature_config.log_floor)), delay=delay)
+    delayed = np.concatenate([late.push(frames[i:i + hop]) for i in range(0, frames.shape[0] - hop + 1, hop)])
+    assert delayed.shape == streamed.shape
+    compared = delayed[delay + recogniser.left_context:]
+    np.testing.assert_allclose(compared, whole[recogniser.left_context:compared.shape[0] + recogniser.left_context],
+                               atol=1e-4)
+
 
 def test_enrolment_keeps_phone_keys_and_the_speaker_file_carries_them(phones_model, tmp_path):
     import soundfile as sf

@@ -170,12 +170,13 @@ def open_judges(wer: bool, dnsmos: bool, cache: Path | None, sr: int, read_audio
     return asr, mos, transcripts, scores
 
 
-def stream_track(audio: np.ndarray, sr: int, hop_length: int, hop_frames: int) -> tuple[np.ndarray, np.ndarray]:
+def stream_track(audio: np.ndarray, sr: int, hop_length: int, hop_frames: int,
+                 lookahead_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The F0 track the engine gets: the streaming tracker fed 200 ms blocks, taken a hop at a time."""
     from vc.streaming_pitch import StreamingPitch
 
-    tracker = StreamingPitch(sr, hop_length)
-    padded = np.concatenate([audio, np.zeros(tracker.span + hop_frames * hop_length, np.float32)])
+    tracker = StreamingPitch(sr, hop_length, lookahead_frames=lookahead_frames)
+    padded = np.concatenate([audio, np.zeros(tracker.span + (hop_frames + lookahead_frames) * hop_length, np.float32)])
     f0s, flags = [], []
     for i in range(0, padded.size, STREAM_BLOCK):
         tracker.push(padded[i:i + STREAM_BLOCK])
@@ -190,7 +191,7 @@ def stream_track(audio: np.ndarray, sr: int, hop_length: int, hop_frames: int) -
 def pitch_agreement(paths, model) -> dict:
     """Whole-file YIN against the streaming tracker on every file, pooled over frames."""
     from vc.audio import read_audio
-    from vc.engine import MODES
+    from vc.engine import MODES, pitch_lookahead
     from vc.pitch import yin
 
     cfg = model.feature_config
@@ -198,11 +199,12 @@ def pitch_agreement(paths, model) -> dict:
     out = {"pitch_files": len(paths)}
     for mode, prefix in (("default", "pitch"), ("lowlat", "pitch_lowlat")):
         hop_frames = int(round(MODES[mode]["hop_ms"] / frame_ms))
+        lookahead = pitch_lookahead(cfg, model.segment_length - hop_frames if MODES[mode]["crossfade"] else 0)
         diffs, agree, frames = [], 0, 0
         for path in paths:
             audio = read_audio(path, sr=cfg.sr)[0]
             f0, voiced = yin(audio, cfg.sr, cfg.hop_length)
-            sf0, svoiced = stream_track(audio, cfg.sr, cfg.hop_length, hop_frames)
+            sf0, svoiced = stream_track(audio, cfg.sr, cfg.hop_length, hop_frames, lookahead)
             both = voiced & svoiced
             diffs.append(np.abs(sf0[both] / f0[both] - 1.0))
             agree += int(np.sum(voiced == svoiced))

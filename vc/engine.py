@@ -26,7 +26,8 @@ Output sample s reconstructs input sample s (frame t is centred on sample t*hop_
 
 - the STFT: frame t is complete once sample t*hop_length + n_fft/2 - 1 has arrived (n_fft/2 = 12.5 ms);
 - the pitch tracker (with harmonics): YIN's frame for frame t reads 401 samples past its centre (two
-  periods of 60 Hz plus one lag range), P = 201 samples (12.6 ms) beyond the STFT's;
+  periods of 60 Hz plus one lag range), 201 samples (12.6 ms) beyond the STFT's, and its decisions (runs,
+  medians) look `pitch_lookahead_frames` further; what of this a frame waits for after its hop is P;
 - the hop: frames are processed in groups of H/hop_length, so a frame waits up to H - hop_length for the
   rest of its hop (and the sample that completes it up to hop_length - 1 for its frame);
 - the cross-fade: a frame is final C = segment_length - H/hop_length frames after its hop (0 without);
@@ -39,10 +40,13 @@ every `push` returns exactly as many samples as it was given, the conversion del
     latency = H + (C + L)*hop_length + n_fft - hop_length - 1 + P samples
 
 so nothing waits for output that is not final yet, whatever the block size. At 16 kHz, the default
-(H = 100 ms, C = 10 frames, L = 3) gives 257.5 ms (244.9 ms without harmonics), as a 200 ms hop without a
-cross-fade would; the low-latency preset (H = 40 ms, no cross-fade, L = 3) 97.5 ms (84.9 ms). The tracker
-takes no look-ahead beyond the hop: a hop's newest frames have their voicing decided without the 2-4 frames
-the whole-file tracker also sees. A live set-up adds the device buffers, the resamplers and a margin for a
+(H = 100 ms, C = 10 frames, L = 3) gives 244.9 ms; the low-latency preset (H = 40 ms, no cross-fade,
+L = 3) 97.5 ms (84.9 ms without harmonics). A cross-faded frame is converted C frames after its hop, so the
+tracker decides it seeing 4 frames of its future, as much as the whole-file tracker's runs and medians
+reach, and still has its answer before the hop (P = 0): the stream's voicing and F0 are the whole file's
+but for the loudness floor. Without a cross-fade the tracker takes no look-ahead beyond the hop: a hop's
+newest frames have their voicing decided without the 2-4 frames the whole-file tracker also sees, and
+P = 201 samples. A live set-up adds the device buffers, the resamplers and a margin for a
 hop's compute time (`vc.live` adds them to its estimate).
 
 Noise gate and pass-through (`vc.engine_output`): a frame's level (dBFS, from its spectrum) opens the
@@ -69,7 +73,7 @@ from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
 from vc.stages import BlendedFrames, NewestFrames, convert_frames, source_prior
-from vc.streaming_pitch import StreamingPitch
+from vc.streaming_pitch import StreamingPitch, held_lookahead
 
 MODES = {
     # Windows of the model's segment every half segment, cross-faded as the file path does: each frame is
@@ -125,15 +129,17 @@ class StreamingConverter:
         self.gate_db = gate_db
         self.gate_hold_frames = int(round(gate_hold_ms / frame_ms))
         self.hop_samples = self.hop_frames * cfg.hop_length
+        self.pitch_lookahead_frames = pitch_lookahead(cfg, self.crossfade_frames)
         self._passthrough = bool(passthrough)
         # The exemplar sets as float32 once, not on every hop (speaker files keep them as float16).
         self._hop_target = dataclasses.replace(self.target, **{
             name: np.asarray(getattr(self.target, name), np.float32)
             for name in ("envelopes", "envelope_z", "envelope_phones") if getattr(self.target, name) is not None})
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
-        # A hop's frames go on once their F0 is known too; YIN's frames reach further than the STFT's.
-        self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples)
-                                      if self.harmonics else 0)
+        # A hop's frames go on once the F0 of the frames it converts is known too (with a cross-fade those
+        # are `crossfade_frames` older); YIN's frames reach further than the STFT's.
+        self.pitch_latency_samples = (max(0, self._pitch.latency_samples - self._features.latency_samples
+                                          - self.crossfade_frames * cfg.hop_length) if self.harmonics else 0)
         # Worst case just before a hop completes: the hop's first frame waits H - hop_length samples for the
         # rest of the hop and hop_length - 1 for its own last sample beyond the STFT's latency.
         self.latency_samples = (self.hop_samples - 1 + self._features.latency_samples + self.pitch_latency_samples
@@ -170,8 +176,8 @@ class StreamingConverter:
         return self._pitch.last_f0 if self.harmonics else 0.0
 
     def describe(self) -> str:
-        pitch = (f"harmonics on (pitch tracker +{self.pitch_latency_ms:.1f} ms)" if self.harmonics
-                 else "harmonics off")
+        pitch = (f"harmonics on (pitch tracker +{self.pitch_latency_ms:.1f} ms, "
+                 f"{self.pitch_lookahead_frames} frames look-ahead)" if self.harmonics else "harmonics off")
         source = ", source enrolled" if self.source is not None else ""
         return (f"hop {self.hop_ms:g} ms, look-ahead {self.lookahead_ms:g} ms, window "
                 f"{1000.0 * self.window_frames * self.cfg.hop_length / self.sr:g} ms"
@@ -185,8 +191,9 @@ class StreamingConverter:
         self._griffinlim = dsp.StreamingGriffinLim(
             n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, n_iter=self.settings.n_iter,
             momentum=self.settings.momentum, lookahead=self.lookahead_frames, window=cfg.window, center=cfg.center)
-        self._pitch = StreamingPitch(cfg.sr, cfg.hop_length)
-        self._phones = (StreamingPhones(self.model.phones, float(np.log(cfg.log_floor)))
+        self._pitch = StreamingPitch(cfg.sr, cfg.hop_length, lookahead_frames=self.pitch_lookahead_frames)
+        # Phone keys of the frames a hop converts, which with a cross-fade have their future in the window.
+        self._phones = (StreamingPhones(self.model.phones, float(np.log(cfg.log_floor)), delay=self.crossfade_frames)
                         if self.settings.matches_by_phones else None)
 
     def reset(self) -> None:
@@ -203,9 +210,9 @@ class StreamingConverter:
         self._context_speech = np.zeros(model.segment_length, bool)
         self._pending, self._n_pending = [], 0
         self._layout = BlendedFrames(model.segment_length, self.hop_frames) if self.crossfade else None
-        # What a hop's frames need once they are converted, held as long as the cross-fade holds them.
-        self._held = FrameDelay(self.crossfade_frames, {"frames": silence, "levels": SILENCE_DBFS, "speech": False,
-                                                        "f0": 0.0, "voiced": False, "phone_keys": 0.0})
+        # What a hop's frames need once they are converted, held as long as the cross-fade holds them
+        # (their pitch and phone keys are decided then, seeing their future).
+        self._held = FrameDelay(self.crossfade_frames, {"frames": silence, "levels": SILENCE_DBFS, "speech": False})
         self._frames_in = 0
         self._harmonic_phase = 0.0
         # The source's own samples, where its excitation is analysed again at the moved pitch.
@@ -244,10 +251,11 @@ class StreamingConverter:
         if frames.shape[0]:
             self._pending.append(frames)
             self._n_pending += frames.shape[0]
-        pitch_ready = self._pitch.push(x) if self.harmonics else self._n_pending
-        while self._n_pending >= self.hop_frames and pitch_ready >= self.hop_frames:
+        if self.harmonics:
+            self._pitch.push(x)
+        while self._n_pending >= self.hop_frames and (not self.harmonics
+                                                      or self._pitch.ready >= self._stream_frames_of_next_hop()):
             self._process_hop(self._take_pending(self.hop_frames))
-            pitch_ready -= self.hop_frames
         out = self._mix.mix(self._converted.take(x.size), self._dry.take(x.size))
         self.last_compute_s = time.perf_counter() - started
         self.compute_s_total += self.last_compute_s
@@ -268,6 +276,10 @@ class StreamingConverter:
         pieces.append(self.flush())
         return np.concatenate(pieces)[self.latency_samples:self.latency_samples + audio.size]
 
+    def _stream_frames_of_next_hop(self) -> int:
+        """Frames the next hop converts that are the stream's, not the padding before its first."""
+        return min(self.hop_frames, max(0, self._frames_in + self.hop_frames - self.crossfade_frames))
+
     def _take_pending(self, n: int) -> np.ndarray:
         frames = np.concatenate(self._pending, axis=0) if len(self._pending) > 1 else self._pending[0]
         taken, rest = frames[:n], frames[n:]
@@ -283,26 +295,23 @@ class StreamingConverter:
         f_mean, _, z_mean, _ = model.encode(model.normalise(self._context)[None])
         self._frames_in += h
         speech = self._learn_source(f_mean, z_mean[0], levels)
-        pitch = self._pitch.take(h) if self.harmonics else None
-        if pitch is not None:
-            self._source.add_pitch(*pitch)
-        phone_keys = self._phones.push(new_frames) if self._phones is not None else None
         # The frames converted now: the newest, or with a cross-fade the window's oldest, which no later
         # window holds; `first` is the stream's frame number of the first (below 0: the window's padding).
-        held = self._held.push(frames=new_frames, levels=levels, speech=speech, phone_keys=phone_keys,
-                               **({} if pitch is None else {"f0": pitch[0], "voiced": pitch[1]}))
         first = self._frames_in - self.crossfade_frames - h
+        padding = max(0, -first)
+        held = self._held.push(frames=new_frames, levels=levels, speech=speech)
+        pitch = self._take_pitch(h, padding) if self.harmonics else None
+        phone_keys = self._phones.push(new_frames) if self._phones is not None else None
         layout = NewestFrames(h, f_mean[0]) if self._layout is None else self._layout.next_window(f_mean[0])
         recent = self._recent
         at_pitch = None if recent is None else (lambda rows, ratio: recent.fine_structure_at_ratio(first + rows, ratio))
         frames, self._harmonic_phase = convert_frames(
             z_mean, layout, model=model, target=self._hop_target, source=self._source, settings=self.settings,
-            speech=held["speech"], pitch=None if pitch is None else (held["f0"], held["voiced"]),
-            source_frames=held["frames"], phone_keys=held["phone_keys"], source_at_pitch=at_pitch,
+            speech=held["speech"], pitch=pitch, source_frames=held["frames"], phone_keys=phone_keys,
+            source_at_pitch=at_pitch,
             phase=self._harmonic_phase)
         if recent is not None:
             recent.keep_from_frame(first + h)
-        padding = max(0, -first)
         if padding < h:
             samples = self._griffinlim.push(dsp.magnitude_from_features(frames[padding:], cfg=self.cfg))
             self._gate.add_frames(held["levels"][padding:])
@@ -310,6 +319,13 @@ class StreamingConverter:
                 self._converted.put(self._gate.apply(np.asarray(samples, np.float32)))
         self.input_level_db = float(np.max(levels))
         self.hops += 1
+
+    def _take_pitch(self, h: int, padding: int) -> tuple[np.ndarray, np.ndarray]:
+        """F0 and voicing of the h frames converted now, of which the first `padding` precede the stream."""
+        f0, voiced = self._pitch.take(max(0, h - padding))
+        self._source.add_pitch(f0, voiced)
+        unvoiced = h - f0.shape[0]
+        return (np.concatenate([np.zeros(unvoiced), f0]), np.concatenate([np.zeros(unvoiced, bool), voiced]))
 
     def _learn_source(self, f_mean: np.ndarray, z: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """The source as a file measures it: f over windows of speech (with a cross-fade only the windows that
@@ -335,6 +351,13 @@ def _hop_frames(hop_ms: float, frame_ms: float, window_frames: int) -> int:
         raise EngineError(f"hop {hop_ms:g} ms is longer than the model's {window_frames * frame_ms:g} ms window; "
                           "use at most that")
     return int(round(hop_frames))
+
+
+def pitch_lookahead(cfg, crossfade_frames: int) -> int:
+    """The frames a cross-fade holds see their future: the pitch tracker may look as far ahead as fits in
+    the wait without holding up a hop."""
+    beyond_stft = StreamingPitch(cfg.sr, cfg.hop_length).latency_samples - dsp.StreamingLogMagnitude(cfg).latency_samples
+    return held_lookahead(crossfade_frames, cfg.hop_length, beyond_stft)
 
 
 def engine_for_mode(model, target, mode: str = "default", **overrides) -> StreamingConverter:

@@ -62,20 +62,22 @@ class PhoneRecogniser:
 
 
 class StreamingPhones:
-    """Keys of a stream's frames, a hop at a time, from the newest frames and the recogniser's past context.
-    The newest `right_context` frames of each hop see their future as a repeat of the last frame (as a
-    file's last frames do), so a stream's keys differ from the file's only there."""
+    """Keys of a stream's frames, a hop at a time, `delay` frames behind the newest (the first `delay` keys
+    out are those of the silence before the stream). A frame's key sees min(delay, right_context) frames
+    of its future; the rest of its right context is a repeat of the newest frame (as a file's last frames
+    see), so with delay >= right_context the keys are the file's, else its newest frames' differ."""
 
-    def __init__(self, recogniser: PhoneRecogniser, silence: float) -> None:
-        self.recogniser = recogniser
-        self._past = np.full((recogniser.left_context + recogniser.right_context, recogniser.n_features),
-                             silence, np.float32)
+    def __init__(self, recogniser: PhoneRecogniser, silence: float, *, delay: int = 0) -> None:
+        self.recogniser, self.delay = recogniser, int(delay)
+        self._past = np.full((recogniser.left_context + recogniser.right_context + self.delay,
+                              recogniser.n_features), silence, np.float32)
 
     def push(self, frames: np.ndarray) -> np.ndarray:
-        h = frames.shape[0]
+        h, kept = frames.shape[0], self._past.shape[0]
         window = np.concatenate([self._past, frames], axis=0)
-        self._past = window[-self._past.shape[0]:]
-        return self.recogniser.keys(window)[-h:]
+        self._past = window[window.shape[0] - kept:]
+        keys = self.recogniser.keys(window)
+        return keys[keys.shape[0] - self.delay - h:keys.shape[0] - self.delay]
 
 
 def open_recogniser(model_dir: Path, session_factory, feature_config) -> PhoneRecogniser | None:

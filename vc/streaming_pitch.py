@@ -12,7 +12,8 @@ the STFT's half window). Three decisions of the whole-file tracker look further:
   decides its n frames seeing `lookahead_frames` frames beyond the last of them (and never more, so the
   answer does not depend on how the signal was cut into blocks); the newest frames of a take see fewer
   neighbours than the whole-file tracker does, frames further back get its exact answer. With
-  `lookahead_frames` >= 4 every frame does, at 10 ms of latency per frame.
+  `lookahead_frames` >= WHOLE_FILE_REACH every frame does, at 10 ms of latency per frame, unless the
+  frames wait that long anyway (`held_lookahead`).
 """
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ from vc.pitch import (FMAX, FMIN, MIN_VOICED_RUN, THRESHOLD, Register,
 
 PEAK_DECAY_DB_PER_S = 1.0
 HISTORY_FRAMES = 8     # frames kept behind the next one to hand out: runs and medians look 2 back
+WHOLE_FILE_REACH = 4   # look-ahead (frames) past which `take` gives the whole-file tracker's answers
+
+
+def held_lookahead(held_frames: int, hop_length: int, beyond_stft_samples: int) -> int:
+    """The look-ahead a tracker gets for nothing when each frame is used `held_frames` frames after the
+    STFT completes it (a streaming cross-fade holds frames that long): as much as fits in the wait beyond
+    the tracker's own reach past the STFT's, up to WHOLE_FILE_REACH."""
+    spare = held_frames - math.ceil(max(0, beyond_stft_samples) / hop_length)
+    return min(WHOLE_FILE_REACH, max(0, spare))
 
 
 class StreamingPitch:
