@@ -92,40 +92,6 @@ def test_codes_rank_only_the_nearest_envelopes_when_candidates_are_given():
     assert np.abs(drawn - want).max() < 0.05
 
 
-def test_frames_matched_far_from_their_codes_move_less_with_confidence():
-    """match_confidence: a frame whose nearest codes lie as close as the target's own frames lie to one
-    another moves the whole way; one whose nearest lie 3 times as far (in squared distance) as
-    MATCHED_DISTANCE allows moves 1/3^confidence of it; confidence 0 moves every frame alike."""
-    from vc.exemplars import MATCHED_DISTANCE, draw_onto_exemplars, envelope_coefficients, own_match_distance
-
-    rng = np.random.default_rng(1)
-    bins = np.arange(200)
-    decoded = np.stack([-4 + 0.5 * np.cos(bins / 20.0)] * 2).astype(np.float32)
-    target = (-1 + np.sin(bins / 9.0)).astype(np.float32)[None]
-    pool = np.repeat(envelope_coefficients(target), 200, axis=0).astype(np.float16)
-    pool_codes = rng.standard_normal((200, 4)).astype(np.float16)        # the target's own spread
-    own = own_match_distance(pool_codes, 8)
-    assert own_match_distance(pool_codes, 8) == own and 0.0 < own
-    direction = np.array([1.0, 0.0, 0.0, 0.0], np.float32)
-    # frame 0 sits amid the pool; frame 1 so far out that its 8 nearest lie 3 * MATCHED_DISTANCE * own away
-    far = float(np.sqrt(3 * MATCHED_DISTANCE * own))
-    codes = np.stack([np.zeros(4, np.float32), (far + 3.0) * direction])
-    speech = np.ones(2, bool)
-    plain = draw_onto_exemplars(decoded, pool, speech, k=8, codes=codes, exemplar_codes=pool_codes)
-    weighted = draw_onto_exemplars(decoded, pool, speech, k=8, codes=codes, exemplar_codes=pool_codes,
-                                   confidence=1.0)
-    moved_plain = np.abs(plain - decoded).mean(axis=1)
-    moved = np.abs(weighted - decoded).mean(axis=1)
-    np.testing.assert_allclose(moved[0], moved_plain[0], rtol=1e-4)
-    pool32 = pool_codes.astype(np.float32)
-    nearest = np.sort(np.square(pool32 - codes[1]).sum(axis=1))[:8].mean()
-    assert moved[1] / moved_plain[1] == pytest.approx(MATCHED_DISTANCE * own / nearest, rel=1e-3)
-    assert moved[1] < 0.5 * moved_plain[1]
-    np.testing.assert_array_equal(
-        draw_onto_exemplars(decoded, pool, speech, k=8, codes=codes, exemplar_codes=pool_codes, confidence=0.0),
-        plain)
-
-
 def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""

@@ -267,9 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--formant-emphasis", type=float, default=None,
                         help="how far the envelopes are sharpened about their tilt (default: the settings')")
-    parser.add_argument("--match-confidence", type=float, default=None,
-                        help="how much less frames with distant matches are drawn onto the target's envelopes "
-                             "(default: the settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -301,7 +298,7 @@ def main(argv=None) -> int:
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
         follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
         target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
-        voiced_candidates=args.voiced_candidates, match_confidence=args.match_confidence)
+        voiced_candidates=args.voiced_candidates)
     strength = settings.strength
     start = time.perf_counter()
     encoder, preprocess_wav = load_resemblyzer()

@@ -15,7 +15,6 @@ F0 exactly (`voiced_fine_structure`). The measurements behind this are in docs/e
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -25,12 +24,6 @@ N_COEFFS = 48
 MAX_EXEMPLARS = 3000
 MAX_VOICED = 1500
 QUERY_BLOCK = 4096   # frames matched at a time: an hour-long file must not need a (frames x exemplars) matrix
-# A converted frame counts as matched when its nearest codes are no further than this many times the target's
-# own frames are from one another: another voice's frames of the same sound sit 1.2-2 times as far (median
-# over the frames of the shipped examples' conversions).
-MATCHED_DISTANCE = 1.5
-_OWN_DISTANCE_SAMPLE = 400
-_own_distances: dict[tuple[int, int], tuple[weakref.ref, float]] = {}
 
 
 @lru_cache(maxsize=4)
@@ -86,35 +79,9 @@ def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray
     return out
 
 
-def own_match_distance(exemplar_codes: np.ndarray, k: int) -> float:
-    """How close the target's own frames are to one another: the median, over up to 400 of its exemplars,
-    of the mean squared distance of their codes to their k nearest others'. Kept per array (a stream asks
-    every hop)."""
-    key = (id(exemplar_codes), k)
-    known = _own_distances.get(key)
-    if known is not None and known[0]() is exemplar_codes:
-        return known[1]
-    pool = np.asarray(exemplar_codes, np.float32)
-    sample = pool[evenly_spaced(np.arange(pool.shape[0]), _OWN_DISTANCE_SAMPLE)]
-    nearest = nearest_exemplars(sample, pool, k + 1)          # each sampled row finds itself at distance 0
-    distance = float(np.median(np.square(pool[nearest] - sample[:, None, :]).sum(axis=2).sum(axis=1)
-                               / max(1, min(k, pool.shape[0] - 1))))
-    _own_distances[key] = (weakref.ref(exemplar_codes), distance)
-    return distance
-
-
-def match_weights(query: np.ndarray, matched: np.ndarray, own_distance: float, confidence: float) -> np.ndarray:
-    """(n, d) codes of converted frames and (n, k, d) codes of the exemplars each was matched to -> (n,)
-    weights in (0, 1]: 1 for a frame matched as closely as MATCHED_DISTANCE x the target's own frames are to
-    one another, falling as (that distance / the frame's)^confidence beyond it."""
-    distance = np.square(matched - query[:, None, :]).sum(axis=2).mean(axis=1)
-    return np.minimum(1.0, MATCHED_DISTANCE * own_distance / np.maximum(distance, 1e-12)) ** confidence
-
-
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, *, k: int,
                         amount: float = 1.0, codes: np.ndarray | None = None,
-                        exemplar_codes: np.ndarray | None = None, candidates: int | None = None,
-                        confidence: float = 0.0) -> np.ndarray:
+                        exemplar_codes: np.ndarray | None = None, candidates: int | None = None) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
     `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (non-speech
     frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`.
@@ -123,8 +90,7 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     of each exemplar's frame, are given: the target's envelopes of the same sound. Else nearest by envelope
     (Euclidean, in coefficients), which finds the target's frames that look most alike, often of another
     phone, and costs words. With `candidates` as well, the codes only rank the `candidates` nearest by
-    envelope: the same sound among the frames that look alike. confidence > 0 (with codes): frames whose
-    matches lie far from them, sounds the target's enrolment hardly holds, move less (`match_weights`)."""
+    envelope: the same sound among the frames that look alike."""
     from vc.pitch import smooth_across_frequency
 
     if amount == 0.0 or not np.any(speech):
@@ -145,13 +111,8 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     else:
         nearest = nearest_exemplars(envelope @ basis, pool, k)
     drawn = pool[nearest].mean(axis=1) @ basis.T
-    weight = np.float32(amount)
-    if confidence and codes is not None and exemplar_codes is not None:
-        keys = np.asarray(exemplar_codes, np.float32)
-        weight = amount * match_weights(np.asarray(codes[speech], np.float32), keys[nearest],
-                                        own_match_distance(exemplar_codes, k), confidence)[:, None]
     out = np.array(frames, np.float32, copy=True)
-    out[speech] += (weight * (drawn - envelope)).astype(np.float32)
+    out[speech] += amount * (drawn - envelope)
     return out
 
 

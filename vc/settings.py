@@ -58,9 +58,6 @@ class ConversionSettings:
     # 2.13) and reach the target as well (margin 0.174 against 0.171); 2 is rough.
     envelopes_per_frame: int = 16
     voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
-    # How much less a frame is drawn onto the target's envelopes when its matches lie far from it (by z or
-    # phones), i.e. a sound the target's enrolment hardly holds (`vc.exemplars.match_weights`; 0: all alike).
-    match_confidence: float = 0.0
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
@@ -108,8 +105,7 @@ class ConversionSettings:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
         if not 0.0 <= self.target_fine_share <= 1.0:
             raise ValueError(f"target_fine_share must be between 0 and 1, not {self.target_fine_share!r}")
-        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis",
-                     "match_confidence"):
+        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))

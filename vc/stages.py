@@ -220,7 +220,7 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     frames = layout.decode(model, code, z)
     if target.envelopes is not None:
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
-                                     amount=amounts.envelope, confidence=settings.match_confidence,
+                                     amount=amounts.envelope,
                                      **_exemplar_keys(settings, target, lambda: layout.per_frame(z), phone_keys))
     if detail is not None:
         frames = frames + detail
