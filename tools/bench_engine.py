@@ -8,7 +8,7 @@ device-sized blocks (10 ms), one ONNX Runtime thread, 32 Griffin-Lim iterations,
 engine's default conversion (harmonics rebuilt at the target's pitch, z statistics, envelopes, the default
 strength; target: the first examples/speakers/*.npy, with its register, statistics and envelopes, else zeros);
 latency_*_ms: the engine's algorithmic latency (measured against an impulse in tests/test_engine.py),
-pitch_latency_ms what the streaming pitch tracker adds to it;
+pitch_latency_*_ms what the streaming pitch tracker adds to it (nothing with the default's cross-fade);
 hop_peak_*: the slowest single hop against the hop's duration (what a live playback margin must cover);
 rss_mb: peak resident memory of this process, which only loads the runtime (no PyTorch), the model and
 both engines. Floors (issue 13, with harmonics): rtf_default <= 0.1, rtf_lowlat <= 0.3,
@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         result[f"latency_{name}_ms"] = round(engine.algorithmic_latency_ms, 2)
         result[f"hop_{name}_ms"] = engine.hop_ms
         result[f"lookahead_{name}_ms"] = engine.lookahead_ms
-        result["pitch_latency_ms"] = round(engine.pitch_latency_ms, 2)
+        result[f"pitch_latency_{name}_ms"] = round(engine.pitch_latency_ms, 2)
     result["rss_mb"] = round(_peak_rss_mb(), 1)
     result["torch_loaded"] = "torch" in sys.modules
     if args.pulse:
