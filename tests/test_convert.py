@@ -544,25 +544,6 @@ def test_source_detail_adds_back_what_the_decoder_misses_of_the_source(tiny):
                                atol=1e-4)
 
 
-def test_unvoiced_speech_frames_go_back_to_the_source_envelope():
-    """keep_source_envelope moves only the flagged rows' envelopes, `amount` of the way to the source's, and
-    keeps their fine structure: at 1 a flagged row is the source's envelope under its own fine structure."""
-    from vc.pitch import smooth_across_frequency
-    from vc.stages import keep_source_envelope
-
-    rng = np.random.default_rng(3)
-    bins = np.arange(200)
-    converted = (-0.01 * bins + 0.3 * rng.standard_normal((6, 200))).astype(np.float32)
-    source = (np.exp(-0.5 * ((bins - 120) / 10.0) ** 2)[None, :] + 0.3 * rng.standard_normal((6, 200))).astype(np.float32)
-    rows = np.array([False, True, True, False, True, False])
-    out = keep_source_envelope(converted, source, rows, 1.0)
-    np.testing.assert_array_equal(out[~rows], converted[~rows])
-    fine = converted[rows] - smooth_across_frequency(converted[rows])
-    np.testing.assert_allclose(out[rows], smooth_across_frequency(source[rows]) + fine, atol=1e-4)
-    half = keep_source_envelope(converted, source, rows, 0.5)
-    np.testing.assert_allclose(half[rows], 0.5 * (out[rows] + converted[rows]), atol=1e-5)
-
-
 def test_formant_emphasis_raises_the_peaks_and_keeps_the_tilt():
     """formant_emphasis a moves each speech frame's envelope a further a x its distance from the tilt: a
     formant peak rises and the valley beside it falls, the frame's mean log level and the non-speech

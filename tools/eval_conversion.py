@@ -267,9 +267,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--formant-emphasis", type=float, default=None,
                         help="how far the envelopes are sharpened about their tilt (default: the settings')")
-    parser.add_argument("--unvoiced-from-source", type=float, default=None,
-                        help="how far unvoiced speech frames' envelopes go back to the source's (default: the "
-                             "settings')")
     parser.add_argument("--path", choices=("file", "stream", "both"), default="file",
                         help="score vc.convert (file), the streaming engine (stream) or both")
     parser.add_argument("--stream-mode", choices=("default", "lowlat"), default="default",
@@ -300,7 +297,7 @@ def main(argv=None) -> int:
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
         follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
-        unvoiced_from_source=args.unvoiced_from_source, target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
+        target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
         voiced_candidates=args.voiced_candidates)
     strength = settings.strength
     start = time.perf_counter()
@@ -421,7 +418,6 @@ def main(argv=None) -> int:
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
-        "unvoiced_from_source": settings.unvoiced_from_source,
         "target_fine_share": settings.target_fine_share,
         "envelopes_per_frame": settings.envelopes_per_frame, "voiced_candidates": settings.voiced_candidates,
         "exemplar_match": args.match or settings.exemplar_match,

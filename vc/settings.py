@@ -76,10 +76,6 @@ class ConversionSettings:
     # 0.5 and 1.0 changed the capped word error by -0.014 / -0.010 on files and +0.023 on the stream, DNSMOS
     # not at all, and made Whisper loop more (docs/experiments.md, stop 28): an option, not the default.
     formant_emphasis: float = 0.0
-    # Share of the way each unvoiced speech frame's envelope (consonants: fricatives, bursts) goes back to the
-    # source's own after the moves: they carry many of the words and little of the voice, which lives in the
-    # vowels' formants and the harmonics. 0 converts them like the rest.
-    unvoiced_from_source: float = 0.0
     # "source" at strength 1.5 keeps more words and sounds better (human test speakers, file: word error 1.21
     # against 1.73, DNSMOS 2.32 against 2.09) but is judged nearer the target in 0.76 of the conversions
     # against 0.86, below issue 20's floor of 0.85: the target's own fine structure carries much of its voice
@@ -109,8 +105,7 @@ class ConversionSettings:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
         if not 0.0 <= self.target_fine_share <= 1.0:
             raise ValueError(f"target_fine_share must be between 0 and 1, not {self.target_fine_share!r}")
-        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis",
-                     "unvoiced_from_source"):
+        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))

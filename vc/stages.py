@@ -226,8 +226,6 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         frames = frames + detail
     if settings.formant_emphasis:
         frames = emphasise_formants(frames, speech, settings.formant_emphasis)
-    if settings.unvoiced_from_source and pitch is not None and source_frames is not None:
-        frames = keep_source_envelope(frames, source_frames, speech & ~pitch[1], settings.unvoiced_from_source)
     if settings.harmonics and pitch is not None:
         f0, voiced = pitch
         # Where the target gives no fine structure and the pitch stays (strength 0, or a bare code), "target"
@@ -272,17 +270,6 @@ def emphasise_formants(frames: np.ndarray, speech: np.ndarray, amount: float) ->
     envelope = smooth_across_frequency(frames[speech])
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (envelope - smooth_across_frequency(frames[speech], bins=TILT_BINS))
-    return out
-
-
-def keep_source_envelope(frames: np.ndarray, source_frames: np.ndarray, rows: np.ndarray,
-                         amount: float) -> np.ndarray:
-    """Converted raw frames (T, n_features) -> the same with the envelope of the flagged rows moved `amount`
-    of the way back to their source frames' envelope (fine structure kept)."""
-    if not np.any(rows):
-        return frames
-    out = np.array(frames, np.float32, copy=True)
-    out[rows] += amount * (smooth_across_frequency(source_frames[rows]) - smooth_across_frequency(frames[rows]))
     return out
 
 
