@@ -273,10 +273,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
     parser.add_argument("--stream-hop-ms", type=float, default=None,
                         help="the engine's hop instead of the preset's (vc-live --hop-ms)")
-    parser.add_argument("--stream-source", choices=("running", "enrolled"), default="running",
-                        help="stream path: the source speaker learnt as they speak (vc-live's default), or "
-                             "known from their enrolment half (vc-live --source)")
+    parser.add_argument("--stream-source", choices=("running", "enrolled", "enrolled-f", "enrolled-z", "enrolled-register"),
+                        default="running",
+                        help="stream path: the source speaker learnt as they speak (vc-live's default), "
+                             "known from their enrolment half (vc-live --source), or with their f and only the "
+                             "named part enrolled (z's statistics, the pitch register; enrolled-f: f alone): "
+                             "which of the running estimates costs what")
     return parser
+
+
+def _partly(speaker, stream_source: str):
+    """The enrolled source with only what `stream_source` names kept (the rest estimated as it speaks)."""
+    if speaker is None or stream_source == "enrolled":
+        return speaker
+    keep = stream_source.split("-", 1)[1]
+    return dataclasses.replace(speaker, register=speaker.register if keep == "register" else None,
+                               z_stats=speaker.z_stats if keep == "z" else None)
 
 
 def main(argv=None) -> int:
@@ -345,7 +357,7 @@ def main(argv=None) -> int:
         key = (target, known, strength)
         if key not in engines:
             engines[key] = StreamingConverter(model, code[target], settings=settings, strength=strength,
-                                              source=code.get(known), **stream_mode)
+                                              source=_partly(code.get(known), args.stream_source), **stream_mode)
         engines[key].reset()
         return engines[key]
 
@@ -353,7 +365,7 @@ def main(argv=None) -> int:
         """The source through the DSAE with its own enrolled code, strength 0, on the same path."""
         if name == "file":
             return convert_at_model_rate(audio, code[source], model, settings=settings, strength=0.0)
-        known = source if args.stream_source == "enrolled" else None
+        known = source if args.stream_source != "running" else None
         return engine(source, known, 0.0).convert(audio, block=STREAM_BLOCK)
 
     def judged(row, name, source, utt, audio, converted):
@@ -393,7 +405,7 @@ def main(argv=None) -> int:
                     if name == "file":
                         converted = convert_at_model_rate(audio, code[target], model, settings=settings)
                     else:
-                        known = source if args.stream_source == "enrolled" else None
+                        known = source if args.stream_source != "running" else None
                         converted = engine(target, known, strength).convert(audio, block=STREAM_BLOCK)
                     e_conv = embed(converted)
                     rows[name].append(judged({
