@@ -255,6 +255,10 @@ def test_engine_moves_z_as_the_file_path_does(random_model):
     stream_stats = moved._source._z.estimate()   # what was measured, before the prior is counted in
     assert np.all(np.abs(stream_stats.mean - file_stats.mean) < 0.25 * file_stats.std)
     np.testing.assert_allclose(stream_stats.std, file_stats.std, rtol=0.25)
+    from vc.z_statistics import STREAM_PRIOR_FRAMES
+    prior = moved._source.prior
+    np.testing.assert_allclose(moved._source.z_stats.mean,
+                               moved._source._z.estimate(prior, STREAM_PRIOR_FRAMES).mean, atol=1e-6)
     plain = StreamingConverter(random_model, Speaker(f), n_iter=4)
     unmoved = plain.convert(audio)
     assert unmoved.shape == out.shape
@@ -349,3 +353,27 @@ def test_cross_faded_stream_converts_with_the_whole_files_pitch(identity_model, 
         np.testing.assert_allclose(f0[:n], whole_f0[:n], rtol=1e-9)
     else:
         assert engine.pitch_lookahead_frames == 0 and engine.pitch_latency_samples == 201
+
+
+def test_a_streams_first_seconds_move_z_less_than_their_own_statistics_say(random_model):
+    """The engine counts the source's z with STREAM_PRIOR_FRAMES at the population's statistics: after half a
+    second of speech its estimate lies between what those frames measure and the population's, nearer the
+    population's than a file's count (PRIOR_FRAMES) would put it."""
+    from vc.engine import StreamingConverter
+    from vc.speakers import Speaker
+    from vc.z_statistics import PRIOR_FRAMES, STREAM_PRIOR_FRAMES, CodeStats
+
+    assert STREAM_PRIOR_FRAMES > PRIOR_FRAMES
+    z_dim = random_model.z_dim
+    population = CodeStats(np.full(z_dim, 3.0, np.float32), np.ones(z_dim, np.float32))
+    engine = StreamingConverter(random_model, Speaker(target_code(random_model), None, population), n_iter=2)
+    engine.convert(speech(0.5, seed=4))
+    source = engine._source
+    measured = source._z.estimate()
+    assert source._z.frames > 0
+    stream = source._z.estimate(source.prior, STREAM_PRIOR_FRAMES)
+    file_like = source._z.estimate(source.prior, PRIOR_FRAMES)
+    np.testing.assert_allclose(source.z_stats.mean, stream.mean, atol=1e-6)
+    gap = np.abs(source.prior.mean - measured.mean)
+    assert np.all(np.abs(source.prior.mean - stream.mean) < np.abs(source.prior.mean - file_like.mean) + 1e-6)
+    assert np.all(np.abs(source.prior.mean - stream.mean) < gap + 1e-6)

@@ -74,6 +74,7 @@ from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
 from vc.stages import BlendedFrames, NewestFrames, convert_frames, source_prior
 from vc.streaming_pitch import StreamingPitch, held_lookahead
+from vc.z_statistics import STREAM_PRIOR_FRAMES
 
 MODES = {
     # Windows of the model's segment every half segment, cross-faded as the file path does: each frame is
@@ -201,7 +202,8 @@ class StreamingConverter:
         cfg, model = self.cfg, self.model
         self._make_streams()
         self._source = SourceEstimate(f_dim=model.f_dim, z_dim=model.z_dim, enrolled=self.source,
-                                      prior=source_prior(model, self.target.z_stats))
+                                      prior=source_prior(model, self.target.z_stats),
+                                      prior_frames=STREAM_PRIOR_FRAMES)
         self._speech_windows, self._speech_frames = RunningSpeech(), RunningSpeech()
         # Encoder context: the newest raw frames, silence before the first, and each one's mean square.
         silence = np.float32(np.log(cfg.log_floor))

@@ -10,17 +10,17 @@ import numpy as np
 from vc.pitch import Register
 from vc.speakers import Speaker
 from vc.streaming_pitch import RunningRegister
-from vc.z_statistics import CodeStats, RunningCodeStats
+from vc.z_statistics import PRIOR_FRAMES, CodeStats, RunningCodeStats
 
 
 class SourceEstimate:
     """The source's f (mean over their speech windows), z statistics (over their speech frames, counted
-    together with PRIOR_FRAMES at `prior`, the training speakers' or the target's) and register (running,
+    together with `prior_frames` at `prior`, the training speakers' or the target's) and register (running,
     or fixed by `fix_register`). Whatever `enrolled` holds is used instead of its estimate."""
 
     def __init__(self, *, f_dim: int, z_dim: int, prior: CodeStats | None = None,
-                 enrolled: Speaker | None = None):
-        self.prior = prior
+                 enrolled: Speaker | None = None, prior_frames: int = PRIOR_FRAMES):
+        self.prior, self.prior_frames = prior, int(prior_frames)
         self.enrolled = enrolled
         self._f_sum = np.zeros(f_dim, np.float64)
         self._f_windows = 0
@@ -68,7 +68,7 @@ class SourceEstimate:
     def z_stats(self) -> CodeStats | None:
         if self.enrolled is not None and self.enrolled.z_stats is not None:
             return self.enrolled.z_stats
-        return self._z.estimate(self.prior)
+        return self._z.estimate(self.prior, self.prior_frames)
 
     @property
     def register(self) -> Register | None:
