@@ -255,10 +255,6 @@ def test_engine_moves_z_as_the_file_path_does(random_model):
     stream_stats = moved._source._z.estimate()   # what was measured, before the prior is counted in
     assert np.all(np.abs(stream_stats.mean - file_stats.mean) < 0.25 * file_stats.std)
     np.testing.assert_allclose(stream_stats.std, file_stats.std, rtol=0.25)
-    from vc.z_statistics import STREAM_PRIOR_FRAMES
-    prior = moved._source.prior
-    np.testing.assert_allclose(moved._source.z_stats.mean,
-                               moved._source._z.estimate(prior, STREAM_PRIOR_FRAMES).mean, atol=1e-6)
     plain = StreamingConverter(random_model, Speaker(f), n_iter=4)
     unmoved = plain.convert(audio)
     assert unmoved.shape == out.shape
