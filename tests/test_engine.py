@@ -361,8 +361,9 @@ def test_a_streams_first_seconds_move_z_less_than_their_own_statistics_say(rando
 
     assert STREAM_PRIOR_FRAMES > PRIOR_FRAMES
     z_dim = random_model.z_dim
-    population = CodeStats(np.full(z_dim, 3.0, np.float32), np.ones(z_dim, np.float32))
-    engine = StreamingConverter(random_model, Speaker(target_code(random_model), None, population), n_iter=2)
+    # the target's statistics: the prior when the model file carries none of the training speakers'
+    target_stats = CodeStats(np.full(z_dim, 3.0, np.float32), np.ones(z_dim, np.float32))
+    engine = StreamingConverter(random_model, Speaker(target_code(random_model), None, target_stats), n_iter=2)
     engine.convert(speech(0.5, seed=4))
     source = engine._source
     measured = source._z.estimate()
