@@ -187,3 +187,47 @@ def test_demo_summary_knows_what_each_demo_clip_says():
     assert texts["alsa-channel-test"].startswith("front left front center")
     clips = json.loads((REPO / "examples" / "manifest.json").read_text())["clips"]
     assert all(texts[Path(c["path"]).stem] == c["text"] for c in clips)
+
+
+# --- the conversion protocol (tools/eval_conversion.py) --------------------------------------------------------
+def test_eval_conversion_judges_every_conversion_of_its_protocol_on_both_paths(tiny6, tmp_path, capsys):
+    """3 speakers, each to the next 2, one held-out utterance to each: 6 conversions per path, the file path
+    and the engine judged on the same ones, with the per-row details written and the pitch tracks compared."""
+    pytest.importorskip("resemblyzer")
+    import csv
+
+    from helpers import speech
+
+    corpus = tmp_path / "corpus"
+    rows = []
+    for k in range(3):
+        for u in range(4):
+            rel = f"audio/s{k}/u{u}.wav"
+            (corpus / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(corpus / rel, speech(1.2, f0=110 + 45 * k, formant=500 + 150 * k, seed=10 * k + u), SR)
+            rows.append({"speaker": f"s{k}", "utterance": f"u{u}", "path": rel, "text": "", "split": "test"})
+    with open(corpus / "metadata.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    details = tmp_path / "details.csv"
+    tool = _tool("eval_conversion")
+    assert tool.main(["--model", str(tiny6.model_dir), "--corpus", str(corpus), "--speakers", "3",
+                      "--targets-per-source", "2", "--utterances", "1", "--path", "both", "--n-iter", "2",
+                      "--no-wer", "--no-dnsmos", "--no-embedding-cache", "--details", str(details), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    file, stream = report["file"], report["stream"]
+    for scores in (file, stream):
+        assert scores["conversions"] == 6 and scores["speakers"] == 3
+        assert 0.0 <= scores["target_closer_rate"] <= 1.0 and scores["judges"] == ["resemblyzer"]
+        assert "wer_converted" not in scores and "dnsmos_ovrl" not in scores   # judges left out: no rates at all
+        assert 0.0 < scores["voiced_share"] and scores["pitch_offset_semitones"] is not None
+    assert stream["stream_source"] == "running" and stream["stream_hop_ms"] == 100.0
+    assert report["stream_minus_file"] == pytest.approx(stream["target_closer_rate"] - file["target_closer_rate"])
+    assert report["pitch"]["pitch_files"] == 12 and report["pitch"]["pitch_voicing_agreement"] > 0.9
+    written = list(csv.DictReader(open(details, encoding="utf-8")))
+    assert [r["path"] for r in written] == ["file"] * 6 + ["stream"] * 6
+    # each speaker converted to the next two, never to itself, from its held-out half in turn
+    assert [(r["source"], r["target"], r["utterance"]) for r in written[:6]] == [
+        ("s0", "s1", "u2"), ("s0", "s2", "u3"), ("s1", "s2", "u2"), ("s1", "s0", "u3"),
+        ("s2", "s0", "u2"), ("s2", "s1", "u3")]

@@ -291,142 +291,139 @@ def _partly(speaker, stream_source: str):
                                z_stats=speaker.z_stats if keep == "z" else None)
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
-    from training.data.corpora import open_corpus
-    from vc.audio import read_audio
-    from vc.conversion import convert_at_model_rate
-    from vc.dsp import log_magnitude
-    from judges import wer
-    from vc.engine import MODES, StreamingConverter
-    from vc.model import load_model
+def settings_of(args):
+    """The conversion settings the command line names, the library's defaults for the rest."""
     from vc.settings import ConversionSettings
-    from vc.speakers import enroll
-    from vc.stages import synthesise
 
-    settings = ConversionSettings.of(
+    return ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
         follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
         target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
         voiced_candidates=args.voiced_candidates)
-    strength = settings.strength
-    start = time.perf_counter()
-    encoder, preprocess_wav = load_resemblyzer()
-    model = load_model(args.model, device="cpu")
-    sr = model.feature_config.sr
-    corpus = open_corpus(args.corpus)
+
+
+def protocol_speakers(corpus_dir: str, split: str, n_speakers: int) -> dict[str, list]:
+    """The first `n_speakers` speakers of the split (by name) with 4+ utterances: speaker -> utterances."""
+    from training.data.corpora import open_corpus
+
     by_speaker: dict[str, list] = {}
-    for utt in corpus.utterances(args.split):
+    for utt in open_corpus(corpus_dir).utterances(split):
         by_speaker.setdefault(utt.speaker, []).append(utt)
-    speakers = [s for s in sorted(by_speaker) if len(by_speaker[s]) >= 4][: args.speakers]
+    speakers = [s for s in sorted(by_speaker) if len(by_speaker[s]) >= 4][:n_speakers]
     if len(speakers) < 2:
-        raise SystemExit(f"eval_conversion: need 2+ {args.split} speakers with 4+ utterances in {args.corpus}")
+        raise SystemExit(f"eval_conversion: need 2+ {split} speakers with 4+ utterances in {corpus_dir}")
+    return {s: by_speaker[s] for s in speakers}
 
-    def embed(audio: np.ndarray) -> np.ndarray:
-        return encoder.embed_utterance(preprocess_wav(audio, source_sr=sr))
 
-    from embedding_cache import EmbeddingCache
-    files = EmbeddingCache(embed, None if args.no_embedding_cache else args.embedding_cache, sr=sr,
-                           read_audio=lambda path: read_audio(path, sr=sr)[0])
-    asr, mos, transcripts, source_mos = open_judges(
-        args.wer, args.dnsmos, None if args.no_embedding_cache else args.judge_cache, sr,
-        lambda path: read_audio(path, sr=sr)[0], "eval_conversion")
-    cfg = model.feature_config
-    code, reference, held_out = {}, {}, {}
-    for s in speakers:
-        utts = by_speaker[s]
-        half = len(utts) // 2
-        code[s] = enroll([u.path for u in utts[:half]], model).speaker
-        if args.match == "none":
-            code[s] = dataclasses.replace(code[s], envelopes=None, envelope_z=None, envelope_phones=None)
-        reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
-        held_out[s] = utts[half:]
+def conversion_pairs(held_out: dict[str, list], targets_per_source: int, utterances: int):
+    """(source, target, utterance) of the protocol: each speaker to the next `targets_per_source` speakers in
+    turn, `utterances` of its held-out half to each, taken round-robin."""
+    speakers = list(held_out)
+    for i, source in enumerate(speakers):
+        others = speakers[i + 1:] + speakers[:i]
+        for k, target in enumerate(others[:targets_per_source]):
+            for j in range(utterances):
+                yield source, target, held_out[source][(k * utterances + j) % len(held_out[source])]
 
-    paths = ("file", "stream") if args.path == "both" else (args.path,)
-    rows = {name: [] for name in paths}
-    engines = {}
-    heard: dict = {}   # what does not depend on the target (transcripts, voicing), once per run
 
-    stream_mode = dict(MODES[args.stream_mode])
-    if args.stream_hop_ms is not None:
-        stream_mode["hop_ms"] = args.stream_hop_ms
+class Converters:
+    """Both conversion paths with one set of settings: the file path (`vc.convert`'s core) and the streaming
+    engine fed as vc-live feeds it, one engine per (target, known source, strength), reset per utterance."""
 
-    def engine(target, known, strength):
+    def __init__(self, model, code: dict, settings, stream_mode: dict, stream_source: str):
+        self.model, self.code, self.settings = model, code, settings
+        self.stream_mode, self.stream_source = stream_mode, stream_source
+        self._engines: dict = {}
+
+    def _engine(self, target, source, strength):
+        known = source if self.stream_source != "running" else None
         key = (target, known, strength)
-        if key not in engines:
-            engines[key] = StreamingConverter(model, code[target], settings=settings, strength=strength,
-                                              source=_partly(code.get(known), args.stream_source), **stream_mode)
-        engines[key].reset()
-        return engines[key]
+        if key not in self._engines:
+            from vc.engine import StreamingConverter
 
-    def resynthesis(name, source, audio):
+            self._engines[key] = StreamingConverter(
+                self.model, self.code[target], settings=self.settings, strength=strength,
+                source=_partly(self.code.get(known), self.stream_source), **self.stream_mode)
+        self._engines[key].reset()
+        return self._engines[key]
+
+    def convert(self, path: str, source: str, target: str, audio: np.ndarray, strength: float | None = None):
+        from vc.conversion import convert_at_model_rate
+
+        strength = self.settings.strength if strength is None else strength
+        if path == "file":
+            return convert_at_model_rate(audio, self.code[target], self.model, settings=self.settings,
+                                         strength=strength)
+        return self._engine(target, source, strength).convert(audio, block=STREAM_BLOCK)
+
+    def resynthesis(self, path: str, source: str, audio: np.ndarray) -> np.ndarray:
         """The source through the DSAE with its own enrolled code, strength 0, on the same path."""
-        if name == "file":
-            return convert_at_model_rate(audio, code[source], model, settings=settings, strength=0.0)
-        known = source if args.stream_source != "running" else None
-        return engine(source, known, 0.0).convert(audio, block=STREAM_BLOCK)
+        return self.convert(path, source, source, audio, strength=0.0)
 
-    def judged(row, name, source, utt, audio, converted):
-        if asr is not None:
+
+class Judges:
+    """Whisper and DNSMOS on one conversion and on what it is made from (the source, its Griffin-Lim alone,
+    its reconstruction), each of the latter once per run."""
+
+    def __init__(self, asr, mos, transcripts, source_mos, converters: Converters):
+        self.asr, self.mos, self.transcripts, self.source_mos = asr, mos, transcripts, source_mos
+        self.converters = converters
+        self.cfg = converters.model.feature_config
+        self._heard: dict = {}   # what does not depend on the target, keyed by (kind, path)
+
+    def _once(self, key, compute):
+        if key not in self._heard:
+            self._heard[key] = compute()
+        return self._heard[key]
+
+    def _griffin_lim_alone(self, audio: np.ndarray) -> np.ndarray:
+        from vc.dsp import log_magnitude
+        from vc.stages import synthesise
+
+        settings = self.converters.settings
+        return synthesise(log_magnitude(audio, cfg=self.cfg), self.cfg, length=audio.size,
+                          n_iter=settings.n_iter, momentum=settings.momentum)
+
+    def judge(self, row: dict, path: str, utt, audio: np.ndarray, converted: np.ndarray) -> dict:
+        from judges import wer
+
+        sr, hop_length = self.cfg.sr, self.cfg.hop_length
+        if self.asr is not None:
             text = utt.text or ""
-            said = transcripts.file(utt.path)
-            if ("gl", utt.path) not in heard:
-                heard["gl", utt.path] = asr.transcribe(synthesise(log_magnitude(audio, cfg=cfg), cfg, length=audio.size,
-                                                                  n_iter=settings.n_iter, momentum=settings.momentum))
-            if (name, utt.path) not in heard:
-                heard[name, utt.path] = asr.transcribe(resynthesis(name, source, audio))
-            row.update(text=text, transcript_source=said, transcript_gl=heard["gl", utt.path],
-                       transcript_resynth=heard[name, utt.path], transcript_converted=asr.transcribe(converted))
+            said = self.transcripts.file(utt.path)
+            heard_gl = self._once(("gl", utt.path), lambda: self.asr.transcribe(self._griffin_lim_alone(audio)))
+            heard_resynth = self._once((path, utt.path), lambda: self.asr.transcribe(
+                self.converters.resynthesis(path, row["source"], audio)))
+            row.update(text=text, transcript_source=said, transcript_gl=heard_gl, transcript_resynth=heard_resynth,
+                       transcript_converted=self.asr.transcribe(converted))
             for key in ("source", "gl", "resynth", "converted"):
                 row[f"wer_{key}"] = round(wer(text, row[f"transcript_{key}"]), 4) if text else None
             row["content_wer"] = round(wer(said, row["transcript_converted"]), 4) if said else None
-        if ("voiced", utt.path) not in heard:
-            heard["voiced", utt.path] = _voiced_frames(audio, sr, cfg.hop_length)
-        row.update(_pitch_judged(converted, heard["voiced", utt.path], code[row["target"]].register, sr,
-                                 cfg.hop_length))
-        if mos is not None:
-            scored = mos.score(converted)
+        voiced = self._once(("voiced", utt.path), lambda: _voiced_frames(audio, sr, hop_length))
+        row.update(_pitch_judged(converted, voiced, self.converters.code[row["target"]].register, sr, hop_length))
+        if self.mos is not None:
+            scored = self.mos.score(converted)
             row.update(dnsmos_ovrl=round(scored["ovrl"], 4), dnsmos_sig=round(scored["sig"], 4),
-                       dnsmos_ovrl_source=round(source_mos.file(utt.path)["ovrl"], 4))
+                       dnsmos_ovrl_source=round(self.source_mos.file(utt.path)["ovrl"], 4))
         return row
 
-    n_audio = 0.0
-    for i, source in enumerate(speakers):
-        others = speakers[i + 1:] + speakers[:i]
-        for k, target in enumerate(others[: args.targets_per_source]):
-            for j in range(args.utterances):
-                utt = held_out[source][(k * args.utterances + j) % len(held_out[source])]
-                audio = read_audio(utt.path, sr=sr)[0]
-                n_audio += audio.size / sr
-                e_orig = files.file(utt.path)
-                for name in paths:
-                    if name == "file":
-                        converted = convert_at_model_rate(audio, code[target], model, settings=settings)
-                    else:
-                        known = source if args.stream_source != "running" else None
-                        converted = engine(target, known, strength).convert(audio, block=STREAM_BLOCK)
-                    e_conv = embed(converted)
-                    rows[name].append(judged({
-                        "source": source, "target": target, "utterance": utt.utterance,
-                        "cos_target": float(e_conv @ reference[target]),
-                        "cos_source": float(e_conv @ reference[source]),
-                        "orig_cos_target": float(e_orig @ reference[target]),
-                        "orig_cos_source": float(e_orig @ reference[source]),
-                    }, name, source, utt, audio, converted))
-    if args.details is not None:
-        with open(args.details, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["path"] + list(rows[paths[0]][0]))
-            writer.writeheader()
-            for name in paths:
-                writer.writerows({"path": name, **row} for row in rows[name])
-    common = {
-        "speakers": len(speakers),
-        "audio_seconds": round(n_audio, 1),
+
+def write_details(path: Path, rows: dict[str, list]) -> None:
+    names = list(rows)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path"] + list(rows[names[0]][0]))
+        writer.writeheader()
+        for name in names:
+            writer.writerows({"path": name, **row} for row in rows[name])
+
+
+def run_settings(args, settings, model) -> dict:
+    """What every report repeats: the runtime's settings and the model."""
+    return {
         "n_iter": args.n_iter,
         "harmonics": args.harmonics,
-        "strength": strength,
+        "strength": settings.strength,
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
@@ -436,31 +433,99 @@ def main(argv=None) -> int:
         "model_id": model.model_id,
         "corpus": str(args.corpus),
         "split": args.split,
-        "embedded_files": {"computed": files.misses, "cached": files.hits},
-        "judges": ["resemblyzer"] + [j.name for j in (asr, mos) if j is not None],
     }
-    if transcripts is not None:
-        common["transcribed_files"] = {"computed": transcripts.misses, "cached": transcripts.hits}
-    if source_mos is not None:
-        common["dnsmos_files"] = {"computed": source_mos.misses, "cached": source_mos.hits}
-    reports = {name: dict(_scores(rows[name]), **_judge_scores(rows[name]), path=name, **common) for name in paths}
+
+
+def assemble_report(args, rows: dict[str, list], common: dict, stream_mode: dict, pitch: dict | None) -> dict:
+    """One report per path; --path both nests them beside their difference and the pitch comparison."""
+    reports = {name: dict(_scores(rows[name]), **_judge_scores(rows[name]), path=name, **common) for name in rows}
     if "stream" in reports:
-        reports["stream"]["stream_mode"] = args.stream_mode
-        reports["stream"]["stream_hop_ms"] = stream_mode["hop_ms"]
-        reports["stream"]["stream_source"] = args.stream_source
+        reports["stream"].update(stream_mode=args.stream_mode, stream_hop_ms=stream_mode["hop_ms"],
+                                 stream_source=args.stream_source)
     if args.path == "both":
         report = {"file": reports["file"], "stream": reports["stream"],
                   "stream_minus_file": round(reports["stream"]["target_closer_rate"]
                                              - reports["file"]["target_closer_rate"], 4)}
+        if pitch is not None:
+            report["pitch"] = pitch
     else:
         report = reports[args.path]
-    if "stream" in paths:
-        pitch = pitch_agreement([u.path for s in speakers for u in by_speaker[s]], model)
-        if args.path == "both":
-            report["pitch"] = pitch
-        else:
-            report.update(pitch)
+        report.update(pitch or {})
     report["floor"] = FLOORS
+    return report
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from embedding_cache import EmbeddingCache
+    from vc.audio import read_audio
+    from vc.engine import MODES
+    from vc.model import load_model
+    from vc.speakers import enroll
+
+    settings = settings_of(args)
+    start = time.perf_counter()
+    encoder, preprocess_wav = load_resemblyzer()
+    model = load_model(args.model, device="cpu")
+    sr = model.feature_config.sr
+    by_speaker = protocol_speakers(args.corpus, args.split, args.speakers)
+
+    def embed(audio: np.ndarray) -> np.ndarray:
+        return encoder.embed_utterance(preprocess_wav(audio, source_sr=sr))
+
+    def read(path) -> np.ndarray:
+        return read_audio(path, sr=sr)[0]
+
+    cache = not args.no_embedding_cache
+    files = EmbeddingCache(embed, args.embedding_cache if cache else None, sr=sr, read_audio=read)
+    asr, mos, transcripts, source_mos = open_judges(args.wer, args.dnsmos, args.judge_cache if cache else None,
+                                                    sr, read, "eval_conversion")
+    code, reference, held_out = {}, {}, {}
+    for s, utts in by_speaker.items():
+        half = len(utts) // 2
+        code[s] = enroll([u.path for u in utts[:half]], model).speaker
+        if args.match == "none":
+            code[s] = dataclasses.replace(code[s], envelopes=None, envelope_z=None, envelope_phones=None)
+        reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
+        held_out[s] = utts[half:]
+
+    stream_mode = dict(MODES[args.stream_mode])
+    if args.stream_hop_ms is not None:
+        stream_mode["hop_ms"] = args.stream_hop_ms
+    converters = Converters(model, code, settings, stream_mode, args.stream_source)
+    judging = Judges(asr, mos, transcripts, source_mos, converters)
+    paths = ("file", "stream") if args.path == "both" else (args.path,)
+    rows: dict[str, list] = {name: [] for name in paths}
+    n_audio = 0.0
+    for source, target, utt in conversion_pairs(held_out, args.targets_per_source, args.utterances):
+        audio = read(utt.path)
+        n_audio += audio.size / sr
+        e_orig = files.file(utt.path)
+        for name in paths:
+            converted = converters.convert(name, source, target, audio)
+            e_conv = embed(converted)
+            rows[name].append(judging.judge({
+                "source": source, "target": target, "utterance": utt.utterance,
+                "cos_target": float(e_conv @ reference[target]),
+                "cos_source": float(e_conv @ reference[source]),
+                "orig_cos_target": float(e_orig @ reference[target]),
+                "orig_cos_source": float(e_orig @ reference[source]),
+            }, name, utt, audio, converted))
+    if args.details is not None:
+        write_details(args.details, rows)
+
+    common = {"speakers": len(by_speaker), "audio_seconds": round(n_audio, 1), **run_settings(args, settings, model),
+              "embedded_files": {"computed": files.misses, "cached": files.hits},
+              "judges": ["resemblyzer"] + [j.name for j in (asr, mos) if j is not None]}
+    if transcripts is not None:
+        common["transcribed_files"] = {"computed": transcripts.misses, "cached": transcripts.hits}
+    if source_mos is not None:
+        common["dnsmos_files"] = {"computed": source_mos.misses, "cached": source_mos.hits}
+    pitch = None
+    if "stream" in paths:
+        pitch = pitch_agreement([u.path for utts in by_speaker.values() for u in utts], model)
+    report = assemble_report(args, rows, common, stream_mode, pitch)
     report["wall_seconds"] = round(time.perf_counter() - start, 1)
     if args.json:
         print(json.dumps(report))
