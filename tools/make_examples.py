@@ -124,7 +124,93 @@ def human_readme_lines(entries: list[dict]) -> list[str]:
     return lines
 
 
-def main(argv=None) -> int:
+def held_out_speakers(corpus: Path) -> list[dict]:
+    """The corpus's test speakers by name, each with its rows (by utterance), gender, engine and voice."""
+    meta_path = corpus / "metadata.csv"
+    if not meta_path.is_file():
+        raise SystemExit(f"make_examples: {meta_path} missing; build the open corpus first (vc-corpus)")
+    with open(meta_path, newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    by_speaker: dict[str, list[dict]] = {}
+    for r in rows:
+        by_speaker.setdefault(r["speaker"], []).append(r)
+    return [{"id": s, "gender": rs[0].get("gender") or "?", "engine": rs[0].get("engine") or "?",
+             "voice": rs[0].get("voice") or "?", "rows": sorted(rs, key=lambda r: r["utterance"])}
+            for s, rs in sorted(by_speaker.items())]
+
+
+def best_clip(corpus: Path, speaker: dict, sr: int):
+    """The speaker's row and audio nearest IDEAL_SECONDS, within MIN_SECONDS..MAX_SECONDS where any is."""
+    from vc.audio import read_audio
+
+    loaded = []
+    for r in speaker["rows"]:
+        audio, _ = read_audio(corpus / r["path"], sr=sr)
+        seconds = audio.size / sr
+        badness = abs(seconds - IDEAL_SECONDS) + (0 if MIN_SECONDS <= seconds <= MAX_SECONDS else 10)
+        loaded.append((badness, r["utterance"], r, audio))
+    loaded.sort(key=lambda t: (t[0], t[1]))
+    return loaded[0][2], loaded[0][3]
+
+
+def write_clips(sources: list[dict], corpus: Path, out: Path, sr: int) -> list[dict]:
+    """One clip per source speaker under out/audio; their manifest entries."""
+    clips = []
+    for spk in sources:
+        row, audio = best_clip(corpus, spk, sr)
+        rel = f"audio/{spk['id']}-{row['utterance']}.flac"
+        write_flac(out / rel, audio, sr)
+        clips.append({"path": rel, "speaker": spk["id"], "utterance": row["utterance"], "text": row.get("text", ""),
+                      "engine": spk["engine"], "voice": spk["voice"], "gender": spk["gender"],
+                      "seconds": round(audio.size / sr, 2)})
+    return clips
+
+
+def write_targets(targets: list[dict], corpus: Path, out: Path, sr: int, model) -> list[dict]:
+    """Each target's own clip and (with a model) its speaker file, enrolled from all its test utterances."""
+    from vc.speakers import enroll, save_speaker
+
+    entries = []
+    for spk in targets:
+        row, audio = best_clip(corpus, spk, sr)
+        ref = f"speakers/{spk['id']}.flac"
+        write_flac(out / ref, audio, sr)
+        entry = {"name": spk["id"], "speaker_id": spk["id"], "engine": spk["engine"], "voice": spk["voice"],
+                 "gender": spk["gender"], "reference": ref, "reference_text": row.get("text", ""),
+                 "speaker": None}
+        if model is not None:
+            result = enroll([corpus / r["path"] for r in spk["rows"]], model)
+            npy = f"speakers/{spk['id']}.npy"
+            save_speaker(out / npy, result.speaker)
+            entry.update(speaker=npy, model_id=model.model_id, enrolled_seconds=round(result.speech_seconds, 1),
+                         enrolled_segments=result.segments, enrolled_files=result.files)
+            print(f"target {spk['id']} ({spk['engine']} {spk['voice']}, {spk['gender']}): {result.summary()}")
+        entries.append(entry)
+    return entries
+
+
+def readme_lines(manifest: dict, human_entries: list[dict]) -> list[str]:
+    clips, targets = manifest["clips"], manifest["targets"]
+    lines = ["# Example clips and target speakers", "",
+             "Made by `tools/make_examples.py` from held-out **test** speakers of the project's open corpus",
+             "(speech synthesised with Debian's espeak-ng, flite and festival voices; see `training/data/synth.py`).",
+             "The default model never heard these speakers. `python -m vc.demo --out out` converts the clips",
+             "to the default target. Speaker files (`speakers/*.npy`: the code f, the pitch register, z's statistics",
+             "an unordered set of up to 3000 spectral envelopes, 48 DCT coefficients each, and one of up to 1500",
+             "voiced frames: envelope, F0 and harmonic fine structure) belong to the model",
+             f"they were enrolled with (`{manifest['model_id'] or 'none yet: no model when this ran'}`): "
+             "rerun the script after retraining.", "",
+             "| clip | speaker | engine / voice | text |", "|---|---|---|---|"]
+    lines += [f"| `{c['path']}` | {c['speaker']} ({c['gender']}) | {c['engine']} / {c['voice']} | {c['text']} |"
+              for c in clips]
+    lines += ["", "| target | engine / voice | enrolled from |", "|---|---|---|"]
+    lines += [f"| `{t['speaker'] or '(no model yet)'}` | {t['engine']} / {t['voice']} ({t['gender']}) | "
+              f"{t.get('enrolled_seconds', 0)} s of speech in {t.get('enrolled_files', 0)} test utterances; "
+              f"own speech: `{t['reference']}` |" for t in targets if t.get("engine")]
+    return lines + human_readme_lines(human_entries)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=str(REPO / "data" / "open-corpus"))
     parser.add_argument("--model", default=None, help="model directory (default: $VC_MODEL, else models/default)")
@@ -136,27 +222,18 @@ def main(argv=None) -> int:
     parser.add_argument("--human-targets", type=int, default=4, help="human target speakers")
     parser.add_argument("--human-clip-dir", default=ALSA_VOICE_DIR,
                         help="where the demo finds the alsa-utils channel-test voice")
-    args = parser.parse_args(argv)
+    return parser
 
-    from vc.audio import read_audio
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+
     from vc.model import ModelError, load_model
-    from vc.speakers import enroll, save_speaker
 
     corpus = Path(args.corpus)
-    meta_path = corpus / "metadata.csv"
-    if not meta_path.is_file():
-        raise SystemExit(f"make_examples: {meta_path} missing; build the open corpus first (vc-corpus)")
-    with open(meta_path, newline="", encoding="utf-8") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
-    by_speaker: dict[str, list[dict]] = {}
-    for r in rows:
-        by_speaker.setdefault(r["speaker"], []).append(r)
-    speakers = [{"id": s, "gender": rs[0].get("gender") or "?", "engine": rs[0].get("engine") or "?",
-                 "voice": rs[0].get("voice") or "?", "rows": sorted(rs, key=lambda r: r["utterance"])}
-                for s, rs in sorted(by_speaker.items())]
+    speakers = held_out_speakers(corpus)
     if len(speakers) < args.targets + 1:
         raise SystemExit(f"make_examples: only {len(speakers)} test speakers in {corpus}")
-
     try:
         model = load_model(args.model, device="cpu")
     except ModelError as exc:
@@ -167,56 +244,20 @@ def main(argv=None) -> int:
     # Targets: diverse, with the most test material; sources: diverse among the rest.
     by_material = sorted(speakers, key=lambda s: (-len(s["rows"]), s["id"]))
     targets = pick_diverse(by_material, args.targets)
-    rest = [s for s in speakers if s not in targets]
-    sources = pick_diverse(rest, args.sources)
+    sources = pick_diverse([s for s in speakers if s not in targets], args.sources)
 
     out = Path(args.out)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "speakers").mkdir(parents=True, exist_ok=True)
-
-    def best_clip(spk):
-        loaded = []
-        for r in spk["rows"]:
-            audio, _ = read_audio(corpus / r["path"], sr=sr)
-            loaded.append((abs(audio.size / sr - IDEAL_SECONDS) + (10 if not MIN_SECONDS <= audio.size / sr <= MAX_SECONDS else 0), r["utterance"], r, audio))
-        loaded.sort(key=lambda t: (t[0], t[1]))
-        return loaded[0][2], loaded[0][3]
-
-    keep = set()
-    clips = []
-    for spk in sources:
-        row, audio = best_clip(spk)
-        rel = f"audio/{spk['id']}-{row['utterance']}.flac"
-        write_flac(out / rel, audio, sr)
-        keep.add(rel)
-        clips.append({"path": rel, "speaker": spk["id"], "utterance": row["utterance"], "text": row.get("text", ""),
-                      "engine": spk["engine"], "voice": spk["voice"], "gender": spk["gender"],
-                      "seconds": round(audio.size / sr, 2)})
-    target_entries = []
-    for spk in targets:
-        row, audio = best_clip(spk)
-        ref = f"speakers/{spk['id']}.flac"
-        write_flac(out / ref, audio, sr)
-        keep.add(ref)
-        entry = {"name": spk["id"], "speaker_id": spk["id"], "engine": spk["engine"], "voice": spk["voice"],
-                 "gender": spk["gender"], "reference": ref, "reference_text": row.get("text", ""),
-                 "speaker": None}
-        if model is not None:
-            result = enroll([corpus / r["path"] for r in spk["rows"]], model)
-            npy = f"speakers/{spk['id']}.npy"
-            save_speaker(out / npy, result.speaker)
-            keep.add(npy)
-            entry.update(speaker=npy, model_id=model.model_id, enrolled_seconds=round(result.speech_seconds, 1),
-                         enrolled_segments=result.segments, enrolled_files=result.files)
-            print(f"target {spk['id']} ({spk['engine']} {spk['voice']}, {spk['gender']}): {result.summary()}")
-        target_entries.append(entry)
+    clips = write_clips(sources, corpus, out, sr)
+    target_entries = write_targets(targets, corpus, out, sr, model)
     human_entries = []
     if model is not None and Path(args.human_corpus, "metadata.csv").is_file():
         human_entries = human_targets(Path(args.human_corpus), args.human_targets, model, out)
-        keep.update(t["speaker"] for t in human_entries)
     else:
         print(f"make_examples: no model or no {args.human_corpus}/metadata.csv: no human targets", file=sys.stderr)
     target_entries += human_entries
+    keep = {c["path"] for c in clips} | {t[k] for t in target_entries for k in ("reference", "speaker") if t.get(k)}
     for folder in ("audio", "speakers"):  # drop what an earlier run made and this one did not
         for p in (out / folder).iterdir():
             if p.is_file() and f"{folder}/{p.name}" not in keep:
@@ -233,24 +274,7 @@ def main(argv=None) -> int:
         "targets": target_entries,
     }
     atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    lines = ["# Example clips and target speakers", "",
-             "Made by `tools/make_examples.py` from held-out **test** speakers of the project's open corpus",
-             "(speech synthesised with Debian's espeak-ng, flite and festival voices; see `training/data/synth.py`).",
-             "The default model never heard these speakers. `python -m vc.demo --out out` converts the clips",
-             "to the default target. Speaker files (`speakers/*.npy`: the code f, the pitch register, z's statistics",
-             "an unordered set of up to 3000 spectral envelopes, 48 DCT coefficients each, and one of up to 1500",
-             "voiced frames: envelope, F0 and harmonic fine structure) belong to the model",
-             f"they were enrolled with (`{manifest['model_id'] or 'none yet: no model when this ran'}`): "
-             "rerun the script after retraining.", "",
-             "| clip | speaker | engine / voice | text |", "|---|---|---|---|"]
-    lines += [f"| `{c['path']}` | {c['speaker']} ({c['gender']}) | {c['engine']} / {c['voice']} | {c['text']} |"
-              for c in clips]
-    lines += ["", "| target | engine / voice | enrolled from |", "|---|---|---|"]
-    lines += [f"| `{t['speaker'] or '(no model yet)'}` | {t['engine']} / {t['voice']} ({t['gender']}) | "
-              f"{t.get('enrolled_seconds', 0)} s of speech in {t.get('enrolled_files', 0)} test utterances; "
-              f"own speech: `{t['reference']}` |" for t in target_entries if t.get("engine")]
-    lines += human_readme_lines(human_entries)
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "README.md", "\n".join(readme_lines(manifest, human_entries)) + "\n")
     total = sum((out / k).stat().st_size for k in keep | {"manifest.json", "README.md"})
     print(f"wrote {len(clips)} clips and {len(target_entries)} targets to {out} ({total / 1024:.0f} KB)")
     return 0
