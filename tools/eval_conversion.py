@@ -303,7 +303,7 @@ def settings_of(args):
         voiced_candidates=args.voiced_candidates)
 
 
-def protocol_speakers(corpus_dir: str, split: str, n_speakers: int) -> dict[str, list]:
+def protocol_speakers(corpus_dir: str, split: str, n_speakers: int, *, tool: str = "eval_conversion") -> dict[str, list]:
     """The first `n_speakers` speakers of the split (by name) with 4+ utterances: speaker -> utterances."""
     from training.data.corpora import open_corpus
 
@@ -312,7 +312,7 @@ def protocol_speakers(corpus_dir: str, split: str, n_speakers: int) -> dict[str,
         by_speaker.setdefault(utt.speaker, []).append(utt)
     speakers = [s for s in sorted(by_speaker) if len(by_speaker[s]) >= 4][:n_speakers]
     if len(speakers) < 2:
-        raise SystemExit(f"eval_conversion: need 2+ {split} speakers with 4+ utterances in {corpus_dir}")
+        raise SystemExit(f"{tool}: need 2+ {split} speakers with 4+ utterances in {corpus_dir}")
     return {s: by_speaker[s] for s in speakers}
 
 
