@@ -72,14 +72,15 @@ class Tally:
     DNSMOS scores; the unconverted version's judged through the per-file caches."""
 
     def __init__(self, embed, files, asr, mos, transcripts, file_mos):
+        from collections import defaultdict
+
         from judges import WordErrors
 
-        self._words = WordErrors
         self.embed, self.files = embed, files
         self.asr, self.mos, self.transcripts, self.file_mos = asr, mos, transcripts, file_mos
         self.cosines: dict[str, list] = {}
-        self.errors: dict = {}
-        self.content: dict = {}
+        self.errors: dict = defaultdict(WordErrors)
+        self.content: dict = defaultdict(WordErrors)
         self.mos_scores: dict[str, list] = {}
         self.untexted = 0
 
@@ -91,9 +92,9 @@ class Tally:
             self.cosines.setdefault(name, []).append(float(e @ reference))
             if self.asr is not None:
                 said = self.transcripts.file(utt.path) if own else self.asr.transcribe(y)
-                self.errors.setdefault(name, self._words()).add(utt.text, said)
+                self.errors[name].add(utt.text, said)
                 if not own:
-                    self.content.setdefault(name, self._words()).add(self.transcripts.file(utt.path), said)
+                    self.content[name].add(self.transcripts.file(utt.path), said)
             if self.mos is not None:
                 self.mos_scores.setdefault(name, []).append(self.file_mos.file(utt.path) if own else self.mos.score(y))
 
