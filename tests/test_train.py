@@ -376,3 +376,52 @@ def test_phone_keep_term_is_in_the_loss_and_falls(cache, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)          # the judge is never trained
     model, _ = load_model(out)
     assert not any("judge" in name for name in model.state_dict())          # nor saved with the model
+
+
+def _voice_missed_on_dev(model, cache) -> float:
+    data = SegmentDataset(cache, "dev")
+    x = torch.from_numpy(data.batch(list(range(min(len(data), 32)))))
+    model.eval()
+    with torch.no_grad():
+        h = model.encode_frames(x)
+        f_mean, _ = model.posterior_f(h)
+        return float(model._voice_missed(model.posterior_z(h, f_mean)[0], f_mean))
+
+
+def test_voice_reach_term_is_in_the_loss_falls_and_never_trains_the_f_encoder(cache, tmp_path):
+    """A segment's z decoded with another segment's f, encoded again, must give back that f: the term is
+    logged, weighted into the loss and lowered by training, and its gradient reaches the decoder and z but
+    never the f encoder's own weights (else the encoder could learn to read f off whatever is decoded)."""
+    from training.config import Objective
+    from training.dsae import DSAE, DSAEConfig
+
+    with pytest.raises(ValueError, match="voice_reach_weight"):
+        Objective.from_dict({"voice_reach_weight": -1.0})
+    torch.manual_seed(0)
+    model = DSAE(DSAEConfig(feature_dim=12, f_dim=4, z_dim=3, hidden_dim=8, frame_hidden=8))
+    x = torch.randn(4, 10, 12)
+    f_mean, _ = model.posterior_f(model.encode_frames(x))
+    z = model.posterior_z(model.encode_frames(x), f_mean)[0].detach().requires_grad_(True)
+    f_encoder = [*model.frame_encoder.parameters(), *model.f_lstm.parameters(), *model.f_out.parameters()]
+    decoder = list(model.frame_decoder.parameters())
+    grads = torch.autograd.grad(model._voice_missed(z, f_mean), [z, *decoder, *f_encoder], allow_unused=True)
+    assert grads[0].abs().sum() > 0
+    assert all(g is not None and g.abs().sum() > 0 for g in grads[1:1 + len(decoder)])
+    assert all(g is None for g in grads[1 + len(decoder):])
+    assert all(p.requires_grad for p in model.parameters())                # the weights are free again
+
+    # f spreads out as the ELBO trains, so the distance is compared with a run without the term.
+    missed = {}
+    for weight in (0.0, 500.0):
+        out = tmp_path / f"reach{weight:g}"
+        train(tiny_config(cache, out, epochs=6, objective=dict(TINY_OBJECTIVE, voice_reach_weight=weight)))
+        trained, _ = load_model(out)
+        with open(out / "log.csv") as fh:
+            first = next(csv.DictReader(fh))
+        if weight:
+            parts = (float(first["train_recon"]) + float(first["train_kl_f"]) + float(first["train_kl_z"])
+                     + 30.0 * float(first["train_adv_ce"]))
+            assert float(first["train_loss"]) == pytest.approx(parts + weight * float(first["train_voice_missed"]),
+                                                                rel=1e-3)
+        missed[weight] = _voice_missed_on_dev(trained, cache)
+    assert missed[500.0] < 0.5 * missed[0.0]

@@ -45,7 +45,9 @@ class Objective(Options):
     speech recogniser's encoding of the same instant (needs the cache's content targets and the model's
     content_dim), so that pushing the speaker out of z does not push the words out too; phone_keep_weight:
     weight of the KL between the phones a frozen recogniser (the run's `phone_judge`) hears in a segment and
-    in the same segment decoded with another speaker's f, so that changing the voice keeps the phones. Why each exists
+    in the same segment decoded with another speaker's f, so that changing the voice keeps the phones;
+    voice_reach_weight: weight of the distance between another segment's f and what a fixed f encoder finds
+    in this segment's z decoded with it, so that the decoder reaches a voice by itself. Why each exists
     and what it measured: docs/experiments.md, "The DSAE objective".
     """
 
@@ -64,6 +66,7 @@ class Objective(Options):
     # How far f moves towards the other segment's in that term: a share drawn uniformly from this range
     # (1, 1: the other's f itself; (0, 2) also covers the reconstruction and the runtime's strengths).
     phone_keep_strengths: tuple = (1.0, 1.0)
+    voice_reach_weight: float = 0.0
 
     def __post_init__(self):
         self.phone_keep_strengths = tuple(float(v) for v in self.phone_keep_strengths)
@@ -75,7 +78,7 @@ class Objective(Options):
         if not 0.0 <= self.f_swap_prob <= 1.0:
             raise ValueError(f"f_swap_prob must be in [0, 1], not {self.f_swap_prob}")
         for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight", "content_weight",
-                     "phone_keep_weight"):
+                     "phone_keep_weight", "voice_reach_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 

@@ -48,12 +48,18 @@ the trainer (`training.config.Objective`, passed to `DSAE.forward`), the archite
   * `phone_keep_weight`: every segment is also decoded with the f of another segment in the batch (mostly
     another speaker: a conversion, which the ELBO never sees), and a frozen phone recogniser (a "judge",
     training.phones.PhoneJudge) must hear the same phones in it as in the segment itself: the KL between
-    the two, summed over frames. The decoder learns to keep the phones when the voice changes.
+    the two, summed over frames. The decoder learns to keep the phones when the voice changes;
+  * `voice_reach_weight`: the same kind of conversion (the batch reversed, f moved all the way to the other
+    segment's), encoded again by a frozen copy of the f encoder, must give back the f it was decoded with:
+    half the squared distance of the posterior means, per sequence. The ELBO never asks a decoder to sound
+    like another speaker over a z that is not theirs; at run time the target's exemplars do that, and cost
+    words.
 
 Why each option exists and what it measured: docs/experiments.md, "The DSAE objective".
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -188,6 +194,20 @@ class _GradientReversal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         return -grad
+
+
+@contextlib.contextmanager
+def _weights_fixed(module: nn.Module):
+    """Inside, the module's weights record no gradient (autograd builds its graph as ops run), while
+    gradients still flow through it to its inputs."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def gaussian_kl(mean_q, logvar_q, mean_p=None, logvar_p=None):
@@ -443,6 +463,10 @@ class DSAE(nn.Module):
             phones_lost = self._converted_phones(x, z, f, judge, objective.phone_keep_strengths)
             loss = loss + objective.phone_keep_weight * phones_lost
             terms["phones_lost"] = phones_lost
+        if objective.voice_reach_weight > 0:
+            voice_missed = self._voice_missed(z, f_mean)
+            loss = loss + objective.voice_reach_weight * voice_missed
+            terms["voice_missed"] = voice_missed
 
         terms["loss"] = loss
         return loss, {k: v.detach() for k, v in terms.items()}
@@ -488,6 +512,17 @@ class DSAE(nn.Module):
         f = f.detach()
         converted = judge(self.decode(f + share * (f.flip(0) - f), z))
         return (heard.exp() * (heard - converted)).sum(-1).sum(1).mean()
+
+    def _voice_missed(self, z, f_mean):
+        """Half the squared distance between each segment's other f (the batch reversed) and what the f
+        encoder finds in the segment's z decoded with it, per sequence. The encoder is read with its weights
+        held fixed, so the term can only move the decoder (and z), not teach the encoder to read f off
+        whatever the decoder writes."""
+        wanted = f_mean.detach().flip(0)
+        converted = self.decode(wanted, z)
+        with _weights_fixed(self):
+            found, _ = self.posterior_f(self.encode_frames(converted))
+        return 0.5 * (found - wanted).pow(2).sum(1).mean()
 
     @torch.no_grad()
     def elbo_terms(self, x):
