@@ -50,8 +50,9 @@ the trainer (`training.config.Objective`, passed to `DSAE.forward`), the archite
     training.phones.PhoneJudge) must hear the same phones in it as in the segment itself: the KL between
     the two, summed over frames. The decoder learns to keep the phones when the voice changes;
   * `voice_reach_weight`: the same kind of conversion (the batch reversed, f moved all the way to the other
-    segment's), encoded again by a frozen copy of the f encoder, must give back the f it was decoded with:
-    half the squared distance of the posterior means, per sequence. The ELBO never asks a decoder to sound
+    segment's), encoded again by the f encoder with its weights held fixed, must give back the f it was
+    decoded with: half the squared distance of the posterior means, per sequence (docs/experiments.md,
+    "Stop 32"). The ELBO never asks a decoder to sound
     like another speaker over a z that is not theirs; at run time the target's exemplars do that, and cost
     words.
 
