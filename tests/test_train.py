@@ -388,11 +388,10 @@ def _voice_missed_on_dev(model, cache) -> float:
         return float(model._voice_missed(model.posterior_z(h, f_mean)[0], f_mean))
 
 
-def test_voice_reach_term_is_in_the_loss_falls_and_never_trains_the_f_encoder(cache, tmp_path):
+def test_voice_reach_term_is_in_the_loss_reaches_the_voice_and_never_trains_the_f_encoder(cache, tmp_path):
     """A segment's z decoded with another segment's f, encoded again, must give back that f: the term is
     logged, weighted into the loss, and a run trained with it reaches the voice far better than one without;
-    its gradient reaches the decoder and z but
-    never the f encoder's own weights (else the encoder could learn to read f off whatever is decoded)."""
+    its gradient reaches the decoder and z but never the f encoder's own weights (else the encoder could learn to read f off whatever is decoded)."""
     from training.config import Objective
     from training.dsae import DSAE, DSAEConfig
 
