@@ -114,6 +114,37 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_weights(cache, tmp_path, var
     assert [r.rsplit(",", 1)[0] for r in log_a] == [r.rsplit(",", 1)[0] for r in log_b]   # all but time_s
 
 
+def test_a_run_paused_at_a_step_keeps_that_checkpoint_and_resumes_to_the_same_weights(cache, tmp_path):
+    """--stop-at-step: the checkpoint of a step between the periodic ones (6; they fall on 4, 8, 12 and the
+    epoch ends on 9, 18, 27), written at the whole run's learning rate, then the rest of the run as if never
+    paused. A step the run has passed is refused."""
+    train(tiny_config(cache, tmp_path / "whole"))
+    paused = tiny_config(cache, tmp_path / "paused")
+    assert train_cli.main(["--features", str(cache), "--out", str(tmp_path / "paused"), "--epochs", "3",
+                           "--batch-size", "16", "--lr", "3e-3", "--checkpoint-every", "4", "--threads", "1",
+                           "--config", str(_write_tiny_config_file(tmp_path)), "--no-progress",
+                           "--stop-at-step", "6"]) == 0
+    assert latest_checkpoint(tmp_path / "paused").name == "step-000000006"
+    state = json.loads((latest_checkpoint(tmp_path / "paused") / "state.json").read_text())
+    assert state["global_step"] == 6 and state["epoch"] == 0 and state["step_in_epoch"] == 6
+    with pytest.raises(TrainingError, match="past the step to stop at"):
+        train(paused, resume=True, stop_at_step=5)
+    train(paused, resume=True, stop_at_step=18)             # an epoch's end: its own checkpoint, with dev ELBO
+    assert latest_checkpoint(tmp_path / "paused").name == "step-000000018"
+    assert len((tmp_path / "paused" / "log.csv").read_text().splitlines()) == 1 + 2
+    train(paused, resume=True)
+    a = load_file(latest_checkpoint(tmp_path / "whole") / "model.safetensors")
+    b = load_file(latest_checkpoint(tmp_path / "paused") / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+
+
+def _write_tiny_config_file(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps({"model": TINY_MODEL, "objective": TINY_OBJECTIVE}))
+    return path
+
+
 def _to_old_format(run_dir):
     """Rewrite a run directory as the trainer wrote it before the objective left the model config."""
     config = json.loads((run_dir / "config.json").read_text())

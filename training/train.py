@@ -274,13 +274,17 @@ def _new_state() -> dict:
             "elapsed_s": 0.0}
 
 
-def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | None = None,
-          log=None) -> dict:
+def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None = None,
+          stop_after_steps: int | None = None, log=None) -> dict:
     """Train (or resume) a run; returns the final state (counters, history).
 
-    stop_after_steps ends the process's work after that many optimiser steps without a final checkpoint,
-    as a kill would (for tests of resumption).
+    stop_at_step pauses the run at that global step with a checkpoint of it, which `resume` goes on from: the
+    learning-rate schedule stays the whole run's, so a checkpoint picked on the dev speakers part-way through
+    a run is reproduced exactly. stop_after_steps ends the process's work after that many optimiser steps
+    without a final checkpoint, as a kill would (for tests of resumption).
     """
+    if stop_at_step is not None and stop_at_step < 1:
+        raise TrainingError(f"the step to stop at must be 1 or more, not {stop_at_step}")
     procs = _setup_processes(config)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     run_dir = Path(config.out)
@@ -310,8 +314,14 @@ def train(config: TrainConfig, *, resume: bool = False, stop_after_steps: int | 
         state, ckpt = resume_from_checkpoint(run_dir, model, optimizer, procs.device)
         if procs.main:
             log(f"resuming {run_dir} from {ckpt.name} (epoch {state['epoch'] + 1}, step {state['step_in_epoch']})")
+    if stop_at_step is not None and state["global_step"] >= stop_at_step:
+        raise TrainingError(f"{run_dir} is at step {state['global_step']} already, past the step to stop at "
+                            f"({stop_at_step})")
     loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log, judge)
-    return loop.run(stop_after_steps)
+    state = loop.run(stop_at_step, stop_after_steps)
+    if stop_at_step is not None and state["global_step"] == stop_at_step and procs.main:
+        log(f"{run_dir}: paused at step {stop_at_step} (checkpoint step-{stop_at_step:09d}); go on with --resume")
+    return state
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -337,17 +347,19 @@ class _Loop:
         self.last_plot = time.perf_counter()
         self.steps_done_here = 0
 
-    def run(self, stop_after_steps: int | None) -> dict:
+    def run(self, stop_at_step: int | None, stop_after_steps: int | None) -> dict:
         for epoch in range(self.state["epoch"], self.config.epochs):
             order, partners = self._epoch_order(epoch)
-            lr = self._run_epoch(epoch, order, partners, stop_after_steps)
-            if lr is None:          # stopped on request, as a kill would
+            lr = self._run_epoch(epoch, order, partners, stop_at_step, stop_after_steps)
+            if lr is None:          # stopped on request
                 if self.procs.world > 1:
                     dist.barrier()
                 return self.state
             self._finish_epoch(epoch, lr)
             if self.procs.world > 1:
                 dist.barrier()
+            if stop_at_step is not None and self.state["global_step"] >= stop_at_step:
+                break
         return self.state
 
     def _epoch_order(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -363,8 +375,10 @@ class _Loop:
         partners = self.train_set.partners(order, rng) if self.objective.f_swap_prob > 0 else None
         return order, partners
 
-    def _run_epoch(self, epoch: int, order, partners, stop_after_steps: int | None) -> float | None:
-        """The epoch's remaining steps; the last learning rate, or None when stop_after_steps was reached."""
+    def _run_epoch(self, epoch: int, order, partners, stop_at_step: int | None,
+                   stop_after_steps: int | None) -> float | None:
+        """The epoch's remaining steps; the last learning rate, or None when stopped on request (at
+        stop_at_step with a checkpoint, after stop_after_steps without one)."""
         state, batch_size, lr = self.state, self.config.batch_size, self.config.lr
         bar = self._progress_bar(epoch)
         try:
@@ -377,10 +391,13 @@ class _Loop:
                 self._count(names, values, step, bar)
                 if stop_after_steps is not None and self.steps_done_here >= stop_after_steps:
                     return None
-                if (state["global_step"] % self.config.checkpoint_every == 0
-                        and state["step_in_epoch"] < self.plan.steps_per_epoch):
+                mid_epoch = state["step_in_epoch"] < self.plan.steps_per_epoch
+                stopping = stop_at_step is not None and state["global_step"] == stop_at_step and mid_epoch
+                if mid_epoch and (state["global_step"] % self.config.checkpoint_every == 0 or stopping):
                     state["elapsed_s"] = time.perf_counter() - self.started
                     self._checkpoint()
+                if stopping:
+                    return None
         finally:
             if bar:
                 bar.close()

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden-dim", type=int)
     p.add_argument("--init-from", help="start from the weights of this run or checkpoint directory (fine-tuning)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (and one per epoch)")
+    p.add_argument("--stop-at-step", type=int, metavar="STEP",
+                   help="pause at this global step with a checkpoint of it (the learning-rate schedule stays the "
+                        "whole run's; go on later with --resume)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -102,7 +105,7 @@ def _train(args) -> int:
             config.features = DEFAULT_CACHE
         if not config.features:
             raise TrainingError("--features is required")
-    train(config, resume=args.resume)
+    train(config, resume=args.resume, stop_at_step=args.stop_at_step)
     return 0
 
 
