@@ -116,3 +116,37 @@ def test_export_of_a_directory_without_a_run_fails_cleanly(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("vc-export: ") and len(err.splitlines()) == 1
     assert not (tmp_path / "model").exists()
+
+
+def test_int8_lstm_export_stores_the_encoder_lstms_as_int8_and_keeps_the_codes(exported, tmp_path):
+    """--int8-lstm: the encoder's LSTMs become DynamicQuantizeLSTM nodes, the metadata says so, the runtime
+    loads the directory, and on real segments its codes stay within the export's tolerance of the float
+    model's (while differing from them where an LSTM computes them: the weights really changed)."""
+    from vc.model import load_model as load_onnx
+
+    root, variant = exported
+    assert export_cli.main([str(root / "run"), "-o", str(tmp_path / "int8"), "--int8-lstm"]) == 0
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "encoder.onnx")).graph.node}
+    assert "DynamicQuantizeLSTM" in ops and "LSTM" not in ops
+    assert _metadata(tmp_path / "int8" / "encoder.onnx")["quantised"] == {"op_types": ["LSTM"], "weights": "int8"}
+    assert "quantised" not in _metadata(tmp_path / "int8" / "decoder.onnx")
+    float_model, int8_model = load_onnx(root / "model", device="cpu"), load_onnx(tmp_path / "int8", device="cpu")
+    assert "int8 LSTM" in int8_model.describe() and "int8" not in float_model.describe()
+    x = SegmentDataset(root / "cache", "dev").batch(np.arange(5)).astype(np.float32)
+    want, got = float_model.encode(x), int8_model.encode(x)
+    f_error, z_error = (np.linalg.norm(got[i] - want[i]) / np.linalg.norm(want[i]) for i in (0, 2))
+    assert 0 < f_error <= 0.03 and z_error <= 0.03
+    assert (z_error > 0) == (variant == "full")   # the factorised z comes from a frame MLP, not an LSTM
+    assert "int8" in (tmp_path / "int8" / "README.md").read_text()
+
+
+def test_int8_lstm_export_beyond_its_tolerance_keeps_the_float_encoder(exported, tmp_path, monkeypatch, capsys):
+    from training import export as export_module
+
+    root, _ = exported
+    monkeypatch.setattr(export_module, "INT8_TOLERANCE", 0.0)
+    rc = export_cli.main([str(root / "run"), "-o", str(tmp_path / "int8"), "--int8-lstm"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("vc-export: ") and "int8" in err[-1] and "float encoder is kept" in err[-1]
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "int8" / "encoder.onnx")).graph.node}
+    assert "LSTM" in ops and "DynamicQuantizeLSTM" not in ops

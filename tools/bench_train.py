@@ -11,6 +11,8 @@ infer_ort_vs_torch: (eager PyTorch time) / (ONNX Runtime time) for encoder + dec
     segment (batch 1, T 20), one thread each as the engine runs (vc.model's session options), calls
     interleaved A B B A so that load from other processes falls on both alike, each call timed by its
     thread's CPU time (`--clock wall`: elapsed time); the floor is 2.
+infer_ort_int8_vs_torch: the same with the encoder's LSTM weights as int8 (`vc-export --int8-lstm`, what the
+    default model ships), timed against PyTorch the same way.
 """
 from __future__ import annotations
 
@@ -146,13 +148,20 @@ def bench_inference(seconds: float, clock: str = "cpu") -> dict:
     import torch
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
+        from training.export import write_int8_lstm_graph
         model = _export_default_model(Path(tmp))
+        write_int8_lstm_graph(Path(tmp) / "encoder.onnx", Path(tmp) / "encoder-int8.onnx")
         enc, dec = _one_thread_session(Path(tmp) / "encoder.onnx"), _one_thread_session(Path(tmp) / "decoder.onnx")
+        enc_int8 = _one_thread_session(Path(tmp) / "encoder-int8.onnx")
     x = np.random.default_rng(0).normal(size=(1, 20, model.config.feature_dim)).astype(np.float32)
     x_t = torch.from_numpy(x)
 
     def run_ort():
         f_mean, _, z_mean, _ = enc.run(None, {"x": x})
+        dec.run(None, {"f": f_mean, "z": z_mean})
+
+    def run_ort_int8():
+        f_mean, _, z_mean, _ = enc_int8.run(None, {"x": x})
         dec.run(None, {"f": f_mean, "z": z_mean})
 
     def run_torch():
@@ -162,10 +171,12 @@ def bench_inference(seconds: float, clock: str = "cpu") -> dict:
 
     # Both run in this thread (one intra-op thread, sequential execution), so the thread's CPU time
     # counts exactly their work and not the time other processes hold the core.
-    t_ort, t_torch = interleaved_medians(run_ort, run_torch, seconds,
-                                         clock=time.thread_time if clock == "cpu" else time.perf_counter)
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
+    t_ort, t_torch = interleaved_medians(run_ort, run_torch, seconds, clock=timer)
+    t_int8, t_torch_again = interleaved_medians(run_ort_int8, run_torch, seconds, clock=timer)
     return {"infer_ort_ms": round(1e3 * t_ort, 3), "infer_torch_ms": round(1e3 * t_torch, 3),
-            "infer_ort_vs_torch": round(t_torch / t_ort, 2), "infer_threads": 1, "infer_clock": clock}
+            "infer_ort_vs_torch": round(t_torch / t_ort, 2), "infer_ort_int8_ms": round(1e3 * t_int8, 3),
+            "infer_ort_int8_vs_torch": round(t_torch_again / t_int8, 2), "infer_threads": 1, "infer_clock": clock}
 
 
 def main(argv=None) -> int:

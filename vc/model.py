@@ -18,7 +18,7 @@ from vc.phones import PhonesError, open_recogniser
 from vc.z_statistics import CodeStats
 from vc.model_format import (DECODER_FILE, DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_FILE, ENCODER_INPUTS,
                              ENCODER_OUTPUTS, METADATA_KEY, REQUIRED_KEYS, SHARED_KEYS, SUPPORTED_FORMAT_VERSIONS,
-                             VARIANTS, Z_POPULATION_KEY)
+                             VARIANTS, QUANTISED_KEY, Z_POPULATION_KEY)
 
 DEVICES = ("auto", "cpu", "cuda")
 CPU_PROVIDER = "CPUExecutionProvider"
@@ -313,7 +313,8 @@ class Model:
     def describe(self) -> str:
         """One line for CLIs: which model, which provider, and why."""
         note = f" ({self.provider_note})" if self.provider_note not in ("requested", "CUDA available") else ""
-        return (f"model {self.model_dir} [{self.model_id}, {self.variant}, f={self.f_dim}, z={self.z_dim}] "
+        int8 = ", int8 LSTM weights" if self.metadata.get(QUANTISED_KEY) else ""
+        return (f"model {self.model_dir} [{self.model_id}, {self.variant}, f={self.f_dim}, z={self.z_dim}{int8}] "
                 f"on {self.provider}{note}, {self.threads} thread(s)")
 
     # --- numerics -----------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ SHARED_KEYS = tuple(k for k in REQUIRED_KEYS if k != "role")
 # Optional: {"mean": [z_dim floats], "std": [z_dim floats], "frames": n}, z's statistics over the speech
 # frames of training segments (vc.z_statistics: where a source's estimate starts before it has spoken).
 Z_POPULATION_KEY = "z_population"
+# Optional, encoder only: {"op_types": ["LSTM"], "weights": "int8"} when vc-export --int8-lstm stored those
+# weights as 8-bit integers (the graph then holds com.microsoft DynamicQuantizeLSTM nodes, CPU kernels).
+QUANTISED_KEY = "quantised"
 
 _TIME_SERIES = {"x", "z", "z_mean", "z_logvar", "x_mean"}  # names with a time axis
 
