@@ -32,6 +32,7 @@ PARITY_TOLERANCE = 1e-4
 # Relative error (|onnx - torch| / |torch|, over a batch) of f and z allowed for int8 LSTM weights: measured
 # 0.007-0.009 on the paper-size model, where two speakers' codes differ by about their own size.
 INT8_TOLERANCE = 0.03
+INT8_LSTM = {"op_types": ["LSTM"], "weights": "int8"}   # the encoder's QUANTISED_KEY entry
 
 
 class ExportEncoder(nn.Module):
@@ -195,7 +196,7 @@ def quantise_encoder_lstms(model: DSAE, model_dir: Path, inputs: list[np.ndarray
         proto = onnx.load(str(quantised))
     props = {p.key: p.value for p in proto.metadata_props}
     metadata = json.loads(props[fmt.METADATA_KEY])
-    metadata[fmt.QUANTISED_KEY] = {"op_types": ["LSTM"], "weights": "int8"}
+    metadata[fmt.QUANTISED_KEY] = INT8_LSTM
     onnx.helper.set_model_props(proto, {**props, fmt.METADATA_KEY: json.dumps(metadata)})
     with atomic_write(path) as fh:
         fh.write(proto.SerializeToString())
@@ -294,7 +295,7 @@ def export(run_dir: str | os.PathLike, out_dir: str | os.PathLike, *, checkpoint
     if int8_lstm:
         # Judged on real speech where the cache is at hand: noise drives the gates where speech never does.
         int8_error = quantise_encoder_lstms(model, out_dir, [real] if real is not None else inputs)
-        enc_meta[fmt.QUANTISED_KEY] = {"op_types": ["LSTM"], "weights": "int8"}
+        enc_meta[fmt.QUANTISED_KEY] = INT8_LSTM
         int8_line = [f"- encoder LSTM weights int8: f and z within {int8_error:.3f} of PyTorch's, relative "
                      f"({'real' if real is not None else 'random'} segments)"]
 
