@@ -150,6 +150,7 @@ def test_the_whisper_model_directory_is_assembled_checked_and_repaired(tmp_path)
 @pytest.mark.slow
 def test_whisper_base_hears_the_words_of_speech_and_none_in_reversed_speech_or_noise(sentence):
     asr = judges.Whisper()
+    assert asr.salt.endswith(asr.cpu) and asr.cpu == judges.int8_cpu()   # cached transcripts keyed by CPU
     heard = asr.transcribe(sentence)
     assert judges.wer(SENTENCE, heard) < 0.3, heard
     backwards = asr.transcribe(sentence[::-1])
@@ -231,3 +232,13 @@ def test_eval_conversion_judges_every_conversion_of_its_protocol_on_both_paths(t
     assert [(r["source"], r["target"], r["utterance"]) for r in written[:6]] == [
         ("s0", "s1", "u2"), ("s0", "s2", "u3"), ("s1", "s2", "u2"), ("s1", "s0", "u3"),
         ("s2", "s0", "u2"), ("s2", "s1", "u3")]
+
+
+def test_the_int8_judges_cpu_record_names_its_instructions_and_any_kernel_limit(monkeypatch):
+    for name in judges.KERNEL_LIMITS:
+        monkeypatch.delenv(name, raising=False)
+    plain = judges.int8_cpu()
+    assert plain and "," not in plain and "=" not in plain
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_CBWR", "AVX2")
+    assert judges.int8_cpu() == f"{plain},MKL_CBWR=AVX2,ONEDNN_MAX_CPU_ISA=AVX2"

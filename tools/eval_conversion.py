@@ -518,6 +518,8 @@ def main(argv=None) -> int:
     common = {"speakers": len(by_speaker), "audio_seconds": round(n_audio, 1), **run_settings(args, settings, model),
               "embedded_files": {"computed": files.misses, "cached": files.hits},
               "judges": ["resemblyzer"] + [j.name for j in (asr, mos) if j is not None]}
+    if asr is not None:
+        common["whisper_cpu"] = asr.cpu
     if transcripts is not None:
         common["transcribed_files"] = {"computed": transcripts.misses, "cached": transcripts.hits}
     if source_mos is not None:

@@ -162,7 +162,8 @@ def main(argv=None) -> int:
             tally.add(utt, versions_of(read(utt.path), f, model, args.n_iter), reference)
     report = tally.report()
     report.update(speakers=len(by_speaker), model_id=model.model_id, corpus=str(args.corpus), split=args.split,
-                  judges=["resemblyzer"] + [j.name for j in (asr, mos) if j is not None])
+                  judges=["resemblyzer"] + [j.name for j in (asr, mos) if j is not None],
+                  **({"whisper_cpu": asr.cpu} if asr is not None else {}))
     print(json.dumps(report) if args.json else "\n".join(f"{k}: {v}" for k, v in report.items()))
     return 0
 

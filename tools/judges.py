@@ -14,6 +14,12 @@ Whisper base: Systran's faster-whisper-base from two PyPI wheels, joined and has
 `training.whisper.whisper_base_dir` (the content targets of training use the same folder). Nothing is
 downloaded at run time (HF_HUB_OFFLINE=1).
 Decoding: English, beam 5, temperature 0 (no fallback), no VAD filter, no conditioning on earlier text.
+Its int8 matrix products go through oneDNN and MKL, which pick their kernels by the CPU's instructions, and
+the transcripts depend on the pick: the same 40 open-corpus clips gave word error 0.59 with AVX-512 VNNI and
+0.76 with the kernels limited to AVX2 (`MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2`; docs/experiments.md, stop 38).
+`Whisper.cpu` names the CPU's int8 instructions and any such limit set, and is part of the cache key and of the
+evaluation reports, so figures from different CPUs are never mixed unawares; set the same limits on every
+machine to compare figures across machines.
 
 DNSMOS P.835 (Reddy et al., ICASSP 2022; Microsoft, MIT): the non-intrusive signal (SIG), background (BAK)
 and overall (OVRL) MOS predictor. Its ONNX model ships in the `speechmos` wheel; it is run here with ONNX
@@ -158,6 +164,32 @@ class JudgeMissing(RuntimeError):
     """A judge's package or model is not installed."""
 
 
+# Environment variables that limit which kernels MKL and oneDNN may dispatch to (and so change int8 results).
+KERNEL_LIMITS = ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+
+
+def int8_cpu() -> str:
+    """The CPU's best int8 dot-product instructions (from /proc/cpuinfo; "unknown" elsewhere), with any
+    kernel limits set in the environment: what the int8 judge's transcripts depend on."""
+    try:
+        flags = set()
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        flags = set()
+    for flag, name in (("amx_int8", "amx"), ("avx512_vnni", "avx512-vnni"), ("avx_vnni", "avx-vnni"),
+                       ("avx512bw", "avx512"), ("avx2", "avx2"), ("asimddp", "neon-dot"), ("asimd", "neon")):
+        if flag in flags:
+            break
+    else:
+        name = "unknown"
+    limits = [f"{k}={os.environ[k]}" for k in KERNEL_LIMITS if os.environ.get(k)]
+    return ",".join([name] + limits)
+
+
 class Whisper:
     """Whisper base through faster-whisper (CTranslate2), on the CPU."""
 
@@ -177,8 +209,10 @@ class Whisper:
         self.beam_size = beam_size
         self._model = WhisperModel(str(self.model_dir), device="cpu", compute_type=compute_type,
                                    cpu_threads=cpu_threads, num_workers=1)
+        self.cpu = int8_cpu() if compute_type.startswith("int8") else "float"
         # what a cached transcript depends on
-        self.salt = f"{self.name}:{WHISPER_BASE_FILES['model.bin'][1][:16]}:{compute_type}:beam{beam_size}:en:t0"
+        self.salt = (f"{self.name}:{WHISPER_BASE_FILES['model.bin'][1][:16]}:{compute_type}:beam{beam_size}:en:t0"
+                     f":{self.cpu}")
 
     def transcribe(self, audio: np.ndarray) -> str:
         """Float audio at 16 kHz, mono -> the recognised text (segments joined by spaces)."""
