@@ -11,8 +11,8 @@ infer_ort_vs_torch: (eager PyTorch time) / (ONNX Runtime time) for encoder + dec
     segment (batch 1, T 20), one thread each as the engine runs (vc.model's session options), calls
     interleaved A B B A so that load from other processes falls on both alike, each call timed by its
     thread's CPU time (`--clock wall`: elapsed time); the floor is 2.
-infer_ort_int8_vs_torch: the same with the encoder's LSTM weights as int8 (`vc-export --int8-lstm`, what the
-    default model ships), timed against PyTorch the same way.
+infer_ort_int8_vs_torch: the same with the encoder's LSTM weights as int8 (`vc-export --int8-lstm`, an
+    option; the default model ships float weights), timed against PyTorch the same way.
 """
 from __future__ import annotations
 
