@@ -219,6 +219,9 @@ def pitch_agreement(paths, model) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from vc.cli.args import gate_level
+    from vc.engine import DEFAULT_GATE_DB
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--model", default=None, help="model directory (default: $VC_MODEL, else models/default)")
@@ -273,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the engine's preset for the stream path (lowlat: vc-live --low-latency)")
     parser.add_argument("--stream-hop-ms", type=float, default=None,
                         help="the engine's hop instead of the preset's (vc-live --hop-ms)")
+    parser.add_argument("--stream-gate-db", type=gate_level, default=DEFAULT_GATE_DB, metavar="DB",
+                        help="the engine's noise gate for the stream path: a level in dBFS or 'off' "
+                             f"(vc-live --gate-db; default {DEFAULT_GATE_DB:g})")
     parser.add_argument("--stream-source", choices=("running", "enrolled", "enrolled-f", "enrolled-z", "enrolled-register"),
                         default="running",
                         help="stream path: the source speaker learnt as they speak (vc-live's default), "
@@ -441,6 +447,7 @@ def assemble_report(args, rows: dict[str, list], common: dict, stream_mode: dict
     reports = {name: dict(_scores(rows[name]), **_judge_scores(rows[name]), path=name, **common) for name in rows}
     if "stream" in reports:
         reports["stream"].update(stream_mode=args.stream_mode, stream_hop_ms=stream_mode["hop_ms"],
+                                 stream_gate_db=stream_mode["gate_db"],
                                  stream_source=args.stream_source)
     if args.path == "both":
         report = {"file": reports["file"], "stream": reports["stream"],
@@ -490,7 +497,7 @@ def main(argv=None) -> int:
         reference[s] = unit(np.mean([files.file(u.path) for u in utts[:half]], axis=0))
         held_out[s] = utts[half:]
 
-    stream_mode = dict(MODES[args.stream_mode])
+    stream_mode = dict(MODES[args.stream_mode], gate_db=args.stream_gate_db)
     if args.stream_hop_ms is not None:
         stream_mode["hop_ms"] = args.stream_hop_ms
     converters = Converters(model, code, settings, stream_mode, args.stream_source)

@@ -35,6 +35,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def gate_level(text: str) -> float | None:
+    """A noise gate's level in dBFS (<= 0), or 'off' (None)."""
+    if text.strip().lower() in ("off", "none", "-inf"):
+        return None
+    value = float(text)
+    if not math.isfinite(value) or value > 0:
+        raise argparse.ArgumentTypeError(f"must be a level in dBFS <= 0 (e.g. -50) or 'off', not {text}")
+    return value
+
+
 def share(text: str) -> float:
     """A share of a move, 0 to 2 (beyond 1: past it)."""
     value = float(text)

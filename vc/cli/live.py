@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
-from vc.cli.args import (add_model_arguments, add_words_arguments, interrupted_quietly, non_negative_float,
-                         non_negative_int, one_line_warnings, positive_float, positive_int, share)
-
-
-def _gate(text: str):
-    if text.strip().lower() in ("off", "none", "-inf"):
-        return None
-    value = float(text)
-    if not math.isfinite(value) or value > 0:
-        raise argparse.ArgumentTypeError(f"must be a level in dBFS <= 0 (e.g. -50) or 'off', not {text}")
-    return value
+from vc.cli.args import (add_model_arguments, add_words_arguments, gate_level, interrupted_quietly,
+                         non_negative_float, non_negative_int, one_line_warnings, positive_float, positive_int, share)
 
 
 def _strength(text: str) -> float:
@@ -67,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Griffin-Lim look-ahead (default {default['lookahead_ms']:g})")
     parser.add_argument("--n-iter", type=non_negative_int, default=None,
                         help=f"Griffin-Lim iterations per hop (default {DEFAULT_N_ITER})")
-    parser.add_argument("--gate-db", type=_gate, default=DEFAULT_GATE_DB, metavar="DB",
+    parser.add_argument("--gate-db", type=gate_level, default=DEFAULT_GATE_DB, metavar="DB",
                         help=f"noise gate: input below this level (dBFS) fades to silence; 'off' disables "
                              f"(default {DEFAULT_GATE_DB:g})")
     parser.add_argument("--strength", type=_strength, default=None, metavar="S",
