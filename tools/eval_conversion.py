@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the engine's hop instead of the preset's (vc-live --hop-ms)")
     parser.add_argument("--stream-gate-db", type=gate_level, default=DEFAULT_GATE_DB, metavar="DB",
                         help="the engine's noise gate for the stream path: a level in dBFS or 'off' "
-                             f"(vc-live --gate-db; default {DEFAULT_GATE_DB:g})")
+                             f"(vc-live --gate-db; default {DEFAULT_GATE_DB or 'off'})")
     parser.add_argument("--stream-source", choices=("running", "enrolled", "enrolled-f", "enrolled-z", "enrolled-register"),
                         default="running",
                         help="stream path: the source speaker learnt as they speak (vc-live's default), "

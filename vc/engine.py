@@ -49,8 +49,9 @@ newest frames have their voicing decided without the 2-4 frames the whole-file t
 P = 201 samples. A live set-up adds the device buffers, the resamplers and a margin for a
 hop's compute time (`vc.live` adds them to its estimate).
 
-Noise gate and pass-through (`vc.engine_output`): a frame's level (dBFS, from its spectrum) opens the
-gate; pass-through outputs the input delayed by the same latency, so A/B switching stays in time, while
+Noise gate and pass-through (`vc.engine_output`): with a gate level set (`gate_db`, vc-live --gate-db), a
+frame's level (dBFS, from its spectrum) opens the gate; it is off by default, as the file path has none;
+pass-through outputs the input delayed by the same latency, so A/B switching stays in time, while
 conversion keeps running underneath.
 """
 
@@ -83,7 +84,10 @@ MODES = {
     # A 40 ms hop with the same 200 ms encoder window, of which the newest frames are kept as they come.
     "lowlat": {"hop_ms": 40.0, "lookahead_ms": 30.0, "crossfade": False},
 }
-DEFAULT_GATE_DB = SILENCE_DBFS
+# No gate by default: fading the pauses to digital silence while the room's noise stays under the words cost
+# the stream sound (DNSMOS -0.055 human test, -0.015 open corpus, -0.03 dev) and gained no words or voice
+# (docs/experiments.md, stop 38). SILENCE_DBFS (-50) is the level to give it where the pauses must be silent.
+DEFAULT_GATE_DB: float | None = None
 DEFAULT_GATE_HOLD_MS = 150.0
 
 

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"Griffin-Lim iterations per hop (default {DEFAULT_N_ITER})")
     parser.add_argument("--gate-db", type=gate_level, default=DEFAULT_GATE_DB, metavar="DB",
                         help=f"noise gate: input below this level (dBFS) fades to silence; 'off' disables "
-                             f"(default {DEFAULT_GATE_DB:g})")
+                             f"(default {DEFAULT_GATE_DB or 'off'}; e.g. -50)")
     parser.add_argument("--strength", type=_strength, default=None, metavar="S",
                         help=f"how far the voice moves: f = f_source + S (f_target - f_source), f_source averaged "
                              f"over your speech so far (default {DEFAULT_STRENGTH:g}; 1: the plain code swap)")
