@@ -72,3 +72,19 @@ def test_a_recording_20_db_quieter_converts_to_the_same_voice(shipped):
         for out in (loud, quiet):
             assert _cos(out, target.f) > _cos(out, source), path.name
         assert _cos(loud, quiet) > max(_cos(loud, source), _cos(quiet, source)), path.name
+
+
+def test_the_shipped_model_can_seed_a_fine_tune():
+    """Its graphs' weights read back into PyTorch compute what the graphs do (vc-train --init-from models/default)."""
+    import json
+
+    from training.checkpoints import NOT_EXPORTED, graph_parity, load_initial_weights
+    from training.config import model_config_from_dict
+    from training.dsae import DSAE
+
+    model_dir = REPO / "models" / "default"
+    config = json.loads((model_dir / "train-config.json").read_text())["model"]
+    model = DSAE(model_config_from_dict({**config, "feature_dim": 200}))
+    fresh = load_initial_weights(model, str(model_dir), "cpu")
+    assert fresh and all(k.startswith(NOT_EXPORTED) for k in fresh)
+    assert graph_parity(model, model_dir) < 1e-4

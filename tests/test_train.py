@@ -456,3 +456,109 @@ def test_voice_reach_term_is_in_the_loss_reaches_the_voice_and_never_trains_the_
                                                                 rel=1e-3)
         missed[weight] = _voice_missed_on_dev(trained, cache)
     assert missed[500.0] < 0.5 * missed[0.0]
+
+
+def test_fine_tuning_starts_from_a_model_directory_and_fits_what_it_lacks_first(cache, tmp_path):
+    """init_from a vc-export model directory: its graphs' weights read back exactly (renormalised for a cache
+    with other statistics), what it never held (x's variance, the prior, the heads) listed and trained alone
+    first by train_only, the rest held fixed."""
+    from training.checkpoints import NOT_EXPORTED, load_initial_weights
+    from training.dsae import DSAE
+    from training.export import export
+    from training.model_dir import weights_from_model_dir
+
+    base = tmp_path / "base"
+    train(tiny_config(cache, base, epochs=1))
+    model_dir = tmp_path / "model"
+    export(base, model_dir, log=lambda *a: None)
+    trained, _ = load_model(base)
+    weights = weights_from_model_dir(model_dir)
+    own = trained.state_dict()
+    assert sorted(k for k in own if k not in weights) == sorted(k for k in own if k.startswith(NOT_EXPORTED))
+    assert any(k.startswith("prior_lstm.") for k in own if k not in weights)
+    for key, value in weights.items():
+        torch.testing.assert_close(value, own[key], rtol=0, atol=0)
+
+    # the same function on a cache normalised otherwise: raw = x * std + mean
+    data = SegmentDataset(cache, "train")
+    x_raw = data.batch(np.arange(8)) * data.std + data.mean
+    mean, std = data.mean + 0.3, data.std * 1.7
+    moved = DSAE(trained.config)
+    fresh = load_initial_weights(moved, str(model_dir), "cpu", norm=(mean, std))
+    assert set(fresh) == {k for k in own if k.startswith(NOT_EXPORTED)}
+    with torch.no_grad():
+        ref = trained.encode(torch.from_numpy(((x_raw - data.mean) / data.std).astype(np.float32)))
+        got = moved.encode(torch.from_numpy(((x_raw - mean) / std).astype(np.float32)))
+        torch.testing.assert_close(got[0], ref[0], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got[2], ref[2], rtol=1e-4, atol=1e-4)
+        out_ref = trained.decode(ref[0], ref[2]).numpy() * data.std + data.mean
+        out_got = moved.decode(got[0], got[2]).numpy() * std + mean
+    np.testing.assert_allclose(out_got, out_ref, rtol=1e-4, atol=1e-3)
+
+    settle = tmp_path / "settle"
+    train(tiny_config(cache, settle, epochs=1, init_from=str(model_dir),
+                      train_only=["x_logvar", "prior_", "speaker_adversary"]))
+    after = load_file(latest_checkpoint(settle) / "model.safetensors")
+    for key, value in weights.items():          # held fixed, bit for bit
+        torch.testing.assert_close(after[key], value, rtol=0, atol=0)
+    for key in ("x_logvar", "prior_out.weight"):      # fitted
+        assert not torch.equal(after[key], DSAE(trained.config).state_dict()[key])
+
+    with pytest.raises(TrainingError, match="train_only: no parameter .* 'decoder'"):
+        train(tiny_config(cache, tmp_path / "typo", epochs=1, init_from=str(model_dir), train_only=["decoder"]))
+    with pytest.raises(TrainingError, match="does not fit this model.*hidden_dim 24"):
+        train(tiny_config(cache, tmp_path / "wider", epochs=1, init_from=str(model_dir),
+                          model=dict(TINY_MODEL, hidden_dim=32)))
+
+
+def test_voice_judge_term_is_in_the_loss_and_makes_conversions_heard_as_their_target(cache, tmp_path):
+    """A separately trained, frozen speaker recogniser must hear a segment decoded with another segment's f as
+    that other segment's speaker: the term is logged and weighted into the loss, lower after training with it
+    than without, and the judge is neither trained nor saved with the model."""
+    from training import speaker_judge
+
+    objective = dict(TINY_OBJECTIVE, voice_judge_weight=50.0)
+    with pytest.raises(TrainingError, match="needs speaker_judge"):
+        train(tiny_config(cache, tmp_path / "none", objective=objective))
+    with pytest.raises(TrainingError, match="no speaker recogniser checkpoint"):
+        train(tiny_config(cache, tmp_path / "missing", objective=objective, speaker_judge=str(tmp_path / "nowhere")))
+    assert not (tmp_path / "none" / "config.json").exists()
+
+    judge = tmp_path / "judge"
+    assert speaker_judge.main(["train", "--features", str(cache), "--out", str(judge), "--epochs", "3",
+                               "--batch-size", "16"]) == 0
+    history = json.loads(torch.load(judge / "checkpoint.pt", weights_only=True)["history"])
+    assert history[-1]["held_out_accuracy"] > 0.9           # four synthetic voices, utterances it never saw
+    other = write_synthetic_cache(tmp_path / "other", n_speakers=3, utterances_per_speaker=4, frames_per_utterance=100)
+    with pytest.raises(TrainingError, match="knows other speakers"):
+        train(tiny_config(other, tmp_path / "wrong", objective=objective, speaker_judge=str(judge)))
+
+    before = {k: v.clone() for k, v in torch.load(judge / "checkpoint.pt", weights_only=True)["model"].items()}
+    unheard = {}
+    for weight in (0.0, 50.0):
+        out = tmp_path / f"judged{weight:g}"
+        train(tiny_config(cache, out, epochs=6, speaker_judge=str(judge),
+                          objective=dict(TINY_OBJECTIVE, voice_judge_weight=weight)))
+        with open(out / "log.csv") as fh:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        if weight:
+            first = rows[0]
+            parts = first["train_recon"] + first["train_kl_f"] + first["train_kl_z"] + 30.0 * first["train_adv_ce"]
+            assert first["train_loss"] == pytest.approx(parts + weight * first["train_voice_unheard"], rel=1e-3)
+        model, _ = load_model(out)
+        assert not any("judge" in name for name in model.state_dict())
+        net, _ = speaker_judge.load_run(judge)
+        data = SegmentDataset(cache, "train")
+        idx = np.arange(0, len(data), 3)[:48]
+        x = torch.from_numpy(data.batch(idx))
+        model.eval()
+        with torch.no_grad():
+            h = model.encode_frames(x)
+            f_mean, _ = model.posterior_f(h)
+            z = model.posterior_z(h, f_mean)[0]
+            loss, _ = model._voice_unheard(z, f_mean, torch.from_numpy(data.segment_speaker[idx]),
+                                           speaker_judge.SpeakerJudge(net, data.mean, data.std))
+        unheard[weight] = float(loss)
+    assert unheard[50.0] < unheard[0.0]
+    after = torch.load(judge / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)

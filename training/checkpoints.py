@@ -7,6 +7,9 @@
                                     history, model_config); each appears by one rename: whole or absent
     RUN/checkpoints/latest          name of the newest complete checkpoint (replaced atomically)
 
+init-from also takes a model directory (`vc-export`'s output, training.model_dir): fine-tuning can start
+from the shipped model when its run is not at hand.
+
 The weights are safetensors (no pickle); optimizer.pt is read with weights_only. state.json's
 model_config is the model's architecture (training.dsae.DSAEConfig); checkpoints written before the
 objective moved out of it still load (training.config.split_model_options).
@@ -24,6 +27,8 @@ import torch
 
 from training.config import TrainConfig, TrainingError, model_config_from_dict
 from training.dsae import DSAE
+from training.model_dir import is_model_dir, model_dir_metadata, renormalise, weights_from_model_dir
+from vc import model_format as fmt
 from vc.files import atomic_write
 
 CONFIG_NAME = "config.json"
@@ -119,10 +124,15 @@ def load_model(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None 
     return model, state
 
 
-def load_initial_weights(model: DSAE, source: str, device):
-    """init-from: weights from a run directory (its latest checkpoint) or a checkpoint directory, shapes
-    checked; the optimiser and schedule start afresh."""
+def load_initial_weights(model: DSAE, source: str, device, *, norm=None) -> list[str]:
+    """init-from: weights from a run directory (its latest checkpoint), a checkpoint directory or a model
+    directory (vc-export's encoder.onnx + decoder.onnx), shapes checked; the optimiser and schedule start
+    afresh. Returns the names of the weights that start as built: a model directory holds neither x's
+    variance, the prior of z nor the training heads (fit them first: TrainConfig.train_only).
+    norm: the run's (mean, std); a model directory's weights are rewritten for it."""
     path = Path(source)
+    if is_model_dir(path):
+        return _load_model_dir(model, path, device, norm)
     ckpt = latest_checkpoint(path) if (path / CHECKPOINTS).is_dir() else path
     if ckpt is None or not (ckpt / WEIGHTS_NAME).is_file():
         raise TrainingError(f"{source}: no {WEIGHTS_NAME} there (give a run directory or a checkpoint directory)")
@@ -139,6 +149,62 @@ def load_initial_weights(model: DSAE, source: str, device):
                             f"({', '.join((wrong + extra)[:3])}{' ...' if len(wrong + extra) > 3 else ''}); "
                             "the model options must match the run it came from")
     model.load_state_dict({**weights, **{k: own[k] for k in added}})
+    return added
+
+
+# What vc-export leaves out of a model directory: x's variance, the prior of z, the training heads.
+NOT_EXPORTED = ("x_logvar", "prior_lstm.", "prior_out.", "speaker_adversary.", "content_head.")
+
+
+def _load_model_dir(model: DSAE, path: Path, device, norm) -> list[str]:
+    meta = model_dir_metadata(path)
+    weights = weights_from_model_dir(path)
+    own = model.state_dict()
+    added = [k for k in own if k not in weights and k.startswith(NOT_EXPORTED)]
+    wrong = [k for k in own if k not in added and (k not in weights or weights[k].shape != own[k].shape)]
+    extra = [k for k in weights if k not in own]
+    if wrong or extra:
+        c = model.config
+        raise TrainingError(f"{path}: does not fit this model ({', '.join((wrong + extra)[:3])}"
+                            f"{' ...' if len(wrong + extra) > 3 else ''}); it has f_dim {meta.get('f_dim')}, z_dim "
+                            f"{meta.get('z_dim')}, hidden_dim {meta.get('hidden_dim')}, variant {meta.get('variant')} "
+                            f"(this run: {c.f_dim}, {c.z_dim}, {c.hidden_dim}, {c.variant})")
+    model.load_state_dict({**own, **weights})
+    error = graph_parity(model, path)
+    if error > GRAPH_TOLERANCE:
+        raise TrainingError(f"{path}: its weights, read back, compute something else than its graphs "
+                            f"(max difference {error:.2g}); export it again with this version's vc-export")
+    same = norm is None or all(np.array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32)) for a, b in
+                               zip(norm, (meta["norm_mean"], meta["norm_std"])))
+    if not same:
+        weights = renormalise(weights, model_mean=meta["norm_mean"], model_std=meta["norm_std"],
+                              mean=norm[0], std=norm[1])
+        model.load_state_dict({**own, **weights})
+    model.to(device)
+    return added
+
+
+GRAPH_TOLERANCE = 1e-4
+
+
+def graph_parity(model: DSAE, path: Path, *, segments: int = 4) -> float:
+    """Largest difference between the model and a model directory's graphs on random normalised segments."""
+    import onnxruntime as ort
+    meta = model_dir_metadata(path)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((segments, int(meta["segment_length"]), model.config.feature_dim)).astype(np.float32)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    enc, dec = (ort.InferenceSession(str(path / name), options, providers=["CPUExecutionProvider"])
+                for name in (fmt.ENCODER_FILE, fmt.DECODER_FILE))
+    codes = enc.run(None, {"x": x})
+    model = model.cpu().eval()
+    with torch.no_grad():
+        mine = model.encode(torch.from_numpy(x))
+        decoded = model.decode(mine[0], mine[2]).numpy()
+    out = dec.run(None, {"f": codes[0], "z": codes[2]})[0]
+    model.train()
+    return max([float(np.abs(a - b.numpy()).max()) for a, b in zip(codes, mine)] + [float(np.abs(out - decoded).max())])
 
 
 def _added_by_option(key: str) -> bool:

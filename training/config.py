@@ -47,7 +47,10 @@ class Objective(Options):
     weight of the KL between the phones a frozen recogniser (the run's `phone_judge`) hears in a segment and
     in the same segment decoded with another speaker's f, so that changing the voice keeps the phones;
     voice_reach_weight: weight of the distance between another segment's f and what a fixed f encoder finds
-    in this segment's z decoded with it, so that the decoder reaches a voice by itself. Why each exists
+    in this segment's z decoded with it, so that the decoder reaches a voice by itself; voice_judge_weight:
+    weight of the cross-entropy with which a frozen speaker recogniser trained apart from the DSAE (the run's
+    `speaker_judge`) hears that converted segment as the other segment's speaker: another listener than the
+    DSAE's own f encoder. Why each exists
     and what it measured: docs/experiments.md, "The DSAE objective".
     """
 
@@ -67,6 +70,7 @@ class Objective(Options):
     # (1, 1: the other's f itself; (0, 2) also covers the reconstruction and the runtime's strengths).
     phone_keep_strengths: tuple = (1.0, 1.0)
     voice_reach_weight: float = 0.0
+    voice_judge_weight: float = 0.0
 
     def __post_init__(self):
         self.phone_keep_strengths = tuple(float(v) for v in self.phone_keep_strengths)
@@ -78,7 +82,7 @@ class Objective(Options):
         if not 0.0 <= self.f_swap_prob <= 1.0:
             raise ValueError(f"f_swap_prob must be in [0, 1], not {self.f_swap_prob}")
         for name in ("kl_warmup_steps", "free_bits_z", "adv_weight", "z_invariance_weight", "content_weight",
-                     "phone_keep_weight", "voice_reach_weight"):
+                     "phone_keep_weight", "voice_reach_weight", "voice_judge_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)}")
 
@@ -157,6 +161,9 @@ class TrainConfig(Options):
     progress: bool = True
     # Start from the weights of another run or checkpoint (fine-tuning; the optimiser starts afresh).
     init_from: str = ""
+    # Train only the parameters whose names start with these (the rest held fixed): fitting what a model
+    # directory does not hold (x_logvar, prior_, speaker_adversary, content_head) before a fine-tune.
+    train_only: list = field(default_factory=list)
     # Random voice changes for the z invariance term (training.augment.VoicePerturbation arguments).
     voice_change: dict = field(default_factory=lambda: dict(VOICE_CHANGE))
     # Random level change (nats, uniform +-) of the partner segments that q(f) sees: f learns that
@@ -164,6 +171,8 @@ class TrainConfig(Options):
     partner_max_gain: float = 0.0
     # The phone recogniser (a training.phones run directory) that the objective's phone_keep_weight uses.
     phone_judge: str = ""
+    # The speaker recogniser (a training.speaker_judge run on this cache's train split) of voice_judge_weight.
+    speaker_judge: str = ""
     # Only the keys given; the rest come from the data kind's defaults (default_options), then from
     # DSAEConfig's and Objective's own.
     model: dict = field(default_factory=dict)

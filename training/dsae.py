@@ -405,7 +405,7 @@ class DSAE(nn.Module):
         return nll.flatten(1).sum(1)
 
     def forward(self, x, partner=None, speaker=None, step: int = 0, x_changed=None, *,
-                objective: "Objective | None" = None, content=None, judge=None):
+                objective: "Objective | None" = None, content=None, judge=None, speaker_judge=None):
         """Training loss and its named terms for a batch.
 
         x: (B, T, feature_dim). partner: (B, T', feature_dim) segments of the same speakers as x, used for
@@ -413,7 +413,8 @@ class DSAE(nn.Module):
         adversary. x_changed: x with the voice changed (same content), used when `z_invariance_weight` > 0.
         content: (B, T, content_dim) targets of what is said at each frame, used when `content_weight` > 0.
         judge: normalised frames (B, T, feature_dim) -> phone log-probabilities (B, T, P), frozen; used when
-        `phone_keep_weight` > 0.
+        `phone_keep_weight` > 0. speaker_judge: normalised frames -> log-probabilities of the training
+        speakers (B, n_speakers), frozen; used with `speaker` when `voice_judge_weight` > 0.
         objective: the trainer's loss weights and schedule (training.config.Objective; None: the plain
         negative ELBO). Returns (loss, terms): terms hold per-sequence means of each term (detached) and
         `elbo`.
@@ -468,6 +469,11 @@ class DSAE(nn.Module):
             voice_missed = self._voice_missed(z, f_mean)
             loss = loss + objective.voice_reach_weight * voice_missed
             terms["voice_missed"] = voice_missed
+
+        if speaker_judge is not None and speaker is not None and objective.voice_judge_weight > 0:
+            voice_unheard, terms["judge_acc"] = self._voice_unheard(z, f_mean, speaker, speaker_judge)
+            loss = loss + objective.voice_judge_weight * voice_unheard
+            terms["voice_unheard"] = voice_unheard
 
         terms["loss"] = loss
         return loss, {k: v.detach() for k, v in terms.items()}
@@ -524,6 +530,14 @@ class DSAE(nn.Module):
         with _weights_fixed(self):
             found, _ = self.posterior_f(self.encode_frames(converted))
         return 0.5 * (found - wanted).pow(2).sum(1).mean()
+
+    def _voice_unheard(self, z, f_mean, speaker, speaker_judge):
+        """Cross-entropy (nats per sequence) with which the frozen speaker recogniser hears each segment's z
+        decoded with the other segment's f (the batch reversed) as that other segment's speaker, and how
+        often it names them. f is detached, as in the voice-reach term: the decoder and z must do it."""
+        wanted = speaker.flip(0)
+        heard = speaker_judge(self.decode(f_mean.detach().flip(0), z))
+        return F.nll_loss(heard, wanted), (heard.argmax(1) == wanted).float().mean()
 
     @torch.no_grad()
     def elbo_terms(self, x):

@@ -8,7 +8,7 @@ and the reparameterisation noise from one seeded by (seed, rank, step), so the o
 weights, the optimiser and the counters. A resumed run redoes the steps after the last checkpoint and ends
 with the same weights as an uninterrupted one.
 
-Fine-tuning (`init_from`): a new run starts from another run's weights, with a fresh optimiser and
+Fine-tuning (`init_from`): a new run starts from another run's weights (or a model directory's: training.model_dir), with a fresh optimiser and
 schedule; the shipped model was made in such stages (models/default/README.md).
 
 Several processes: launch the same command under `torchrun --nproc_per_node N`; each rank takes every
@@ -269,6 +269,51 @@ def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDa
     return PhoneJudge(net, train_set.mean, train_set.std).to(device)
 
 
+def _trainable(model: DSAE, prefixes: list[str]) -> list[str]:
+    """Hold every parameter fixed but those whose names start with one of `prefixes` (all when empty)."""
+    names = [name for name, _ in model.named_parameters()]
+    if not prefixes:
+        return names
+    unmatched = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if unmatched:
+        raise TrainingError(f"train_only: no parameter of this model starts with {unmatched[0]!r} "
+                            f"(its parameters start with: {_prefixes(names)})")
+    trained = []
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(tuple(prefixes)))
+        if param.requires_grad:
+            trained.append(name)
+    return trained
+
+
+def _prefixes(names: list[str]) -> str:
+    """'x_logvar, prior_lstm.*, ...': parameter names shortened to their modules, in order."""
+    seen = []
+    for name in names:
+        short = name.split(".")[0] + (".*" if "." in name else "")
+        if short not in seen:
+            seen.append(short)
+    return ", ".join(seen)
+
+
+def _speaker_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
+    """The frozen speaker recogniser of the voice_judge term, naming this cache's train speakers in order."""
+    if objective.voice_judge_weight <= 0:
+        return None
+    if not config.speaker_judge:
+        raise TrainingError("voice_judge_weight > 0 needs speaker_judge: a speaker recogniser's run directory "
+                            "(python -m training.speaker_judge train --features CACHE)")
+    from training.speaker_judge import SpeakerJudge, load_run
+    try:
+        net, speakers = load_run(config.speaker_judge)
+    except FileNotFoundError as exc:
+        raise TrainingError(str(exc)) from None
+    if list(speakers) != list(train_set.speakers):
+        raise TrainingError(f"{config.speaker_judge}: the recogniser knows other speakers than {config.features}'s "
+                            f"train split ({len(speakers)} against {len(train_set.speakers)}); train it on this cache")
+    return SpeakerJudge(net, train_set.mean, train_set.std).to(device)
+
+
 def _new_state() -> dict:
     return {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "sums": {}, "count": 0, "history": [],
             "elapsed_s": 0.0}
@@ -300,11 +345,17 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     model = _build_model(config, objective, train_set, procs.device)
     if config.init_from and not resume:
         # before anything is written: a run that cannot start leaves no run directory behind to refuse later
-        load_initial_weights(model, config.init_from, procs.device)
+        fresh = load_initial_weights(model, config.init_from, procs.device, norm=(train_set.mean, train_set.std))
         if procs.main:
             log(f"{run_dir}: starting from the weights in {config.init_from}")
+            if fresh:
+                log(f"{run_dir}: not in {config.init_from}, starting as built: {_prefixes(fresh)}")
+    trained = _trainable(model, config.train_only)
+    if procs.main and config.train_only:
+        log(f"{run_dir}: training only {_prefixes(trained)}; the rest is held fixed")
     judge = _phone_judge(config, objective, train_set, procs.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    speaker_judge = _speaker_judge(config, objective, train_set, procs.device)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=config.lr)
     plan = _plan_epochs(config, objective, train_set, procs.world)
     if procs.main and not resume:
         write_run_files(run_dir, config, train_set.manifest, train_set.mean, train_set.std)
@@ -317,7 +368,8 @@ def train(config: TrainConfig, *, resume: bool = False, stop_at_step: int | None
     if stop_at_step is not None and state["global_step"] >= stop_at_step:
         raise TrainingError(f"{run_dir} is at step {state['global_step']} already, past the step to stop at "
                             f"({stop_at_step})")
-    loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log, judge)
+    loop = _Loop(config, procs, run_dir, model, optimizer, objective, train_set, dev_set, plan, state, log, judge,
+                 speaker_judge)
     state = loop.run(stop_at_step, stop_after_steps)
     if stop_at_step is not None and state["global_step"] == stop_at_step and procs.main:
         log(f"{run_dir}: paused at step {stop_at_step} (checkpoint step-{stop_at_step:09d}); go on with --resume")
@@ -332,7 +384,7 @@ class _Loop:
 
     def __init__(self, config: TrainConfig, procs: _Processes, run_dir: Path, model: DSAE, optimizer,
                  objective: Objective, train_set: SegmentDataset, dev_set: SegmentDataset | None, plan: _Plan,
-                 state: dict, log, judge=None):
+                 state: dict, log, judge=None, speaker_judge=None):
         self.config, self.procs, self.run_dir, self.log = config, procs, run_dir, log
         self.model, self.optimizer, self.objective = model, optimizer, objective
         self.train_set, self.dev_set, self.plan, self.state = train_set, dev_set, plan, state
@@ -341,7 +393,7 @@ class _Loop:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[procs.local_rank] if procs.device.type == "cuda" else None)
         self.change_voice = _voice_changer(config, objective, train_set)
-        self.judge = judge
+        self.judge, self.speaker_judge = judge, speaker_judge
         self.level_std = torch.as_tensor(train_set.std, dtype=torch.float32)
         self.started = time.perf_counter() - state["elapsed_s"]
         self.last_plot = time.perf_counter()
@@ -430,7 +482,7 @@ class _Loop:
         content = (torch.from_numpy(data.content_batch(batch)).to(device, non_blocking=True)
                    if self.objective.content_weight > 0 else None)
         loss, terms = self.net(x, partner, speaker, step=step, x_changed=x_changed, objective=self.objective,
-                               content=content, judge=self.judge)
+                               content=content, judge=self.judge, speaker_judge=self.speaker_judge)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)

@@ -4,7 +4,7 @@
     vc-train --data balls [--features data/balls] --dynamics stochastic|lstm_f|lstm_c --out runs/NAME ...
                                                                     (bouncing balls: the dynamics experiment)
     vc-train --features CACHE --out runs/NAME [--variant full|factorised] [--epochs N] [--batch-size B]
-             [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume | --init-from RUN]
+             [--lr LR] [--device auto|cpu|cuda] [--config FILE.json|.toml] [--resume | --init-from RUN|MODEL_DIR [--train-only PREFIX,...]]
 
 Precedence: built-in defaults < --config file < command-line options. The full configuration is written to
 runs/NAME/config.json. Several processes: `torchrun --nproc_per_node N -m training.cli.train ...`.
@@ -43,7 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f-dim", type=int)
     p.add_argument("--z-dim", type=int)
     p.add_argument("--hidden-dim", type=int)
-    p.add_argument("--init-from", help="start from the weights of this run or checkpoint directory (fine-tuning)")
+    p.add_argument("--init-from", help="start from the weights of this run, checkpoint or model directory (fine-tuning; "
+                   "a model directory such as models/default lacks x_logvar, the prior and the heads: fit those "
+                   "first with --train-only)")
+    p.add_argument("--train-only", metavar="PREFIX,...", type=lambda s: [p for p in s.split(",") if p],
+                   help="train only the parameters whose names start with these, holding the rest fixed "
+                        "(e.g. x_logvar,prior_,speaker_adversary,content_head)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (and one per epoch)")
     p.add_argument("--stop-at-step", type=int, metavar="STEP",
                    help="pause at this global step with a checkpoint of it (the learning-rate schedule stays the "
@@ -59,7 +64,7 @@ def config_from_args(args):
     for arg, key in (("features", "features"), ("data", "data"), ("out", "out"), ("epochs", "epochs"),
                      ("batch_size", "batch_size"), ("lr", "lr"), ("device", "device"), ("threads", "threads"),
                      ("seed", "seed"), ("checkpoint_every", "checkpoint_every"),
-                      ("init_from", "init_from")):
+                     ("init_from", "init_from"), ("train_only", "train_only")):
         if getattr(args, arg) is not None:
             values[key] = getattr(args, arg)
     for arg, key in (("variant", "variant"), ("dynamics", "dynamics"), ("f_dim", "f_dim"), ("z_dim", "z_dim"),
@@ -89,7 +94,7 @@ def _train(args) -> int:
     from training.train import TrainingError, resume_config, train
     if args.resume:
         given = [name for name in ("config", "data", "variant", "dynamics", "batch_size", "lr", "seed", "f_dim", "z_dim",
-                                   "hidden_dim", "checkpoint_every", "init_from") if getattr(args, name) is not None]
+                                   "hidden_dim", "checkpoint_every", "init_from", "train_only") if getattr(args, name) is not None]
         if given:
             raise TrainingError(f"--resume continues {args.out} with its stored configuration; "
                                 f"--{given[0].replace('_', '-')} cannot change it")
