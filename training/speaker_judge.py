@@ -39,6 +39,9 @@ class SpeakerConfig:
     embedding: int = 128
     dilations: tuple = (1, 2, 3)
     n_speakers: int = 0
+    # > 0: the judge hears each frame's envelope only, its first this many DCT coefficients (vc.exemplars'
+    # N_COEFFS is what the runtime keeps of a decoded frame; the harmonics are rebuilt), not its harmonics.
+    envelope_coeffs: int = 0
 
 
 class SpeakerNet(nn.Module):
@@ -52,6 +55,12 @@ class SpeakerNet(nn.Module):
         self.register_buffer("mel", torch.from_numpy(mel_matrix(mel_cfg)))
         self.register_buffer("mean", torch.zeros(cfg.n_mels))
         self.register_buffer("std", torch.ones(cfg.n_mels))
+        if cfg.envelope_coeffs > 0:
+            from vc.exemplars import dct_basis
+            basis = torch.from_numpy(dct_basis(cfg.n_features, cfg.envelope_coeffs))
+            self.register_buffer("lifter", basis @ basis.T)
+        else:
+            self.lifter = None
         self.inp = nn.Conv1d(cfg.n_mels, cfg.channels, 3, padding=1)
         self.layers = nn.ModuleList(nn.Conv1d(cfg.channels, cfg.channels, 3, dilation=d, padding=d)
                                     for d in cfg.dilations)
@@ -60,6 +69,8 @@ class SpeakerNet(nn.Module):
         self.out = nn.Linear(cfg.embedding, cfg.n_speakers)
 
     def log_mel(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.lifter is not None:
+            frames = frames @ self.lifter
         power = torch.exp(2.0 * frames)
         return (torch.log(power @ self.mel.T + 1e-8) - self.mean) / self.std
 
@@ -90,13 +101,14 @@ def train(args) -> None:
     held = data.segment_utterance % 25 == 0
     train_idx, held_idx = np.flatnonzero(~held), np.flatnonzero(held)
     raw = lambda ds, idx: ds.batch(idx) * ds.std + ds.mean           # the judge reads log-magnitudes
-    cfg = SpeakerConfig(n_features=data.feature_dim, n_speakers=len(data.speakers))
+    cfg = SpeakerConfig(n_features=data.feature_dim, n_speakers=len(data.speakers), envelope_coeffs=args.envelope_coeffs)
     net = SpeakerNet(cfg)
     rng = np.random.default_rng(0)
     sample = raw(data, rng.choice(len(data), min(len(data), 2000), replace=False)).reshape(-1, data.feature_dim)
-    mel = np.log(np.exp(2.0 * sample.astype(np.float64)) @ mel_matrix(PhoneConfig(n_features=cfg.n_features)).T + 1e-8)
-    net.mean.copy_(torch.from_numpy(mel.mean(0).astype(np.float32)))
-    net.std.copy_(torch.from_numpy(mel.std(0).astype(np.float32)))
+    with torch.no_grad():
+        mel = net.log_mel(torch.from_numpy(sample.astype(np.float32)))
+    net.mean.copy_(mel.mean(0))
+    net.std.copy_(mel.std(0))
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     epoch, history = 0, []
     if (out / CHECKPOINT).exists():
@@ -183,6 +195,8 @@ def main(argv=None) -> int:
     t.add_argument("--batch-size", type=int, default=256)
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--envelope-coeffs", type=int, default=0, metavar="N",
+                   help="hear only each frame's envelope, its first N DCT coefficients (48: what the runtime keeps)")
     args = p.parse_args(argv)
     try:
         train(args)
