@@ -278,22 +278,31 @@ def load_run(run_dir: Path) -> tuple[PhoneNet, dict]:
     return net, state
 
 
-class PhoneJudge(nn.Module):
-    """A frozen recogniser that scores the DSAE's own normalised frames: (B, T, n_features) -> (B, T, P)
-    log-probabilities of which phone each frame holds, the blank set aside (what `_Exported` gives the
-    runtime). The DSAE's objective asks a converted segment to be heard as the same phones as its source."""
+class FrozenJudge(nn.Module):
+    """A recogniser trained apart from the DSAE, frozen, scoring the DSAE's own normalised frames (the
+    objective's judges: PhoneJudge here, training.speaker_judge.SpeakerJudge). Never trained, never saved
+    with the model."""
 
-    def __init__(self, net: PhoneNet, feature_mean: np.ndarray, feature_std: np.ndarray):
+    def __init__(self, net: nn.Module, feature_mean: np.ndarray, feature_std: np.ndarray):
         super().__init__()
         self.net = net.eval().requires_grad_(False)
         self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float32))
         self.register_buffer("feature_std", torch.as_tensor(feature_std, dtype=torch.float32))
 
     def train(self, mode: bool = True):
-        return super().train(False)     # always the recogniser as trained: no dropout or statistics to update
+        return super().train(False)     # always the network as trained: no dropout or statistics to update
+
+    def log_magnitude(self, normalised: torch.Tensor) -> torch.Tensor:
+        return normalised * self.feature_std + self.feature_mean
+
+
+class PhoneJudge(FrozenJudge):
+    """(B, T, n_features) normalised frames -> (B, T, P) log-probabilities of which phone each frame holds,
+    the blank set aside (what `_Exported` gives the runtime). The DSAE's objective asks a converted segment
+    to be heard as the same phones as its source."""
 
     def forward(self, normalised: torch.Tensor) -> torch.Tensor:
-        _, logp = self.net(normalised * self.feature_std + self.feature_mean)
+        _, logp = self.net(self.log_magnitude(normalised))
         return torch.log_softmax(logp[..., :BLANK], dim=-1)
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.phones import PhoneConfig, mel_matrix
+from training.phones import FrozenJudge, PhoneConfig, mel_matrix
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -168,21 +168,11 @@ def load_run(run_dir: str | Path) -> tuple[SpeakerNet, list[str]]:
     return net, json.loads(state["speakers"])
 
 
-class SpeakerJudge(nn.Module):
-    """A frozen speaker recogniser that scores the DSAE's own normalised frames: (B, T, n_features) ->
-    (B, n_speakers) log-probabilities of the training speakers."""
-
-    def __init__(self, net: SpeakerNet, feature_mean: np.ndarray, feature_std: np.ndarray):
-        super().__init__()
-        self.net = net.eval().requires_grad_(False)
-        self.register_buffer("feature_mean", torch.as_tensor(feature_mean, dtype=torch.float32))
-        self.register_buffer("feature_std", torch.as_tensor(feature_std, dtype=torch.float32))
-
-    def train(self, mode: bool = True):
-        return super().train(False)     # batch statistics as trained, never the batch's own
+class SpeakerJudge(FrozenJudge):
+    """(B, T, n_features) normalised frames -> (B, n_speakers) log-probabilities of the training speakers."""
 
     def forward(self, normalised: torch.Tensor) -> torch.Tensor:
-        return self.net(normalised * self.feature_std + self.feature_mean)
+        return self.net(self.log_magnitude(normalised))
 
 
 def main(argv=None) -> int:

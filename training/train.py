@@ -251,18 +251,26 @@ def _voice_changer(config: TrainConfig, objective: Objective, train_set: Segment
     return VoicePerturbation(train_set.mean, train_set.std, first_bin=first_bin, **config.voice_change)
 
 
-def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
-    """The frozen recogniser of the phone_keep term, scoring frames normalised as the cache's are."""
-    if objective.phone_keep_weight <= 0:
+def _load_judge(weight: float, weight_name: str, run_dir: str, run_option: str, command: str, load):
+    """A frozen judge's run, loaded when its term has weight (None otherwise); one-line errors."""
+    if weight <= 0:
         return None
-    if not config.phone_judge:
-        raise TrainingError("phone_keep_weight > 0 needs phone_judge: a phone recogniser's run directory "
-                            "(python -m training.phones train)")
-    from training.phones import PhoneJudge, load_run
+    if not run_dir:
+        raise TrainingError(f"{weight_name} > 0 needs {run_option}: the run directory of `{command}`")
     try:
-        net, _ = load_run(config.phone_judge)
+        return load(run_dir)
     except FileNotFoundError as exc:
         raise TrainingError(str(exc)) from None
+
+
+def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
+    """The frozen recogniser of the phone_keep term, scoring frames normalised as the cache's are."""
+    from training.phones import PhoneJudge, load_run
+    loaded = _load_judge(objective.phone_keep_weight, "phone_keep_weight", config.phone_judge, "phone_judge",
+                         "python -m training.phones train", load_run)
+    if loaded is None:
+        return None
+    net, _ = loaded
     if net.cfg.n_features != train_set.feature_dim:
         raise TrainingError(f"{config.phone_judge}: the recogniser reads {net.cfg.n_features} bins, "
                             f"{config.features} has {train_set.feature_dim}")
@@ -298,16 +306,12 @@ def _prefixes(names: list[str]) -> str:
 
 def _speaker_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
     """The frozen speaker recogniser of the voice_judge term, naming this cache's train speakers in order."""
-    if objective.voice_judge_weight <= 0:
-        return None
-    if not config.speaker_judge:
-        raise TrainingError("voice_judge_weight > 0 needs speaker_judge: a speaker recogniser's run directory "
-                            "(python -m training.speaker_judge train --features CACHE)")
     from training.speaker_judge import SpeakerJudge, load_run
-    try:
-        net, speakers = load_run(config.speaker_judge)
-    except FileNotFoundError as exc:
-        raise TrainingError(str(exc)) from None
+    loaded = _load_judge(objective.voice_judge_weight, "voice_judge_weight", config.speaker_judge, "speaker_judge",
+                         "python -m training.speaker_judge train --features CACHE", load_run)
+    if loaded is None:
+        return None
+    net, speakers = loaded
     if list(speakers) != list(train_set.speakers):
         raise TrainingError(f"{config.speaker_judge}: the recogniser knows other speakers than {config.features}'s "
                             f"train split ({len(speakers)} against {len(train_set.speakers)}); train it on this cache")
