@@ -266,16 +266,22 @@ def train(args) -> None:
                     "config": json.dumps(asdict(cfg))}, ckpt_path)
 
 
-def load_run(run_dir: Path) -> tuple[PhoneNet, dict]:
-    """The trained recogniser of a run directory and its checkpoint (checkpoint.pt, tensors only)."""
+def load_checkpoint(run_dir: Path, what: str, config_class, net_class) -> tuple[nn.Module, dict]:
+    """A judge's network from its run directory's checkpoint.pt (tensors only, its config as JSON) and the
+    checkpoint itself."""
     path = Path(run_dir) / "checkpoint.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no phone recogniser checkpoint (checkpoint.pt)")
+        raise FileNotFoundError(f"{run_dir}: no {what} checkpoint (checkpoint.pt)")
     state = torch.load(path, weights_only=True)
-    cfg = PhoneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
-    net = PhoneNet(cfg)
+    cfg = config_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
+    net = net_class(cfg)
     net.load_state_dict(state["model"])
     return net, state
+
+
+def load_run(run_dir: Path) -> tuple[PhoneNet, dict]:
+    """The trained recogniser of a run directory and its checkpoint (checkpoint.pt, tensors only)."""
+    return load_checkpoint(run_dir, "phone recogniser", PhoneConfig, PhoneNet)
 
 
 class FrozenJudge(nn.Module):

@@ -26,9 +26,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from training.phones import FrozenJudge, PhoneConfig, mel_matrix
+from training.phones import FrozenJudge, PhoneConfig, load_checkpoint, mel_matrix
 
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = "checkpoint.pt"   # the same file as a phone recogniser run's (training.phones.load_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -158,13 +158,7 @@ def accuracy(net: SpeakerNet, data, raw, idx: np.ndarray, max_segments: int = 81
 
 def load_run(run_dir: str | Path) -> tuple[SpeakerNet, list[str]]:
     """The trained judge of a run directory and the training speakers its outputs name, in order."""
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no speaker recogniser checkpoint ({CHECKPOINT})")
-    state = torch.load(path, weights_only=True)
-    cfg = SpeakerConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(state["config"]).items()})
-    net = SpeakerNet(cfg)
-    net.load_state_dict(state["model"])
+    net, state = load_checkpoint(Path(run_dir), "speaker recogniser", SpeakerConfig, SpeakerNet)
     return net, json.loads(state["speakers"])
 
 

@@ -277,6 +277,20 @@ def _phone_judge(config: TrainConfig, objective: Objective, train_set: SegmentDa
     return PhoneJudge(net, train_set.mean, train_set.std).to(device)
 
 
+def _speaker_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
+    """The frozen speaker recogniser of the voice_judge term, naming this cache's train speakers in order."""
+    from training.speaker_judge import SpeakerJudge, load_run
+    loaded = _load_judge(objective.voice_judge_weight, "voice_judge_weight", config.speaker_judge, "speaker_judge",
+                         "python -m training.speaker_judge train --features CACHE", load_run)
+    if loaded is None:
+        return None
+    net, speakers = loaded
+    if list(speakers) != list(train_set.speakers):
+        raise TrainingError(f"{config.speaker_judge}: the recogniser knows other speakers than {config.features}'s "
+                            f"train split ({len(speakers)} against {len(train_set.speakers)}); train it on this cache")
+    return SpeakerJudge(net, train_set.mean, train_set.std).to(device)
+
+
 def _trainable(model: DSAE, prefixes: list[str]) -> list[str]:
     """Hold every parameter fixed but those whose names start with one of `prefixes` (all when empty)."""
     names = [name for name, _ in model.named_parameters()]
@@ -302,20 +316,6 @@ def _prefixes(names: list[str]) -> str:
         if short not in seen:
             seen.append(short)
     return ", ".join(seen)
-
-
-def _speaker_judge(config: TrainConfig, objective: Objective, train_set: SegmentDataset, device):
-    """The frozen speaker recogniser of the voice_judge term, naming this cache's train speakers in order."""
-    from training.speaker_judge import SpeakerJudge, load_run
-    loaded = _load_judge(objective.voice_judge_weight, "voice_judge_weight", config.speaker_judge, "speaker_judge",
-                         "python -m training.speaker_judge train --features CACHE", load_run)
-    if loaded is None:
-        return None
-    net, speakers = loaded
-    if list(speakers) != list(train_set.speakers):
-        raise TrainingError(f"{config.speaker_judge}: the recogniser knows other speakers than {config.features}'s "
-                            f"train split ({len(speakers)} against {len(train_set.speakers)}); train it on this cache")
-    return SpeakerJudge(net, train_set.mean, train_set.std).to(device)
 
 
 def _new_state() -> dict:
