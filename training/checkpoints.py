@@ -142,14 +142,19 @@ def load_initial_weights(model: DSAE, source: str, device, *, norm=None) -> list
     # initialisation, so the function is the source's; the normalisation of the frame encodings, which
     # has no weights) may be new: they start as built and fine-tuning trains around them.
     added = [k for k in own if k not in weights and _added_by_option(k)]
-    wrong = [k for k in own if k not in added and (k not in weights or weights[k].shape != own[k].shape)]
-    extra = [k for k in weights if k not in own]
-    if wrong or extra:
-        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: does not fit this model "
-                            f"({', '.join((wrong + extra)[:3])}{' ...' if len(wrong + extra) > 3 else ''}); "
+    misfits = _misfits(own, weights, added)
+    if misfits:
+        raise TrainingError(f"{ckpt / WEIGHTS_NAME}: does not fit this model ({misfits}); "
                             "the model options must match the run it came from")
     model.load_state_dict({**weights, **{k: own[k] for k in added}})
     return added
+
+
+def _misfits(own: dict, weights: dict, added: list[str]) -> str:
+    """The first few weights missing, misshapen or unknown to the model ('' when they fit)."""
+    wrong = [k for k in own if k not in added and (k not in weights or weights[k].shape != own[k].shape)]
+    wrong += [k for k in weights if k not in own]
+    return ", ".join(wrong[:3]) + (" ..." if len(wrong) > 3 else "")
 
 
 # What vc-export leaves out of a model directory: x's variance, the prior of z, the training heads.
@@ -161,12 +166,10 @@ def _load_model_dir(model: DSAE, path: Path, device, norm) -> list[str]:
     weights = weights_from_model_dir(path)
     own = model.state_dict()
     added = [k for k in own if k not in weights and k.startswith(NOT_EXPORTED)]
-    wrong = [k for k in own if k not in added and (k not in weights or weights[k].shape != own[k].shape)]
-    extra = [k for k in weights if k not in own]
-    if wrong or extra:
+    misfits = _misfits(own, weights, added)
+    if misfits:
         c = model.config
-        raise TrainingError(f"{path}: does not fit this model ({', '.join((wrong + extra)[:3])}"
-                            f"{' ...' if len(wrong + extra) > 3 else ''}); it has f_dim {meta.get('f_dim')}, z_dim "
+        raise TrainingError(f"{path}: does not fit this model ({misfits}); it has f_dim {meta.get('f_dim')}, z_dim "
                             f"{meta.get('z_dim')}, hidden_dim {meta.get('hidden_dim')}, variant {meta.get('variant')} "
                             f"(this run: {c.f_dim}, {c.z_dim}, {c.hidden_dim}, {c.variant})")
     model.load_state_dict({**own, **weights})

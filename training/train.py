@@ -8,8 +8,9 @@ and the reparameterisation noise from one seeded by (seed, rank, step), so the o
 weights, the optimiser and the counters. A resumed run redoes the steps after the last checkpoint and ends
 with the same weights as an uninterrupted one.
 
-Fine-tuning (`init_from`): a new run starts from another run's weights (or a model directory's: training.model_dir), with a fresh optimiser and
-schedule; the shipped model was made in such stages (models/default/README.md).
+Fine-tuning (`init_from`): a new run starts from another run's weights (or a model directory's:
+training.model_dir), with a fresh optimiser and schedule; the shipped model was made in such stages
+(models/default/README.md). `train_only` holds all but some parameters fixed.
 
 Several processes: launch the same command under `torchrun --nproc_per_node N`; each rank takes every
 N-th segment of the epoch's order, gradients are averaged by DDP (gloo on CPU, nccl on GPU) and rank 0
