@@ -579,3 +579,17 @@ def test_an_envelope_judge_does_not_hear_the_harmonics():
             heard[coeffs] = (net(frames), net(frames + ripple))
     moved = {coeffs: float((a - b).abs().max()) for coeffs, (a, b) in heard.items()}
     assert moved[0] > 0.01 and moved[48] < 0.25 * moved[0]     # the DCT lifter leaks a little at the edges
+
+
+def test_the_learning_rate_warms_up_then_follows_its_schedule():
+    from training.train import _learning_rate
+
+    plain = TrainConfig.from_dict(dict(features="x", out="y", lr=1e-3, lr_final_fraction=0.1))
+    warm = TrainConfig.from_dict(dict(features="x", out="y", lr=1e-3, lr_final_fraction=0.1, lr_warmup_steps=100))
+    rates = [_learning_rate(warm, step, 1000) for step in range(1000)]
+    assert rates[0] == pytest.approx(1e-5 * _learning_rate(plain, 0, 1000) / 1e-3)
+    assert all(a < b for a, b in zip(rates[:99], rates[1:100]))                 # rising over the warm-up
+    assert rates[99:] == [_learning_rate(plain, step, 1000) for step in range(99, 1000)]
+    assert rates[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="lr_warmup_steps"):
+        TrainConfig.from_dict(dict(features="x", out="y", lr_warmup_steps=-1))

@@ -151,6 +151,7 @@ class TrainConfig(Options):
     lr: float = 1e-3
     lr_schedule: str = "cosine"       # cosine: decay to lr_final_fraction * lr at the last step
     lr_final_fraction: float = 0.1
+    lr_warmup_steps: int = 0          # the learning rate rises linearly from lr / N over the first N steps
     grad_clip: float = 5.0
     seed: int = 0
     device: str = "auto"              # auto | cpu | cuda
@@ -194,6 +195,8 @@ class TrainConfig(Options):
         for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints", "threads"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if int(self.lr_warmup_steps) < 0:
+            raise ValueError(f"lr_warmup_steps must not be negative, not {self.lr_warmup_steps}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, not {self.lr}")
         DSAEConfig.from_dict(self.model)   # validates the model options early

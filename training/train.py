@@ -122,11 +122,14 @@ def _plot_losses(run_dir: Path, history: list[dict]):
 # ----------------------------------------------------------------------------- schedule and validation
 
 def _learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    # A fine-tune starts Adam afresh, whose first steps move every weight by about the learning rate whatever
+    # its gradient: the warm-up lets its moment estimates settle first (docs/experiments.md, stop 39).
+    warm = min(1.0, (step + 1) / config.lr_warmup_steps) if config.lr_warmup_steps > 0 else 1.0
     if config.lr_schedule == "constant" or total_steps <= 1:
-        return config.lr
+        return warm * config.lr
     progress = min(1.0, step / (total_steps - 1))
     low = config.lr * config.lr_final_fraction
-    return low + 0.5 * (config.lr - low) * (1.0 + math.cos(math.pi * progress))
+    return warm * (low + 0.5 * (config.lr - low) * (1.0 + math.cos(math.pi * progress)))
 
 
 @torch.no_grad()
