@@ -173,7 +173,7 @@ def _load_model_dir(model: DSAE, path: Path, device, norm) -> list[str]:
                             f"{meta.get('z_dim')}, hidden_dim {meta.get('hidden_dim')}, variant {meta.get('variant')} "
                             f"(this run: {c.f_dim}, {c.z_dim}, {c.hidden_dim}, {c.variant})")
     model.load_state_dict({**own, **weights})
-    error = graph_parity(model, path)
+    error = graph_parity(model, path, segment_length=int(meta["segment_length"]))
     if error > GRAPH_TOLERANCE:
         raise TrainingError(f"{path}: its weights, read back, compute something else than its graphs "
                             f"(max difference {error:.2g}); export it again with this version's vc-export")
@@ -190,12 +190,11 @@ def _load_model_dir(model: DSAE, path: Path, device, norm) -> list[str]:
 GRAPH_TOLERANCE = 1e-4
 
 
-def graph_parity(model: DSAE, path: Path, *, segments: int = 4) -> float:
+def graph_parity(model: DSAE, path: Path, *, segments: int = 4, segment_length: int = 20) -> float:
     """Largest difference between the model and a model directory's graphs on random normalised segments."""
     import onnxruntime as ort
-    meta = model_dir_metadata(path)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((segments, int(meta["segment_length"]), model.config.feature_dim)).astype(np.float32)
+    x = rng.standard_normal((segments, segment_length, model.config.feature_dim)).astype(np.float32)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     enc, dec = (ort.InferenceSession(str(path / name), options, providers=["CPUExecutionProvider"])

@@ -49,7 +49,7 @@ def model_dir_metadata(path: str | Path) -> dict:
 def _module_of(node) -> str:
     """'f_lstm' for a node named '/f_lstm/LSTM' (its outputs are named after it when the node is not)."""
     name = node.name or node.output[0]
-    return ".".join(part for part in name.split("/")[1:-1])
+    return ".".join(name.split("/")[1:-1])
 
 
 def _lstm_blocks(a: np.ndarray, hidden: int) -> np.ndarray:
