@@ -169,6 +169,24 @@ def _size_or_zero(job) -> int:
         return 0   # the worker reports the problem with this file
 
 
+def _output_identity(path: Path):
+    """-> (inode, modification time) of an output, or None: a file renamed into place has a new inode."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _seconds_or_zero(path: Path) -> float:
+    import soundfile as sf
+
+    try:
+        return sf.info(str(path)).duration
+    except (OSError, RuntimeError):
+        return 0.0
+
+
 def default_threads_per_job(jobs: int) -> int:
     from vc.model import default_threads
 
@@ -231,23 +249,29 @@ def _run_pool(todo, jobs: int, initargs, record) -> None:
     waiting = sorted(todo, key=_size_or_zero)   # popped from the end
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    in_hand = {}   # pipe -> (process, the job it is converting)
+    in_hand = {}   # pipe -> (process, the job it is converting, its output's identity before)
     processes = []
 
-    def lost(process, job):   # the worker died (killed, out of memory): its file fails, the rest go on
+    def lost(process, job, output_before):
+        """The worker died (killed, out of memory): its file fails and the rest go on, unless it died between
+        writing the file (whole: outputs are renamed into place) and reporting it."""
         process.join()
-        record((job[2], 0.0, f"worker process ended (exit code {process.exitcode})", [], process.pid))
+        if _output_identity(job[1]) not in (None, output_before):
+            record((job[2], _seconds_or_zero(job[1]), None, [], process.pid))
+        else:
+            record((job[2], 0.0, f"worker process ended (exit code {process.exitcode})", [], process.pid))
 
     def hand_out(conn, process):
         job = waiting.pop() if waiting else None
+        output_before = None if job is None else _output_identity(job[1])
         try:
             conn.send(job)
         except OSError:
             if job is not None:
-                lost(process, job)
+                lost(process, job, output_before)
             return
         if job is not None:
-            in_hand[conn] = (process, job)
+            in_hand[conn] = (process, job, output_before)
 
     try:
         for _ in range(min(jobs, len(waiting))):
@@ -255,11 +279,11 @@ def _run_pool(todo, jobs: int, initargs, record) -> None:
             hand_out(conn, processes[-1])
         while in_hand:
             for conn in wait(list(in_hand)):
-                process, job = in_hand.pop(conn)
+                process, job, output_before = in_hand.pop(conn)
                 try:
                     result = conn.recv()
                 except (EOFError, OSError):   # OSError: reset, when it died with our job unread
-                    lost(process, job)
+                    lost(process, job, output_before)
                     continue
                 record(result)
                 hand_out(conn, process)
