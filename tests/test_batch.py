@@ -88,6 +88,9 @@ def test_refused_folders(tmp_path, setup, capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse: usage error
         run_cli([src, tmp_path / "o"], setup, ["--jobs", "0"])
     assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([src, tmp_path / "o"], setup, ["--envelope-prediction", "1.5"])
+    assert exit_info.value.code == 2 and "must be from 0 to 1, not 1.5" in capsys.readouterr().err
     assert digest(src) == before
 
     # IN_DIR inside OUT_DIR is allowed, but no output may land inside IN_DIR: with IN_DIR = outer/in and

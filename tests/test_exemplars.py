@@ -92,6 +92,73 @@ def test_codes_rank_only_the_nearest_envelopes_when_candidates_are_given():
     assert np.abs(drawn - want).max() < 0.05
 
 
+def test_envelope_map_learns_a_linear_map_and_refuses_mismatched_frames():
+    from vc.exemplars import fit_envelope_map, predict_envelopes
+
+    rng = np.random.default_rng(0)
+    decoded = rng.standard_normal((500, 6)) * np.array([1.0, 2.0, 0.5, 3.0, 1.0, 0.1])
+    true_map = rng.standard_normal((6, 6))
+    real = decoded @ true_map + np.arange(6) - 2.0
+    envelope_map = fit_envelope_map(decoded, real, ridge=1e-6)
+    assert envelope_map.shape == (7, 6) and envelope_map.dtype == np.float32
+    np.testing.assert_allclose(predict_envelopes(decoded, envelope_map), real, atol=1e-3)
+    # the ridge pulls towards no map at all, but a few hundred frames outweigh it
+    loose = fit_envelope_map(decoded, real + 0.3 * rng.standard_normal(real.shape))
+    assert np.sqrt(np.mean((predict_envelopes(decoded, loose) - real) ** 2)) < 0.1
+    with pytest.raises(ValueError, match="one shape"):
+        fit_envelope_map(decoded, real[:-1])
+    with pytest.raises(ValueError, match="one shape"):
+        fit_envelope_map(decoded[:0], real[:0])
+
+
+def test_prediction_blends_the_predicted_envelope_with_the_exemplars():
+    """prediction 0: the exemplars' mean; 1: the envelope the map predicts from the decoded one; between: the
+    mix, in coefficients."""
+    from vc.exemplars import dct_basis, draw_onto_exemplars, envelope_coefficients, predict_envelopes
+    from vc.pitch import smooth_across_frequency
+
+    rng = np.random.default_rng(2)
+    bins = np.arange(200)
+    decoded = np.stack([-4 + 0.5 * np.cos(bins / (20.0 + i)) for i in range(5)]).astype(np.float32)
+    pool = envelope_coefficients((-2 + rng.standard_normal((12, 200))).astype(np.float32)).astype(np.float16)
+    envelope_map = np.concatenate([0.5 * np.eye(48), np.full((1, 48), 0.3)]).astype(np.float32)
+    speech = np.ones(5, bool)
+    basis = dct_basis(200)
+    exemplars_only = draw_onto_exemplars(decoded, pool, speech, k=3)
+    np.testing.assert_array_equal(draw_onto_exemplars(decoded, pool, speech, k=3, envelope_map=envelope_map,
+                                                      prediction=0.0), exemplars_only)
+    predicted = draw_onto_exemplars(decoded, pool, speech, k=3, envelope_map=envelope_map, prediction=1.0)
+    want = predict_envelopes(smooth_across_frequency(decoded) @ basis, envelope_map) @ basis.T
+    np.testing.assert_allclose(smooth_across_frequency(predicted), smooth_across_frequency(
+        want + decoded - smooth_across_frequency(decoded)), atol=2e-2)
+    half = draw_onto_exemplars(decoded, pool, speech, k=3, envelope_map=envelope_map, prediction=0.5)
+    np.testing.assert_allclose(half, 0.5 * (predicted + exemplars_only), atol=1e-4)
+
+
+def test_the_targets_envelope_map_is_fitted_on_its_own_frames_once(tiny, tmp_path):
+    """The map takes the target's decoded enrolment envelopes nearer to its real ones than they were, is
+    computed once per model and speaker, and needs the frames' z."""
+    import soundfile as sf
+
+    from vc.exemplars import envelope_coefficients, predict_envelopes
+    from vc.speakers import Speaker, enroll
+    from vc.stages import target_envelope_map
+
+    sf.write(tmp_path / "target.wav", speech(3.0, seed=4, f0=180.0, formant=900.0), 16000)
+    enrolment = enroll([tmp_path / "target.wav"], tiny)
+    target = Speaker(enrolment.embedding, envelopes=enrolment.envelopes, envelope_z=enrolment.envelope_z)
+    envelope_map = target_envelope_map(tiny, target)
+    assert target_envelope_map(tiny, target) is envelope_map
+    z = enrolment.envelope_z.astype(np.float32)
+    decoded = tiny.denormalise(tiny.decode(target.f[None], z[None]))[0]
+    coefficients = envelope_coefficients(decoded)
+    real = enrolment.envelopes.astype(np.float32)
+    before = np.mean((coefficients - real) ** 2)
+    after = np.mean((predict_envelopes(coefficients, envelope_map) - real) ** 2)
+    assert after < 0.5 * before
+    assert target_envelope_map(tiny, Speaker(target.f, envelopes=target.envelopes)) is None
+
+
 def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     """File path and engine: the same target with envelopes converts differently from one without, and
     strength 0 (the source's own voice) ignores them."""
@@ -104,7 +171,7 @@ def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
     f = rng.standard_normal(8).astype(np.float32)
     envelopes = (rng.standard_normal((30, 48)) * 3).astype(np.float16)
     plain, with_env = Speaker(f), Speaker(f, envelopes=envelopes)
-    by_envelope = {"n_iter": 4, "exemplar_match": "envelope"}
+    by_envelope = {"n_iter": 4, "exemplar_match": "envelope", "envelope_prediction": 0.0}
     a = convert_at_model_rate(audio, plain, tiny, **by_envelope)
     b = convert_at_model_rate(audio, with_env, tiny, **by_envelope)
     assert a.shape == b.shape and not np.allclose(a, b, atol=1e-3)

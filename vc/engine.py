@@ -73,7 +73,7 @@ from vc.phones import StreamingPhones
 from vc.settings import ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker, SpeakerError
-from vc.stages import BlendedFrames, NewestFrames, convert_frames, source_prior
+from vc.stages import BlendedFrames, NewestFrames, convert_frames, source_prior, target_envelope_map
 from vc.streaming_pitch import StreamingPitch, held_lookahead
 from vc.z_statistics import STREAM_PRIOR_FRAMES
 
@@ -140,6 +140,8 @@ class StreamingConverter:
         self._hop_target = dataclasses.replace(self.target, **{
             name: np.asarray(getattr(self.target, name), np.float32)
             for name in ("envelopes", "envelope_z", "envelope_phones") if getattr(self.target, name) is not None})
+        if self.settings.envelope_prediction:
+            target_envelope_map(model, self._hop_target)   # fitted now, not in the first hop's time
         self._make_streams()  # reset() makes fresh ones; these tell the latencies
         # A hop's frames go on once the F0 of the frames it converts is known too (with a cross-fade those
         # are `crossfade_frames` older); YIN's frames reach further than the STFT's.

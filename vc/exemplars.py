@@ -23,6 +23,9 @@ import numpy as np
 N_COEFFS = 48
 MAX_EXEMPLARS = 3000
 MAX_VOICED = 1500
+# Ridge of `fit_envelope_map` on unit-spread inputs: the fit has 49 inputs and up to 3000 frames, so
+# it matters little (dev margins 0.1427-0.1441 from 0.1 to 100).
+ENVELOPE_MAP_RIDGE = 1.0
 QUERY_BLOCK = 4096   # frames matched at a time: an hour-long file must not need a (frames x exemplars) matrix
 
 
@@ -79,12 +82,40 @@ def nearest_exemplars(query: np.ndarray, pool: np.ndarray, k: int) -> np.ndarray
     return out
 
 
+def fit_envelope_map(decoded: np.ndarray, real: np.ndarray, *, ridge: float = ENVELOPE_MAP_RIDGE) -> np.ndarray:
+    """A speaker's decoded envelopes (n, c) and their own real ones (n, c), in coefficients -> the ridge
+    regression map (c + 1, c) from the first to the second (`predict_envelopes`): what the decoder smooths
+    away of this speaker, as one linear function of the decoded envelope. Inputs are scaled to unit spread
+    first, so `ridge` weighs every coefficient alike."""
+    decoded = np.asarray(decoded, np.float64)
+    real = np.asarray(real, np.float64)
+    if decoded.ndim != 2 or real.shape != decoded.shape or decoded.shape[0] == 0:
+        raise ValueError(f"fit_envelope_map needs two (n, c) arrays of one shape, not {decoded.shape} and {real.shape}")
+    inputs = np.concatenate([decoded, np.ones((decoded.shape[0], 1))], axis=1)
+    scale = inputs.std(axis=0)
+    scale[-1] = 1.0
+    scale[scale < 1e-6] = 1.0
+    scaled = inputs / scale
+    gram = scaled.T @ scaled + ridge * np.eye(scaled.shape[1])
+    return (np.linalg.solve(gram, scaled.T @ real) / scale[:, None]).astype(np.float32)
+
+
+def predict_envelopes(coefficients: np.ndarray, envelope_map: np.ndarray) -> np.ndarray:
+    """(n, c) decoded envelope coefficients -> (n, c) the speaker's envelopes as `fit_envelope_map` predicts them."""
+    return coefficients @ envelope_map[:-1] + envelope_map[-1]
+
+
 def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.ndarray, *, k: int,
                         amount: float = 1.0, codes: np.ndarray | None = None,
-                        exemplar_codes: np.ndarray | None = None, candidates: int | None = None) -> np.ndarray:
+                        exemplar_codes: np.ndarray | None = None, candidates: int | None = None,
+                        envelope_map: np.ndarray | None = None, prediction: float = 0.0) -> np.ndarray:
     """Decoded raw frames (T, n_features) -> the same frames with the envelope of each speech frame moved
     `amount` of the way (beyond 1: past it) to the mean of its k nearest exemplar envelopes (non-speech
     frames unchanged). exemplars: (n, N_COEFFS) from `envelope_coefficients`.
+
+    With `envelope_map` (`fit_envelope_map` on the target's own frames), `prediction` of what the frame is
+    moved to is the target's envelope predicted from the decoded one instead: a smooth function of the frame,
+    where the nearest exemplars are sometimes frames of another sound.
 
     Nearest by what is said when `codes` (T, z_dim), the frames' z, and `exemplar_codes` (n, z_dim), the z
     of each exemplar's frame, are given: the target's envelopes of the same sound. Else nearest by envelope
@@ -110,7 +141,10 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
                                     np.asarray(exemplar_codes, np.float32), k)
     else:
         nearest = nearest_exemplars(envelope @ basis, pool, k)
-    drawn = pool[nearest].mean(axis=1) @ basis.T
+    drawn = pool[nearest].mean(axis=1)
+    if envelope_map is not None and prediction:
+        drawn = (1.0 - prediction) * drawn + prediction * predict_envelopes(envelope @ basis, envelope_map)
+    drawn = drawn @ basis.T
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (drawn - envelope)
     return out

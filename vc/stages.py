@@ -10,12 +10,14 @@ frames of the newest hop are kept: the low-latency engine).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from vc.levels import frame_power
-from vc.exemplars import VoicedExemplars, draw_onto_exemplars, stretch_along_frequency, voiced_fine_structure
+from vc.exemplars import (VoicedExemplars, draw_onto_exemplars, envelope_coefficients, fit_envelope_map,
+                          stretch_along_frequency, voiced_fine_structure)
 from vc.model import Model
 from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
 from vc.settings import DEFAULTS, ConversionSettings
@@ -221,6 +223,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     if target.envelopes is not None:
         frames = draw_onto_exemplars(frames, target.envelopes, speech, k=settings.envelopes_per_frame,
                                      amount=amounts.envelope,
+                                     envelope_map=target_envelope_map(model, target) if settings.envelope_prediction else None,
+                                     prediction=settings.envelope_prediction,
                                      **_exemplar_keys(settings, target, lambda: layout.per_frame(z), phone_keys))
     if detail is not None:
         frames = frames + detail
@@ -245,6 +249,36 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     if settings.follow_level and source_frames is not None:
         frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
     return frames, phase
+
+
+_envelope_maps: dict = {}   # (id(model), id(f), id(envelope_z)) -> (weak references to the three, the map)
+
+
+def target_envelope_map(model: Model, target: Speaker) -> np.ndarray | None:
+    """The target's `fit_envelope_map`: its enrolment frames' z (envelope_z) decoded with its own code, against
+    those frames' real envelopes; None for a speaker file without them. Computed once per model and speaker
+    (about 30 ms), so a stream's hops and a batch's files reuse it."""
+    if target.envelopes is None or target.envelope_z is None:
+        return None
+    key = (id(model), id(target.f), id(target.envelope_z))
+    held = _envelope_maps.get(key)
+    if held is not None and all(ref() is obj for ref, obj in zip(held[0], (model, target.f, target.envelope_z))):
+        return held[1]
+    codes = np.asarray(target.envelope_z, np.float32)
+    length = model.segment_length
+    padded = np.concatenate([codes, np.zeros(((-codes.shape[0]) % length, codes.shape[1]), np.float32)])
+    windows = padded.reshape(-1, length, codes.shape[1])
+    decoded = []
+    for b in range(0, windows.shape[0], MODEL_BATCH):
+        batch = windows[b:b + MODEL_BATCH]
+        decoded.append(model.denormalise(model.decode(np.broadcast_to(target.f, (batch.shape[0], target.f.shape[0])),
+                                                      batch)))
+    decoded = np.concatenate(decoded).reshape(-1, model.n_features)[:codes.shape[0]]
+    envelope_map = fit_envelope_map(envelope_coefficients(decoded)[:, :target.envelopes.shape[1]], target.envelopes)
+    if len(_envelope_maps) >= 16:
+        _envelope_maps.clear()
+    _envelope_maps[key] = ((weakref.ref(model), weakref.ref(target.f), weakref.ref(target.envelope_z)), envelope_map)
+    return envelope_map
 
 
 def _exemplar_keys(settings: ConversionSettings, target: Speaker, frame_z, phone_keys) -> dict:

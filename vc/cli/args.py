@@ -53,6 +53,14 @@ def share(text: str) -> float:
     return value
 
 
+def fraction(text: str) -> float:
+    """A share of a whole, 0 to 1."""
+    value = float(text)
+    if not (0.0 <= value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be from 0 to 1, not {text}")
+    return value
+
+
 def interrupted_quietly(prog: str, message: str = "interrupted"):
     """Decorates a command's main(): Ctrl-C at any moment, also while numpy, ONNX Runtime and the model load,
     ends with `prog: message` and status 130 instead of a traceback through the imports."""
@@ -95,9 +103,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_words_arguments(parser: argparse.ArgumentParser) -> None:
-    """--fine-structure, --source-detail, --formant-emphasis and --exemplar-match: what the voiced frames
-    carry, how sharp the envelopes are, and which of the target's envelopes a frame is drawn onto; the same
-    in vc-batch and vc-live."""
+    """--fine-structure, --source-detail, --formant-emphasis, --exemplar-match and --envelope-prediction: what
+    the voiced frames carry, how sharp the envelopes are, and what each frame's envelope is drawn onto; the
+    same in vc-batch and vc-live."""
     from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES
 
     parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
@@ -117,3 +125,7 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
                              f"by what is said, or in 'envelope', by how it looks (a speaker file without z); "
                              f"'phones' and 'envelope+phones' need a model with phones.onnx "
                              f"(default {DEFAULTS.exemplar_match!r})")
+    parser.add_argument("--envelope-prediction", type=fraction, default=None, metavar="P",
+                        help=f"share of each frame's envelope move that goes to the target's envelope predicted "
+                             f"from the decoded one rather than to its nearest exemplars, 0 to 1 (default "
+                             f"{DEFAULTS.envelope_prediction:g})")

@@ -62,7 +62,8 @@ def main(argv=None) -> int:
                                 progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
                                 strength=args.strength, follow_level=args.follow_level,
                                 fine_structure=args.fine_structure, source_detail=args.source_detail,
-                                exemplar_match=args.exemplar_match, formant_emphasis=args.formant_emphasis)
+                                exemplar_match=args.exemplar_match, formant_emphasis=args.formant_emphasis,
+                                envelope_prediction=args.envelope_prediction)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ class EngineSettings:
     source_detail: float | None = None  # None: the engine's default
     exemplar_match: str | None = None   # None: the engine's default
     formant_emphasis: float | None = None  # None: the engine's default
+    envelope_prediction: float | None = None  # None: the engine's default
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
