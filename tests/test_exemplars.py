@@ -157,6 +157,9 @@ def test_the_targets_envelope_map_is_fitted_on_its_own_frames_once(tiny, tmp_pat
     after = np.mean((predict_envelopes(coefficients, envelope_map) - real) ** 2)
     assert after < 0.5 * before
     assert target_envelope_map(tiny, Speaker(target.f, envelopes=target.envelopes)) is None
+    # one enrolled frame still gives a finite map (the ridge holds what one frame cannot tell)
+    one = Speaker(target.f, envelopes=target.envelopes[:1], envelope_z=target.envelope_z[:1])
+    assert np.all(np.isfinite(target_envelope_map(tiny, one)))
 
 
 def test_conversion_uses_the_targets_envelopes(tiny, monkeypatch):
