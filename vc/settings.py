@@ -58,7 +58,8 @@ class ConversionSettings:
     # Share of each frame's move that goes to the target's envelope predicted from the decoded one (a linear
     # map fitted on the target's own enrolment frames: their z decoded with the target's code, against their
     # real envelopes) rather than to the mean of its nearest exemplars, which are sometimes frames of
-    # another sound. 0: the exemplars alone. With v7 on the dev speakers 0.5 (share 0.8) kept the margin
+    # another sound. 0: the exemplars alone, as for a speaker file without envelope_z (which has nothing to
+    # fit the map on, and is matched by envelope). With v7 on the dev speakers 0.5 (share 0.8) kept the margin
     # (0.144) with capped word error 0.43 -> 0.40 and DNSMOS 2.48 -> 2.49 (docs/experiments.md, stop 40).
     envelope_prediction: float = 0.5
     # Target envelopes averaged per frame: matched by z, 16 sound better than 4 (dev DNSMOS 2.37 against
