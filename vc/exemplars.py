@@ -129,8 +129,9 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
     basis = dct_basis(frames.shape[-1], exemplars.shape[1])
     pool = np.asarray(exemplars, np.float32)
     envelope = smooth_across_frequency(frames[speech])
+    coefficients = envelope @ basis
     if codes is not None and exemplar_codes is not None and candidates:
-        near = nearest_exemplars(envelope @ basis, pool, candidates)                  # (n, candidates)
+        near = nearest_exemplars(coefficients, pool, candidates)                      # (n, candidates)
         query = np.asarray(codes[speech], np.float32)
         keys = np.asarray(exemplar_codes, np.float32)[near]                          # (n, candidates, d)
         distance = np.square(keys - query[:, None, :]).sum(axis=2)
@@ -140,10 +141,10 @@ def draw_onto_exemplars(frames: np.ndarray, exemplars: np.ndarray, speech: np.nd
         nearest = nearest_exemplars(np.asarray(codes[speech], np.float32),
                                     np.asarray(exemplar_codes, np.float32), k)
     else:
-        nearest = nearest_exemplars(envelope @ basis, pool, k)
+        nearest = nearest_exemplars(coefficients, pool, k)
     drawn = pool[nearest].mean(axis=1)
     if envelope_map is not None and prediction:
-        drawn = (1.0 - prediction) * drawn + prediction * predict_envelopes(envelope @ basis, envelope_map)
+        drawn = (1.0 - prediction) * drawn + prediction * predict_envelopes(coefficients, envelope_map)
     drawn = drawn @ basis.T
     out = np.array(frames, np.float32, copy=True)
     out[speech] += amount * (drawn - envelope)

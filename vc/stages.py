@@ -71,12 +71,7 @@ class EncodedWindows:
 
     def decode(self, model: Model, code: np.ndarray, z: np.ndarray, part: str = "converted") -> np.ndarray:
         """Every window's z decoded with speaker code `code`, cross-faded -> raw frames (T, n_features)."""
-        def decoded():
-            for b in range(0, z.shape[0], MODEL_BATCH):
-                batch = z[b:b + MODEL_BATCH]
-                yield model.denormalise(model.decode(np.broadcast_to(code, (batch.shape[0], code.shape[0])), batch))
-
-        return self.blend(decoded())
+        return self.blend(decoded_in_batches(model, code, z))
 
     def per_frame(self, z: np.ndarray) -> np.ndarray:
         """Per-window z (n, length, z_dim) -> one per frame (T, z_dim), cross-faded as `decode` does."""
@@ -122,6 +117,14 @@ def encode_windows(frames: np.ndarray, model: Model, window_hop: int | None = No
         f_means.append(f_mean)
         z_means.append(z_mean)
     return EncodedWindows(starts, np.concatenate(f_means), np.concatenate(z_means), hop, T, L)
+
+
+def decoded_in_batches(model: Model, code: np.ndarray, z: np.ndarray):
+    """Windows' z (n, length, z_dim) decoded with speaker code `code`, MODEL_BATCH windows at a time ->
+    raw frames (batch, length, n_features), batch after batch."""
+    for b in range(0, z.shape[0], MODEL_BATCH):
+        batch = z[b:b + MODEL_BATCH]
+        yield model.denormalise(model.decode(np.broadcast_to(code, (batch.shape[0], code.shape[0])), batch))
 
 
 def decode_windows(windows: EncodedWindows, code: np.ndarray, model: Model) -> np.ndarray:
@@ -268,13 +271,9 @@ def target_envelope_map(model: Model, target: Speaker) -> np.ndarray | None:
     length = model.segment_length
     padded = np.concatenate([codes, np.zeros(((-codes.shape[0]) % length, codes.shape[1]), np.float32)])
     windows = padded.reshape(-1, length, codes.shape[1])
-    decoded = []
-    for b in range(0, windows.shape[0], MODEL_BATCH):
-        batch = windows[b:b + MODEL_BATCH]
-        decoded.append(model.denormalise(model.decode(np.broadcast_to(target.f, (batch.shape[0], target.f.shape[0])),
-                                                      batch)))
-    decoded = np.concatenate(decoded).reshape(-1, model.n_features)[:codes.shape[0]]
-    envelope_map = fit_envelope_map(envelope_coefficients(decoded)[:, :target.envelopes.shape[1]], target.envelopes)
+    decoded = np.concatenate(list(decoded_in_batches(model, target.f, windows)))
+    decoded = decoded.reshape(-1, model.n_features)[:codes.shape[0]]
+    envelope_map = fit_envelope_map(envelope_coefficients(decoded), target.envelopes)
     if len(_envelope_maps) >= 16:
         _envelope_maps.clear()
     _envelope_maps[key] = ((weakref.ref(model), weakref.ref(target.f), weakref.ref(target.envelope_z)), envelope_map)
