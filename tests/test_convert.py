@@ -476,6 +476,8 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
     assert amounts(1.0, fine_structure="source")[4] == 0.0      # the source's own excitation: none of the target's
     assert amounts(1.0, fine_structure="source", target_fine_share=0.5)[4] == 0.5
     assert amounts(0.0, fine_structure="source", target_fine_share=0.5)[4] == 0.0
+    assert amounts(1.5, z_share=0.0)[:3] == pytest.approx((1.5, 0.0, 1.1))     # z's statistics stay; f and envelopes move
+    assert amounts(2.0, z_share=0.5)[1] == pytest.approx(0.6)
     assert amounts(2.0, envelope_share=0.5, fine_structure="pulse")[2:] == pytest.approx((0.6, 1.0, 0.0))
     assert ConversionSettings.of(None, strength=None).strength == ConversionSettings().strength
     assert ConversionSettings.of(ConversionSettings(n_iter=8), strength=1.0) == ConversionSettings(n_iter=8, strength=1.0)
@@ -483,7 +485,8 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
         ConversionSettings.of(strenght=1.0)
     for bad in ({"strength": 3.5}, {"strength": True}, {"fine_structure": "noise"}, {"exemplar_match": "pitch"},
                 {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0},
-                {"target_fine_share": 1.5}, {"envelope_prediction": -0.1}, {"envelope_prediction": 1.2}):
+                {"target_fine_share": 1.5}, {"envelope_prediction": -0.1}, {"envelope_prediction": 1.2},
+                {"z_share": -0.5}, {"z_share": 2.5}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ConversionSettings(**bad)
 

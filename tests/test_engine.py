@@ -374,3 +374,27 @@ def test_a_streams_first_seconds_move_z_less_than_their_own_statistics_say(rando
     gap = np.abs(source.prior.mean - measured.mean)
     assert np.all(np.abs(source.prior.mean - stream.mean) < np.abs(source.prior.mean - file_like.mean) + 1e-6)
     assert np.all(np.abs(source.prior.mean - stream.mean) < gap + 1e-6)
+
+
+def test_z_share_zero_leaves_z_statistics_where_they_are(random_model):
+    """z_share 0 converts as if the target had no z statistics (z keeps the source's), while f and the rest
+    still move; the default share moves them and changes the output."""
+    from vc.engine import StreamingConverter
+    from vc.pitch import Register
+    from vc.speakers import Speaker
+    from vc.z_statistics import CodeStats
+
+    f = target_code(random_model)
+    z_dim = random_model.z_dim
+    stats = CodeStats(np.full(z_dim, 0.8, np.float32), np.full(z_dim, 2.0, np.float32))
+    with_stats = Speaker(f, Register(np.log(220.0), 0.05), stats)
+    without = Speaker(f, Register(np.log(220.0), 0.05))
+    audio = speech(1.0, f0=130.0, seed=6)
+
+    def converted(target, **settings):
+        return StreamingConverter(random_model, target, n_iter=4, strength=1.5, **settings).convert(audio)
+
+    kept = converted(with_stats, z_share=0.0)
+    np.testing.assert_allclose(kept, converted(without), atol=1e-6)
+    assert not np.allclose(converted(with_stats), kept, atol=1e-3)
+

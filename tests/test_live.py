@@ -339,9 +339,10 @@ def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model)
                                             low_latency=True, n_iter=5))
     assert engine.gate_db is None and engine.hop_ms == 40 and not engine.crossfade and engine.n_iter == 5
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0,
-                                            formant_emphasis=0.7, envelope_prediction=0.25))
+                                            formant_emphasis=0.7, envelope_prediction=0.25, z_share=0.5))
     assert engine.gate_db == -40.0 and engine.hop_ms == 100 and engine.crossfade
     assert engine.settings.formant_emphasis == 0.7 and engine.settings.envelope_prediction == 0.25
+    assert engine.settings.z_share == 0.5 and engine.settings.amounts.z == pytest.approx(0.55)
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
                                             fine_structure="pulse", source_detail=0.25))
     assert engine.settings.fine_structure == "pulse" and engine.settings.source_detail == 0.25

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 MAX_STRENGTH = 3.0
+Z_SHARE = 1.0
 # What is laid over the converted envelope in voiced frames: "target", the target's own voiced frames
 # nearest in pitch and envelope (a pulse train when the speaker file has none); "source", the source's own
 # excitation analysed again at the moved F0 (`vc.excitation`: it keeps the source's breath, jitter and
@@ -54,6 +55,10 @@ class ConversionSettings:
     # default (0.141) with word error 1.44 -> 0.86 (capped 0.74 -> 0.59) and DNSMOS 2.23 -> 2.43. With half
     # of the move to the predicted envelope (below), 0.8 keeps v7's dev margin (docs/experiments.md, stop 40).
     envelope_share: float = 0.8
+    # Share of that move z's statistics (mean and spread over speech, `vc.z_statistics`) make, from the
+    # source's to the target's. z keeps some of the voice (v7's z EER is 31.7 %, the floor 30 %), so the move
+    # reaches the target; it also moves what is said (docs/experiments.md, stop 41).
+    z_share: float = Z_SHARE
     exemplar_match: str = "z"              # EXEMPLAR_MATCHES
     # Share of each frame's move that goes to the target's envelope predicted from the decoded one (a linear
     # map fitted on the target's own enrolment frames: their z decoded with the target's code, against their
@@ -114,7 +119,7 @@ class ConversionSettings:
         for name in ("target_fine_share", "envelope_prediction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be between 0 and 1, not {getattr(self, name)!r}")
-        for name in ("move_past_target", "envelope_share", "follow_level", "source_detail", "formant_emphasis"):
+        for name in ("move_past_target", "envelope_share", "z_share", "follow_level", "source_detail", "formant_emphasis"):
             if not 0.0 <= getattr(self, name) <= 2.0:
                 raise ValueError(f"{name} must be between 0 and 2, not {getattr(self, name)!r}")
         object.__setattr__(self, "strength", float(s))
@@ -149,7 +154,7 @@ class ConversionSettings:
         s = self.strength
         past = s if s <= 1.0 else 1.0 + self.move_past_target * (s - 1.0)
         register = min(s, 1.0)
-        return StageAmounts(f=s, z=past, envelope=self.envelope_share * past, register=register,
+        return StageAmounts(f=s, z=self.z_share * past, envelope=self.envelope_share * past, register=register,
                             target_fine=self._target_fine_share if register > 0 else 0.0)
 
 

@@ -103,9 +103,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_words_arguments(parser: argparse.ArgumentParser) -> None:
-    """--fine-structure, --source-detail, --formant-emphasis, --exemplar-match and --envelope-prediction: what
-    the voiced frames carry, how sharp the envelopes are, and what each frame's envelope is drawn onto; the
-    same in vc-batch and vc-live."""
+    """--fine-structure, --source-detail, --formant-emphasis, --exemplar-match, --z-share and
+    --envelope-prediction: what the voiced frames carry, how sharp the envelopes are, how far z's statistics
+    move and what each frame's envelope is drawn onto; the same in vc-batch and vc-live."""
     from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES
 
     parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
@@ -125,6 +125,9 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
                              f"by what is said, or in 'envelope', by how it looks (a speaker file without z); "
                              f"'phones' and 'envelope+phones' need a model with phones.onnx "
                              f"(default {DEFAULTS.exemplar_match!r})")
+    parser.add_argument("--z-share", type=share, default=None, metavar="Z",
+                        help=f"share of the move of z's statistics towards the target's, 0 to 2 (less keeps more "
+                             f"of the words and less of the target; default {DEFAULTS.z_share:g})")
     parser.add_argument("--envelope-prediction", type=fraction, default=None, metavar="P",
                         help=f"share of each frame's envelope move that goes to the target's envelope predicted "
                              f"from the decoded one rather than to its nearest exemplars, 0 to 1 (default "

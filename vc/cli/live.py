@@ -110,7 +110,7 @@ def main(argv=None) -> int:
                                   follow_level=args.follow_level, fine_structure=args.fine_structure,
                                   source_detail=args.source_detail, exemplar_match=args.exemplar_match,
                                   formant_emphasis=args.formant_emphasis,
-                                  envelope_prediction=args.envelope_prediction),
+                                  envelope_prediction=args.envelope_prediction, z_share=args.z_share),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,

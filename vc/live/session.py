@@ -282,7 +282,7 @@ def build_engine(settings: EngineSettings):
               "strength": settings.strength, "follow_level": settings.follow_level,
               "fine_structure": settings.fine_structure, "source_detail": settings.source_detail,
               "exemplar_match": settings.exemplar_match, "formant_emphasis": settings.formant_emphasis,
-              "envelope_prediction": settings.envelope_prediction}
+              "envelope_prediction": settings.envelope_prediction, "z_share": settings.z_share}
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
         engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,
