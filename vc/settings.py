@@ -57,7 +57,9 @@ class ConversionSettings:
     envelope_share: float = 0.8
     # Share of that move z's statistics (mean and spread over speech, `vc.z_statistics`) make, from the
     # source's to the target's. z keeps some of the voice (v7's z EER is 31.7 %, the floor 30 %), so the move
-    # reaches the target; it also moves what is said (docs/experiments.md, stop 41).
+    # reaches the target, and it moves some of what is said: with v7, 0 kept 0.05 more of the dev speakers'
+    # words (capped) for a margin of 0.116 against 0.144, and on the human test speakers only 0.02 more, with
+    # the target-closer rate at 0.843, under issue 20's 0.85 (docs/experiments.md, stop 41).
     z_share: float = Z_SHARE
     exemplar_match: str = "z"              # EXEMPLAR_MATCHES
     # Share of each frame's move that goes to the target's envelope predicted from the decoded one (a linear
