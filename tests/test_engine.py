@@ -397,4 +397,3 @@ def test_z_share_zero_leaves_z_statistics_where_they_are(random_model):
     kept = converted(with_stats, z_share=0.0)
     np.testing.assert_allclose(kept, converted(without), atol=1e-6)
     assert not np.allclose(converted(with_stats), kept, atol=1e-3)
-

@@ -9,7 +9,6 @@ import dataclasses
 from dataclasses import dataclass
 
 MAX_STRENGTH = 3.0
-Z_SHARE = 1.0
 # What is laid over the converted envelope in voiced frames: "target", the target's own voiced frames
 # nearest in pitch and envelope (a pulse train when the speaker file has none); "source", the source's own
 # excitation analysed again at the moved F0 (`vc.excitation`: it keeps the source's breath, jitter and
@@ -60,7 +59,7 @@ class ConversionSettings:
     # reaches the target, and it moves some of what is said: with v7, 0 kept 0.05 more of the dev speakers'
     # words (capped) for a margin of 0.116 against 0.144, and on the human test speakers only 0.02 more, with
     # the target-closer rate at 0.843, under issue 20's 0.85 (docs/experiments.md, stop 41).
-    z_share: float = Z_SHARE
+    z_share: float = 1.0
     exemplar_match: str = "z"              # EXEMPLAR_MATCHES
     # Share of each frame's move that goes to the target's envelope predicted from the decoded one (a linear
     # map fitted on the target's own enrolment frames: their z decoded with the target's code, against their
