@@ -94,6 +94,9 @@ def test_refused_folders(tmp_path, setup, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli([src, tmp_path / "o"], setup, ["--z-share", "-1"])
     assert exit_info.value.code == 2 and "must be from 0 to 2, not -1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli([src, tmp_path / "o"], setup, ["--pauses", "silence"])
+    assert exit_info.value.code == 2 and "invalid choice: 'silence'" in capsys.readouterr().err
     assert digest(src) == before
 
     # IN_DIR inside OUT_DIR is allowed, but no output may land inside IN_DIR: with IN_DIR = outer/in and

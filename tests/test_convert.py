@@ -486,7 +486,7 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
     for bad in ({"strength": 3.5}, {"strength": True}, {"fine_structure": "noise"}, {"exemplar_match": "pitch"},
                 {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0},
                 {"target_fine_share": 1.5}, {"envelope_prediction": -0.1}, {"envelope_prediction": 1.2},
-                {"z_share": -0.5}, {"z_share": 2.5}):
+                {"z_share": -0.5}, {"z_share": 2.5}, {"pauses": "silence"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ConversionSettings(**bad)
 
@@ -545,6 +545,39 @@ def test_source_detail_adds_back_what_the_decoder_misses_of_the_source(tiny):
     np.testing.assert_allclose(own - converted(targets[0], 0.0, 0.0),
                                smooth_across_frequency(frames) - smooth_across_frequency(converted(targets[0], 0.0, 0.0)),
                                atol=1e-4)
+
+
+def test_pauses_keep_the_source_frames_and_the_speech_is_converted_as_before(tiny):
+    """pauses "source" gives every frame without speech the source's own raw frame (its room) and leaves the
+    speech frames exactly as "converted" makes them; "converted" changes the pauses as well."""
+    from vc.dsp import log_magnitude
+    from vc.levels import speech_frame_flags
+    from vc.settings import ConversionSettings
+    from vc.source import SourceEstimate
+    from vc.speakers import Speaker
+    from vc.stages import convert_frames, encode_windows
+
+    cfg = tiny.feature_config
+    rng = np.random.default_rng(3)
+    room = (3e-4 * rng.standard_normal(cfg.sr // 2)).astype(np.float32)       # about -70 dBFS
+    audio = np.concatenate([room, speech(1.0, f0=140.0, seed=5), room])
+    frames = log_magnitude(audio, cfg=cfg)
+    flags = speech_frame_flags(frames, cfg)
+    assert flags.sum() > 50 and (~flags).sum() > 50
+    windows = encode_windows(frames, tiny)
+    source = SourceEstimate(f_dim=tiny.f_dim, z_dim=tiny.z_dim)
+    source.add_windows(windows.f_mean)
+    target = Speaker(rng.standard_normal(tiny.f_dim).astype(np.float32))
+
+    def converted(pauses):
+        settings = ConversionSettings(strength=1.5, harmonics=False, pauses=pauses)
+        return convert_frames(windows.z_mean, windows, model=tiny, target=target, source=source,
+                              settings=settings, speech=flags, source_frames=frames)[0]
+
+    kept, made = converted("source"), converted("converted")
+    np.testing.assert_array_equal(kept[~flags], frames[~flags])
+    np.testing.assert_array_equal(kept[flags], made[flags])
+    assert np.abs(made[~flags] - frames[~flags]).mean() > 0.1
 
 
 def test_formant_emphasis_raises_the_peaks_and_keeps_the_tilt():

@@ -344,8 +344,9 @@ def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model)
     assert engine.settings.formant_emphasis == 0.7 and engine.settings.envelope_prediction == 0.25
     assert engine.settings.z_share == 0.5 and engine.settings.amounts.z == pytest.approx(0.55)
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
-                                            fine_structure="pulse", source_detail=0.25))
+                                            fine_structure="pulse", source_detail=0.25, pauses="converted"))
     assert engine.settings.fine_structure == "pulse" and engine.settings.source_detail == 0.25
+    assert engine.settings.pauses == "converted"
 
 
 class SlowEngine:

@@ -259,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: vc.settings.ConversionSettings)")
     parser.add_argument("--z-share", type=float, default=None,
                         help="share of the z move that z's statistics make (default: the settings')")
+    parser.add_argument("--pauses", choices=("source", "converted"), default=None,
+                        help="what the frames without speech hold (default: the settings')")
     parser.add_argument("--envelope-prediction", type=float, default=None,
                         help="share of the envelope move to the target's predicted envelope rather than its nearest "
                              "exemplars (default: the settings')")
@@ -309,7 +311,7 @@ def settings_of(args):
     return ConversionSettings.of(
         strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
         envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
-        envelope_prediction=args.envelope_prediction, z_share=args.z_share,
+        envelope_prediction=args.envelope_prediction, z_share=args.z_share, pauses=args.pauses,
         follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
         target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
         voiced_candidates=args.voiced_candidates)
@@ -438,7 +440,7 @@ def run_settings(args, settings, model) -> dict:
         "strength": settings.strength,
         "fine_structure": settings.fine_structure,
         "envelope_share": settings.envelope_share, "envelope_prediction": settings.envelope_prediction,
-        "z_share": settings.z_share,
+        "z_share": settings.z_share, "pauses": settings.pauses,
         "follow_level": settings.follow_level, "source_detail": settings.source_detail,
         "target_fine_share": settings.target_fine_share,
         "envelopes_per_frame": settings.envelopes_per_frame, "voiced_candidates": settings.voiced_candidates,

@@ -23,6 +23,10 @@ FINE_STRUCTURES = ("target", "source", "pulse")
 # speaker file enrolled with it).
 # "envelope+phones": among the `voiced_candidates` nearest by envelope, the nearest by phones.
 EXEMPLAR_MATCHES = ("envelope", "z", "phones", "envelope+phones")
+# What the pauses (frames that hold no speech: `vc.levels.is_speech`) carry: "source", the source's own frames,
+# its room as recorded; "converted", what the decoder and the stages make of them: a murmur shaped like speech
+# at the room's level, in which Whisper hears nothing more and DNSMOS hears a worse recording.
+PAUSES = ("source", "converted")
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,9 @@ class ConversionSettings:
     # the human test speakers' files kept their target-closer rate (0.866) with fewer word errors (1.24
     # against 1.73) and DNSMOS 2.15, but the stream fell to 0.819 (docs/experiments.md, stop 22).
     target_fine_share: float = 0.0
+    # With v7 on the dev speakers "source" kept the margin (0.143 against 0.144) and the capped words (0.40
+    # both; stream 0.41 against 0.40) and raised DNSMOS 2.49 -> 2.51 (stream 2.48 -> 2.54) (docs/experiments.md, stop 42).
+    pauses: str = "source"                 # PAUSES
     n_iter: int = 32                       # Griffin-Lim iterations (fast GL, PGHI start)
     momentum: float = 0.99                 # fast Griffin-Lim's momentum
 
@@ -111,6 +118,8 @@ class ConversionSettings:
             raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {self.fine_structure!r}")
         if self.exemplar_match not in EXEMPLAR_MATCHES:
             raise ValueError(f"exemplar_match must be one of {EXEMPLAR_MATCHES}, not {self.exemplar_match!r}")
+        if self.pauses not in PAUSES:
+            raise ValueError(f"pauses must be one of {PAUSES}, not {self.pauses!r}")
         for name in ("n_iter", "envelopes_per_frame", "voiced_candidates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):

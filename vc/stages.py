@@ -208,8 +208,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
     strength 0 nothing of the target is used.
 
     layout: `EncodedWindows`, `NewestFrames` or `BlendedFrames`. speech: (T,) flags of the frames. pitch: their F0 and
-    voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", and the
-    level the output follows). phone_keys: their `vc.phones` keys (exemplars matched by phones).
+    voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", the
+    level the output follows, and the pauses with `settings.pauses` "source"). phone_keys: their `vc.phones` keys (exemplars matched by phones).
     source_at_pitch(rows, ratio): the source's fine structure at those frames with the pitch moved by
     `ratio` (`vc.excitation`; fine_structure "source"; without it the source's is stretched along frequency).
     phase: where the pulse train goes on (a stream)."""
@@ -251,7 +251,16 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
             target_share=amounts.target_fine)
     if settings.follow_level and source_frames is not None:
         frames = follow_source_level(frames, source_frames, model.feature_config, amount=settings.follow_level)
+    if settings.pauses == "source" and source_frames is not None:
+        frames = keep_source_pauses(frames, source_frames, speech)
     return frames, phase
+
+
+def keep_source_pauses(frames: np.ndarray, source_frames: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """Converted raw frames (T, n_features) -> the same with every frame that holds no speech replaced by the
+    source's own: a pause keeps the room it was recorded in instead of the decoder's murmur. The pauses lie
+    35 dB or more under the speech, so the switch at their edges is between two quiet frames."""
+    return np.where(np.asarray(speech, bool)[:, None], frames, source_frames).astype(np.float32, copy=False)
 
 
 _envelope_maps: dict = {}   # (id(model), id(f), id(envelope_z)) -> (weak references to the three, the map)

@@ -103,10 +103,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_words_arguments(parser: argparse.ArgumentParser) -> None:
-    """--fine-structure, --source-detail, --formant-emphasis, --exemplar-match, --z-share and
-    --envelope-prediction: what the voiced frames carry, how sharp the envelopes are, how far z's statistics
-    move and what each frame's envelope is drawn onto; the same in vc-batch and vc-live."""
-    from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES
+    """--fine-structure, --source-detail, --formant-emphasis, --exemplar-match, --z-share,
+    --envelope-prediction and --pauses: what the voiced frames carry, how sharp the envelopes are, how far z's
+    statistics move, what each frame's envelope is drawn onto and what the pauses hold; the same in vc-batch
+    and vc-live."""
+    from vc.settings import DEFAULTS, EXEMPLAR_MATCHES, FINE_STRUCTURES, PAUSES
 
     parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
                         help=f"what voiced frames carry at the target's pitch: 'target', the target's own voiced "
@@ -132,3 +133,6 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"share of each frame's envelope move that goes to the target's envelope predicted "
                              f"from the decoded one rather than to its nearest exemplars, 0 to 1 (default "
                              f"{DEFAULTS.envelope_prediction:g})")
+    parser.add_argument("--pauses", choices=PAUSES, default=None,
+                        help=f"what the frames without speech hold: 'source', the input's own (its room), or "
+                             f"'converted', the model's output like the speech (default {DEFAULTS.pauses!r})")

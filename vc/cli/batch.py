@@ -63,7 +63,8 @@ def main(argv=None) -> int:
                                 strength=args.strength, follow_level=args.follow_level,
                                 fine_structure=args.fine_structure, source_detail=args.source_detail,
                                 exemplar_match=args.exemplar_match, formant_emphasis=args.formant_emphasis,
-                                envelope_prediction=args.envelope_prediction, z_share=args.z_share)
+                                envelope_prediction=args.envelope_prediction, z_share=args.z_share,
+                                pauses=args.pauses)
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

@@ -282,7 +282,8 @@ def build_engine(settings: EngineSettings):
               "strength": settings.strength, "follow_level": settings.follow_level,
               "fine_structure": settings.fine_structure, "source_detail": settings.source_detail,
               "exemplar_match": settings.exemplar_match, "formant_emphasis": settings.formant_emphasis,
-              "envelope_prediction": settings.envelope_prediction, "z_share": settings.z_share}
+              "envelope_prediction": settings.envelope_prediction, "z_share": settings.z_share,
+              "pauses": settings.pauses}
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
         engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,

@@ -41,6 +41,7 @@ class EngineSettings:
     formant_emphasis: float | None = None  # None: the engine's default
     envelope_prediction: float | None = None  # None: the engine's default
     z_share: float | None = None        # None: the engine's default
+    pauses: str | None = None           # None: the engine's default
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
