@@ -102,17 +102,17 @@ def test_noise_gate_silences_noise_and_passes_speech(random_model):
     noise = (10 ** (-70 / 20) * rng.standard_normal(SR)).astype(np.float32)
     voice = speech(1.0)
     audio = np.concatenate([noise, voice + noise, noise])
-    # follow_level 0 and pauses converted: the model's own output, so that without the gate the noise comes
-    # out loud
+    # follow_level 0 and the pauses converted (the default): the model's own output, so that without the gate
+    # the noise comes out loud
     made = dict(n_iter=4, follow_level=0.0, pauses="converted")
     gated = StreamingConverter(random_model, target_code(random_model), gate_db=-50, **made)
     open_ = StreamingConverter(random_model, target_code(random_model), gate_db=None, **made)
     out_gated, out_open = gated.convert(audio), open_.convert(audio)
     quiet = slice(int(0.3 * SR), int(0.7 * SR))
     assert np.sqrt(np.mean(out_open[quiet] ** 2)) > 1e-3, "without the gate the model converts the noise"
-    # By default the pauses are the input's own: its room at its level, not the model's output
+    # pauses "source": the input's own, its room at its level, not the model's output
     room = StreamingConverter(random_model, target_code(random_model), gate_db=None, n_iter=4,
-                              follow_level=0.0).convert(audio)
+                              follow_level=0.0, pauses="source").convert(audio)
     assert 0.5e-4 < np.sqrt(np.mean(room[quiet] ** 2)) < 1e-3
     assert np.max(np.abs(out_gated[quiet])) == 0.0
     loud = slice(SR + int(0.3 * SR), SR + int(0.7 * SR))

@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: vc.settings.ConversionSettings)")
     parser.add_argument("--z-share", type=float, default=None,
                         help="share of the z move that z's statistics make (default: the settings')")
-    parser.add_argument("--pauses", choices=("source", "converted"), default=None,
+    parser.add_argument("--pauses", choices=("converted", "source"), default=None,
                         help="what the frames without speech hold (default: the settings')")
     parser.add_argument("--envelope-prediction", type=float, default=None,
                         help="share of the envelope move to the target's predicted envelope rather than its nearest "

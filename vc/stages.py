@@ -258,8 +258,9 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
 
 def keep_source_pauses(frames: np.ndarray, source_frames: np.ndarray, speech: np.ndarray) -> np.ndarray:
     """Converted raw frames (T, n_features) -> the same with every frame that holds no speech replaced by the
-    source's own: a pause keeps the room it was recorded in instead of the decoder's murmur. The pauses lie
-    35 dB or more under the speech, so the switch at their edges is between two quiet frames."""
+    source's own: a pause keeps the room it was recorded in instead of the decoder's murmur. The speech gate
+    (`vc.levels.is_speech`) also leaves out the quietest edges of words (a fading vowel, a soft release), which
+    then come in the source's voice."""
     return np.where(np.asarray(speech, bool)[:, None], frames, source_frames).astype(np.float32, copy=False)
 
 

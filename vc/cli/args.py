@@ -134,5 +134,5 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
                              f"from the decoded one rather than to its nearest exemplars, 0 to 1 (default "
                              f"{DEFAULTS.envelope_prediction:g})")
     parser.add_argument("--pauses", choices=PAUSES, default=None,
-                        help=f"what the frames without speech hold: 'source', the input's own (its room), or "
-                             f"'converted', the model's output like the speech (default {DEFAULTS.pauses!r})")
+                        help=f"what the frames without speech hold: 'converted', the model's output like the "
+                             f"speech, or 'source', the input's own (its room) (default {DEFAULTS.pauses!r})")
