@@ -70,10 +70,13 @@ def test_a_corpus_rate_is_edits_over_reference_words_not_a_mean_of_rates():
     assert errors.add(None, "anything") is None and errors.add("...", "x") is None   # no text: left out
     assert errors.utterances == 2 and errors.words == 6
     assert errors.rate() == pytest.approx(3 / 6)      # the mean of the two rates would be 0.625
-    assert errors.capped_rate() == errors.rate()      # nothing to cap yet
+    assert errors.capped_rate() == errors.rate() and errors.overruns == 0     # nothing to cap yet
     errors.add("g h", "bow " * 20)                      # a recognition loop: 20 edits on 2 words
     assert errors.rate() == pytest.approx(23 / 8)
     assert errors.capped_rate() == pytest.approx(5 / 8)
+    assert errors.overruns == 1
+    errors.add("i j", "k l")                            # all words wrong, no more: not an overrun
+    assert errors.overruns == 1
 
 
 # --- the per-file cache ---------------------------------------------------------------------------------------
@@ -191,6 +194,24 @@ def test_demo_summary_knows_what_each_demo_clip_says():
 
 
 # --- the conversion protocol (tools/eval_conversion.py) --------------------------------------------------------
+def test_eval_conversion_reports_capped_rates_and_the_clips_that_needed_the_cap():
+    """Corpus rates over the texted rows; the capped rate and the overruns say how much one looping clip holds."""
+    tool = _tool("eval_conversion")
+    rows = [{"text": "a b c d", "transcript_source": "a b c d", "transcript_gl": "a b c d",
+             "transcript_resynth": "a b c x", "transcript_converted": "a x " * 10},
+            {"text": "e f", "transcript_source": "e f", "transcript_gl": "e", "transcript_resynth": "e f",
+             "transcript_converted": "e g"},
+            {"text": "", "transcript_source": "no text", "transcript_gl": "", "transcript_resynth": "",
+             "transcript_converted": "no text"}]
+    scores = tool._judge_scores(rows)
+    assert scores["wer_source"] == 0.0 and scores["wer_gl"] == pytest.approx(1 / 6, abs=1e-4)
+    assert scores["wer_resynth"] == pytest.approx(1 / 6, abs=1e-4) and scores["wer_resynth_overruns"] == 0
+    assert scores["wer_converted"] == pytest.approx((19 + 1) / 6, abs=1e-4)        # 19 edits on the looping one
+    assert scores["wer_converted_capped"] == pytest.approx((4 + 1) / 6, abs=1e-4)
+    assert scores["wer_converted_overruns"] == 1
+    assert scores["wer_utterances"] == 2 and scores["wer_untexted"] == 1 and scores["content_wer_utterances"] == 3
+
+
 def test_eval_conversion_judges_every_conversion_of_its_protocol_on_both_paths(tiny6, tmp_path, capsys):
     """3 speakers, each to the next 2, one held-out utterance to each: 6 conversions per path, the file path
     and the engine judged on the same ones, with the per-row details written and the pitch tracks compared."""

@@ -111,6 +111,7 @@ def _judge_scores(rows: list[dict]) -> dict:
             out[f"wer_{key}"] = _rate(errors)
             capped = errors.capped_rate()
             out[f"wer_{key}_capped"] = None if capped is None else round(capped, 4)
+            out[f"wer_{key}_overruns"] = errors.overruns
         content = WordErrors()
         for r in rows:
             content.add(r["transcript_source"], r["transcript_converted"])

@@ -133,6 +133,7 @@ class WordErrors:
         self.words = 0
         self.utterances = 0
         self.capped_edits = 0
+        self.overruns = 0      # utterances with more edits than words: the recogniser looped or ran on
 
     def add(self, reference: str | None, hypothesis: str | None) -> float | None:
         """Counts one utterance; returns its own WER (None, and nothing counted, when the reference
@@ -145,6 +146,7 @@ class WordErrors:
         self.edits.deletions += e.deletions
         self.edits.insertions += e.insertions
         self.capped_edits += min(e.total, len(ref))
+        self.overruns += e.total > len(ref)
         self.words += len(ref)
         self.utterances += 1
         return e.total / len(ref)
