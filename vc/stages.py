@@ -209,7 +209,8 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
 
     layout: `EncodedWindows`, `NewestFrames` or `BlendedFrames`. speech: (T,) flags of the frames. pitch: their F0 and
     voicing (harmonics on). source_frames: the raw frames themselves (fine_structure "source", the
-    level the output follows, and the pauses with `settings.pauses` "source"). phone_keys: their `vc.phones` keys (exemplars matched by phones).
+    level the output follows, and the pauses with `settings.pauses` "source"). phone_keys: their
+    `vc.phones` keys (exemplars matched by phones).
     source_at_pitch(rows, ratio): the source's fine structure at those frames with the pitch moved by
     `ratio` (`vc.excitation`; fine_structure "source"; without it the source's is stretched along frequency).
     phase: where the pulse train goes on (a stream)."""
