@@ -222,6 +222,7 @@ def pitch_agreement(paths, model) -> dict:
 def build_parser() -> argparse.ArgumentParser:
     from vc.cli.args import gate_level
     from vc.engine import DEFAULT_GATE_DB
+    from vc.settings import EXEMPLAR_MATCHES, FINE_STRUCTURES, PAUSES
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -250,9 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-dnsmos", dest="dnsmos", action="store_false", help="leave out DNSMOS")
     parser.add_argument("--no-harmonics", dest="harmonics", action="store_false",
                         help="score the DSAE's envelope alone, without harmonics rebuilt at the target's pitch")
-    parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
+    parser.add_argument("--fine-structure", choices=FINE_STRUCTURES, default=None,
                         help="what carries the harmonics (default: vc.settings.ConversionSettings)")
-    parser.add_argument("--match", choices=("z", "envelope", "phones", "envelope+phones", "none"), default=None,
+    parser.add_argument("--match", choices=(*EXEMPLAR_MATCHES, "none"), default=None,
                         help="pick the target's envelope exemplars by what is said (z, or the model's phone "
                              "recogniser), by envelope, or use none (default: vc.settings.ConversionSettings)")
     parser.add_argument("--envelope-share", type=float, default=None,
@@ -260,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: vc.settings.ConversionSettings)")
     parser.add_argument("--z-share", type=float, default=None,
                         help="share of the z move that z's statistics make (default: the settings')")
-    parser.add_argument("--pauses", choices=("converted", "source"), default=None,
+    parser.add_argument("--pauses", choices=PAUSES, default=None,
                         help="what the frames without speech hold (default: the settings')")
     parser.add_argument("--envelope-prediction", type=float, default=None,
                         help="share of the envelope move to the target's predicted envelope rather than its nearest "

@@ -117,12 +117,10 @@ class ConversionSettings:
         s = self.strength
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= MAX_STRENGTH:
             raise ValueError(f"strength must be a number from 0 to {MAX_STRENGTH:g}, not {s!r}")
-        if self.fine_structure not in FINE_STRUCTURES:
-            raise ValueError(f"fine_structure must be one of {FINE_STRUCTURES}, not {self.fine_structure!r}")
-        if self.exemplar_match not in EXEMPLAR_MATCHES:
-            raise ValueError(f"exemplar_match must be one of {EXEMPLAR_MATCHES}, not {self.exemplar_match!r}")
-        if self.pauses not in PAUSES:
-            raise ValueError(f"pauses must be one of {PAUSES}, not {self.pauses!r}")
+        for name, allowed in (("fine_structure", FINE_STRUCTURES), ("exemplar_match", EXEMPLAR_MATCHES),
+                              ("pauses", PAUSES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         for name in ("n_iter", "envelopes_per_frame", "voiced_candidates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):
