@@ -377,3 +377,31 @@ def test_ctrl_c_while_a_command_starts_is_one_line(command, line, monkeypatch, c
 def _minimal_argv(command: str) -> list[str]:
     return {"batch": ["in", "out", "--target", "t.npy"], "enroll": ["a.wav", "-o", "t.npy"],
             "live": ["--target", "t.npy"]}[command]
+
+
+def test_every_conversion_option_reaches_the_settings_by_its_name():
+    """vc-batch's and vc-live's conversion options become `ConversionSettings` fields of the same name, one
+    map for both; an option left out keeps the library's default."""
+    import argparse
+    import dataclasses
+
+    from vc.cli import batch, live
+    from vc.cli.args import add_words_arguments, conversion_choices
+    from vc.settings import DEFAULTS, ConversionSettings
+
+    fields = {field.name for field in dataclasses.fields(ConversionSettings)}
+    words = argparse.ArgumentParser()
+    add_words_arguments(words)
+    named = {action.dest for action in words._actions} - {"help"}
+    assert named <= fields, f"options that no setting takes: {named - fields}"
+    chosen = {"strength": 2.0, "n_iter": 5, "harmonics": False, "follow_level": 0.3, "fine_structure": "source",
+              "source_detail": 0.2, "formant_emphasis": 0.4, "exemplar_match": "envelope", "z_share": 0.6,
+              "envelope_prediction": 0.25, "pauses": "source"}
+    argv = ["--strength", "2", "--n-iter", "5", "--no-harmonics", "--follow-level", "0.3", "--fine-structure",
+            "source", "--source-detail", "0.2", "--formant-emphasis", "0.4", "--exemplar-match", "envelope",
+            "--z-share", "0.6", "--envelope-prediction", "0.25", "--pauses", "source"]
+    for parser, required in ((batch.build_parser(), ["in", "out", "--target", "t.npy"]),
+                             (live.build_parser(), ["--target", "t.npy"])):
+        settings = ConversionSettings.of(**conversion_choices(parser.parse_args(required + argv)))
+        assert {name: getattr(settings, name) for name in chosen} == chosen
+        assert ConversionSettings.of(**conversion_choices(parser.parse_args(required))) == DEFAULTS

@@ -333,18 +333,21 @@ def test_input_file_runs_in_real_time_and_records_what_the_engine_makes(live_mod
 
 def test_engine_settings_reach_the_engine_and_gate_off_means_no_gate(live_model):
     from vc.live import EngineSettings, build_engine
+    from vc.settings import ConversionSettings
 
     model_dir, target = live_model
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=None,
-                                            low_latency=True, n_iter=5))
+                                            low_latency=True, conversion=ConversionSettings(n_iter=5)))
     assert engine.gate_db is None and engine.hop_ms == 40 and not engine.crossfade and engine.n_iter == 5
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", gate_db=-40.0,
-                                            formant_emphasis=0.7, envelope_prediction=0.25, z_share=0.5))
+                                            conversion=ConversionSettings(formant_emphasis=0.7,
+                                                                          envelope_prediction=0.25, z_share=0.5)))
     assert engine.gate_db == -40.0 and engine.hop_ms == 100 and engine.crossfade
     assert engine.settings.formant_emphasis == 0.7 and engine.settings.envelope_prediction == 0.25
     assert engine.settings.z_share == 0.5 and engine.settings.amounts.z == pytest.approx(0.55)
     _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
-                                            fine_structure="pulse", source_detail=0.25, pauses="converted"))
+                                            conversion=ConversionSettings(fine_structure="pulse", source_detail=0.25,
+                                                                          pauses="converted")))
     assert engine.settings.fine_structure == "pulse" and engine.settings.source_detail == 0.25
     assert engine.settings.pauses == "converted"
 
@@ -610,6 +613,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(live_model, tmp_path):
 
 def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model, tmp_path):
     from vc.engine import StreamingConverter
+    from vc.settings import ConversionSettings
     from vc.live import EngineSettings, build_engine
     from vc.live.report import pitch_status
     from vc.pitch import Register
@@ -618,20 +622,22 @@ def test_strength_and_harmonics_reach_the_engine_and_the_status_line(live_model,
     model_dir, plain_target = live_model
     target = tmp_path / "with_register.npy"
     save_speaker(target, Speaker(np.load(plain_target), Register(np.log(200.0), 0.1)))
-    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", strength=2.0))
+    _, engine = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
+                                            conversion=ConversionSettings(strength=2.0)))
     assert engine.strength == 2.0 and engine.harmonics
     assert engine.target.register == Register(pytest.approx(np.log(200.0)), pytest.approx(0.1))
     assert pitch_status(engine) == "F0   - Hz, source   - Hz"
     engine.push(speech(2.0, f0=150.0))                       # a voice: the register is measured
     status = pitch_status(engine)
     assert status.startswith("F0 ") and "source ~15" in status and " st" in status, status
-    _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu", harmonics=False))
+    _, plain = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
+                                           conversion=ConversionSettings(harmonics=False)))
     assert not plain.harmonics and pitch_status(plain) == "F0 off"
     from vc.settings import DEFAULT_STRENGTH, DEFAULTS
     assert isinstance(plain, StreamingConverter) and plain.strength == DEFAULT_STRENGTH
     assert plain.settings.exemplar_match == DEFAULTS.exemplar_match
     _, by_envelope = build_engine(EngineSettings(target=str(target), model=str(model_dir), device="cpu",
-                                                 exemplar_match="envelope"))
+                                                 conversion=ConversionSettings(exemplar_match="envelope")))
     assert by_envelope.settings.exemplar_match == "envelope"
     # The command line refuses a strength out of range in one line.
     done = vc_live("--target", target, "--model", model_dir, "--strength", "4", "-o", "none")

@@ -308,15 +308,13 @@ def _partly(speaker, stream_source: str):
 
 def settings_of(args):
     """The conversion settings the command line names, the library's defaults for the rest."""
+    from vc.cli.args import conversion_choices
     from vc.settings import ConversionSettings
 
-    return ConversionSettings.of(
-        strength=args.strength, n_iter=args.n_iter, harmonics=args.harmonics, fine_structure=args.fine_structure,
-        envelope_share=args.envelope_share, exemplar_match=None if args.match == "none" else args.match,
-        envelope_prediction=args.envelope_prediction, z_share=args.z_share, pauses=args.pauses,
-        follow_level=args.follow_level, source_detail=args.source_detail, formant_emphasis=args.formant_emphasis,
-        target_fine_share=args.target_fine_share, envelopes_per_frame=args.envelopes_per_frame,
-        voiced_candidates=args.voiced_candidates)
+    chosen = conversion_choices(args)
+    if args.match not in (None, "none"):
+        chosen["exemplar_match"] = args.match
+    return ConversionSettings.of(**chosen)
 
 
 def protocol_speakers(corpus_dir: str, split: str, n_speakers: int, *, tool: str = "eval_conversion") -> dict[str, list]:
@@ -436,21 +434,8 @@ def write_details(path: Path, rows: dict[str, list]) -> None:
 
 def run_settings(args, settings, model) -> dict:
     """What every report repeats: the runtime's settings and the model."""
-    return {
-        "n_iter": args.n_iter,
-        "harmonics": args.harmonics,
-        "strength": settings.strength,
-        "fine_structure": settings.fine_structure,
-        "envelope_share": settings.envelope_share, "envelope_prediction": settings.envelope_prediction,
-        "z_share": settings.z_share, "pauses": settings.pauses,
-        "follow_level": settings.follow_level, "source_detail": settings.source_detail,
-        "target_fine_share": settings.target_fine_share,
-        "envelopes_per_frame": settings.envelopes_per_frame, "voiced_candidates": settings.voiced_candidates,
-        "exemplar_match": args.match or settings.exemplar_match,
-        "model_id": model.model_id,
-        "corpus": str(args.corpus),
-        "split": args.split,
-    }
+    return {**dataclasses.asdict(settings), "exemplar_match": args.match or settings.exemplar_match,
+            "model_id": model.model_id, "corpus": str(args.corpus), "split": args.split}
 
 
 def assemble_report(args, rows: dict[str, list], common: dict, stream_mode: dict, pitch: dict | None) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import math
 import sys
@@ -136,3 +137,14 @@ def add_words_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pauses", choices=PAUSES, default=None,
                         help=f"what the frames without speech hold: 'converted', the model's output like the "
                              f"speech, or 'source', the input's own (its room) (default {DEFAULTS.pauses!r})")
+
+
+def conversion_choices(args: argparse.Namespace) -> dict:
+    """The `vc.settings.ConversionSettings` fields a command line set, by name: every option named after a
+    field (--strength, --n-iter, --no-harmonics, the words arguments, ...) and not left unset (None). One map
+    from options to settings, so a new knob needs its option and nothing else in vc-batch, vc-live or the
+    evaluation tools."""
+    from vc.settings import ConversionSettings
+
+    fields = {field.name for field in dataclasses.fields(ConversionSettings)}
+    return {name: value for name, value in vars(args).items() if name in fields and value is not None}

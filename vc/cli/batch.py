@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from vc.cli.args import (add_model_arguments, add_words_arguments, interrupted_quietly, non_negative_int,
-                         one_line_warnings, positive_int, share)
+from vc.cli.args import (add_model_arguments, add_words_arguments, conversion_choices, interrupted_quietly,
+                         non_negative_int, one_line_warnings, positive_int, share)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,14 +57,9 @@ def main(argv=None) -> int:
 
     try:
         summary = batch_convert(args.in_dir, args.out_dir, args.target, model_dir=args.model,
-                                jobs=args.jobs, overwrite=args.overwrite, n_iter=args.n_iter,
-                                out_sr=args.sr, device=args.device, threads=args.threads,
-                                progress=not args.quiet, log=log, describe=log, harmonics=args.harmonics,
-                                strength=args.strength, follow_level=args.follow_level,
-                                fine_structure=args.fine_structure, source_detail=args.source_detail,
-                                exemplar_match=args.exemplar_match, formant_emphasis=args.formant_emphasis,
-                                envelope_prediction=args.envelope_prediction, z_share=args.z_share,
-                                pauses=args.pauses)
+                                jobs=args.jobs, overwrite=args.overwrite, out_sr=args.sr, device=args.device,
+                                threads=args.threads, progress=not args.quiet, log=log, describe=log,
+                                **conversion_choices(args))
     except (BatchError, ModelError, SpeakerError, OSError) as exc:
         print(f"vc-batch: error: {exc}", file=sys.stderr)
         return 1

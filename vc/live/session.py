@@ -278,16 +278,11 @@ def build_engine(settings: EngineSettings):
     except (SpeakerError, OSError, ValueError) as exc:
         raise LiveError(str(exc)) from None
     mode = dict(MODES["lowlat" if settings.low_latency else "default"])
-    chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms, "n_iter": settings.n_iter,
-              "strength": settings.strength, "follow_level": settings.follow_level,
-              "fine_structure": settings.fine_structure, "source_detail": settings.source_detail,
-              "exemplar_match": settings.exemplar_match, "formant_emphasis": settings.formant_emphasis,
-              "envelope_prediction": settings.envelope_prediction, "z_share": settings.z_share,
-              "pauses": settings.pauses}
+    chosen = {"hop_ms": settings.hop_ms, "lookahead_ms": settings.lookahead_ms}
     mode.update({name: value for name, value in chosen.items() if value is not None})
     try:
-        engine = StreamingConverter(model, target, gate_db=settings.gate_db, passthrough=settings.passthrough,
-                                    harmonics=settings.harmonics, source=source, **mode)
+        engine = StreamingConverter(model, target, settings=settings.conversion, gate_db=settings.gate_db,
+                                    passthrough=settings.passthrough, source=source, **mode)
     except EngineError as exc:
         raise LiveError(str(exc)) from None
     return model, engine

@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 
 from vc.engine import DEFAULT_GATE_DB
+from vc.settings import ConversionSettings
 
 BLOCK_MS = 10.0             # device callback size: small blocks, the engine does not care
 RING_SECONDS = 4.0
@@ -29,19 +30,10 @@ class EngineSettings:
     low_latency: bool = False
     hop_ms: float | None = None
     lookahead_ms: float | None = None
-    n_iter: int | None = None
     gate_db: float | None = DEFAULT_GATE_DB   # None: no noise gate
     passthrough: bool = False
-    strength: float | None = None       # None: the engine's default (vc.settings.DEFAULT_STRENGTH)
-    harmonics: bool = True              # rebuild the harmonics at the target's pitch register
-    follow_level: float | None = None   # None: the engine's default (vc.settings.ConversionSettings)
-    fine_structure: str | None = None   # None: the engine's default
-    source_detail: float | None = None  # None: the engine's default
-    exemplar_match: str | None = None   # None: the engine's default
-    formant_emphasis: float | None = None  # None: the engine's default
-    envelope_prediction: float | None = None  # None: the engine's default
-    z_share: float | None = None        # None: the engine's default
-    pauses: str | None = None           # None: the engine's default
+    # What the conversion does (strength, harmonics, the words arguments, Griffin-Lim's iterations, ...)
+    conversion: ConversionSettings = field(default_factory=ConversionSettings)
     source: str | None = None           # the speaker at the mic, enrolled (speaker.npy); None: learnt as they speak
 
 
