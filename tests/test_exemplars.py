@@ -249,6 +249,29 @@ def test_voiced_fine_structure_takes_the_nearest_pitch_and_stretches_it(tiny, mo
     np.testing.assert_array_equal(voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=32), fine)
 
 
+def test_voiced_fine_structure_averages_the_nearest_pitches_each_stretched(tiny):
+    """per_frame 2: the mean of the two exemplars nearest in F0, each stretched to the frame's own F0; the
+    far one never enters; per_frame 1 is the nearest alone; never more than the `near` candidates."""
+    from vc.exemplars import VoicedExemplars, stretch_along_frequency, voiced_fine_structure
+
+    cfg = tiny.feature_config
+    rng = np.random.default_rng(3)
+    fine = rng.standard_normal((3, 200)).astype(np.float16)
+    envelopes = np.zeros((3, 48), np.float16)
+    envelopes[2, 0] = 100.0   # the 300 Hz frame is also the farthest in envelope: never among near=2
+    bank = VoicedExemplars(envelopes, np.array([150.0, 160.0, 300.0], np.float16), fine)
+    envelope = np.full((1, 200), -4.0, np.float32)
+    f0, voiced = np.array([152.0]), np.array([True])
+    stretched = [stretch_along_frequency(fine[i:i + 1].astype(np.float32), np.array([152.0 / hz]), cfg)[0]
+                 for i, hz in enumerate((150.0, 160.0))]
+    one = voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=32)
+    np.testing.assert_allclose(one[0], stretched[0], atol=1e-6)
+    two = voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=32, per_frame=2)
+    np.testing.assert_allclose(two[0], (stretched[0] + stretched[1]) / 2, atol=1e-6)
+    np.testing.assert_allclose(voiced_fine_structure(envelope, f0, voiced, bank, cfg, near=2, per_frame=3), two,
+                               atol=1e-6)
+
+
 def test_conversion_uses_the_targets_voiced_frames(tiny):
     """File path and engine, fine_structure "target": a target with voiced frames converts differently from
     one without; without harmonics, or with the source's own fine structure, there is no difference."""

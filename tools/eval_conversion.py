@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--voiced-candidates", type=int, default=None,
                         help="nearest target envelopes among which a voiced frame's fine structure is taken by F0 "
                              "(default: the settings')")
+    parser.add_argument("--fine-exemplars", type=int, default=None,
+                        help="of those, how many nearest in F0 are averaged for its fine structure (default: the "
+                             "settings')")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--formant-emphasis", type=float, default=None,

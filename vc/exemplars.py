@@ -176,30 +176,35 @@ def voiced_exemplar_set(frames: np.ndarray, f0: np.ndarray, max_count: int = MAX
 
 
 def voiced_fine_structure(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, exemplars: VoicedExemplars,
-                          cfg, *, near: int) -> np.ndarray:
+                          cfg, *, near: int, per_frame: int = 1) -> np.ndarray:
     """Envelopes of converted frames (T, n_features; `vc.pitch.smooth_across_frequency` of them) and the F0
-    each should have -> (T, n_features) fine structure to add to them: for each voiced frame, the fine
-    structure of the exemplar with the F0 nearest to its own among the `near` with the nearest envelopes,
-    stretched along frequency by the ratio of the two F0s (harmonic k stays harmonic k); zero in unvoiced
-    frames."""
+    each should have -> (T, n_features) fine structure to add to them: for each voiced frame, the mean fine
+    structure of the `per_frame` exemplars with the F0 nearest to its own among the `near` with the nearest
+    envelopes, each stretched along frequency by the ratio of the two F0s (harmonic k stays harmonic k);
+    zero in unvoiced frames. One exemplar per frame changes its breath and jitter from frame to frame;
+    several aligned on the same harmonics keep what they share."""
     out = np.zeros(envelope.shape, np.float32)
     rows = np.flatnonzero(voiced)
     for start in range(0, rows.size, QUERY_BLOCK):
         block = rows[start:start + QUERY_BLOCK]
         out[block] = _stretched_fine_structure(envelope[block], np.asarray(f0[block], np.float64), exemplars,
-                                               cfg, near)
+                                               cfg, near, per_frame)
     return out
 
 
 def _stretched_fine_structure(envelope: np.ndarray, wanted: np.ndarray, exemplars: VoicedExemplars, cfg,
-                              near: int) -> np.ndarray:
+                              near: int, per_frame: int) -> np.ndarray:
     n, n_features = envelope.shape
     pool = np.asarray(exemplars.envelopes, np.float32)
     nearest = nearest_exemplars(envelope @ dct_basis(n_features, pool.shape[1]), pool, near)
     pool_f0 = np.asarray(exemplars.f0, np.float64)
-    pick = nearest[np.arange(n), np.argmin(np.abs(np.log(pool_f0[nearest] / wanted[:, None])), axis=1)]
+    distance = np.abs(np.log(pool_f0[nearest] / wanted[:, None]))
+    order = np.argsort(distance, axis=1, kind="stable")[:, :per_frame]
+    picks = np.take_along_axis(nearest, order, axis=1).reshape(-1)
     # only the rows taken are converted: a stream calls this every hop
-    return stretch_along_frequency(exemplars.fine[pick].astype(np.float32), wanted / pool_f0[pick], cfg)
+    fine = stretch_along_frequency(exemplars.fine[picks].astype(np.float32),
+                                   np.repeat(wanted, order.shape[1]) / pool_f0[picks], cfg)
+    return fine.reshape(n, order.shape[1], n_features).mean(axis=1)
 
 
 def stretch_along_frequency(fine: np.ndarray, ratio: np.ndarray, cfg) -> np.ndarray:

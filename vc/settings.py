@@ -76,6 +76,9 @@ class ConversionSettings:
     # 2.13) and reach the target as well (margin 0.174 against 0.171); 2 is rough.
     envelopes_per_frame: int = 16
     voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
+    # Of those, how many of the nearest in F0 are averaged for a voiced frame's fine structure (each stretched
+    # to the frame's F0 first).
+    fine_exemplars: int = 1
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
@@ -121,7 +124,7 @@ class ConversionSettings:
                               ("pauses", PAUSES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        for name in ("n_iter", "envelopes_per_frame", "voiced_candidates"):
+        for name in ("n_iter", "envelopes_per_frame", "voiced_candidates", "fine_exemplars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")

@@ -246,7 +246,7 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
         frames, phase = rebuild_harmonics(
             frames, f0, voiced, source=source.register, target=target.register, cfg=model.feature_config,
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
-            near=settings.voiced_candidates, amount=amounts.register,
+            near=settings.voiced_candidates, fine_per_frame=settings.fine_exemplars, amount=amounts.register,
             source_fine=fine_structure_of(source_frames) if own_fine else None,
             source_at_pitch=source_at_pitch if settings.fine_structure == "source" else None,
             target_share=amounts.target_fine)
@@ -334,7 +334,7 @@ def fine_structure_of(frames: np.ndarray) -> np.ndarray:
 def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, *, source: Register | None,
                       target: Register | None, cfg, phase: float = 0.0,
                       voiced_exemplars: VoicedExemplars | None = None, near: int = DEFAULTS.voiced_candidates,
-                      amount: float = 1.0,
+                      fine_per_frame: int = DEFAULTS.fine_exemplars, amount: float = 1.0,
                       source_fine: np.ndarray | None = None, source_at_pitch=None,
                       target_share: float = 0.0) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
@@ -342,8 +342,9 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
     (the source's own when target is None), the pulse train's phase after the last frame).
 
     The harmonics are the target's own fine structure when `voiced_exemplars` holds it
-    (`vc.exemplars.voiced_fine_structure`, nearest F0 among the `near` nearest envelopes), else a pulse
-    train's. `source_fine`, the source's own fine structure of the same frames, replaces both: stretched
+    (`vc.exemplars.voiced_fine_structure`: the mean of the `fine_per_frame` nearest in F0 among the `near`
+    nearest envelopes), else a pulse train's. `source_fine`, the source's own fine structure of the same
+    frames, replaces both: stretched
     to the moved F0 in voiced frames (or analysed there again by `source_at_pitch(rows, ratio)`), with
     `target_share` of the target's own blended in where `voiced_exemplars` holds it, unchanged in the
     others. A source register of None (no voiced speech
@@ -364,10 +365,11 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
         else:
             fine[voiced] = stretch_along_frequency(fine[voiced], ratio, cfg)
         if voiced_exemplars is not None and target_share > 0:
-            theirs = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
+            theirs = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near,
+                                           per_frame=fine_per_frame)
             fine[voiced] = (1.0 - target_share) * fine[voiced] + target_share * theirs[voiced]
     elif voiced_exemplars is not None:
-        fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near)
+        fine = voiced_fine_structure(smooth, moved, voiced, voiced_exemplars, cfg, near=near, per_frame=fine_per_frame)
     else:
         fine, phase = harmonic_fine_structure(moved, voiced, cfg, phase)
     return smooth + fine, phase
