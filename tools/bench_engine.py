@@ -1,7 +1,7 @@
 """Streaming engine cost and latency: what `vc-live` needs from the CPU.
 
     python tools/bench_engine.py [--json] [--model MODEL_DIR] [--target SPEAKER.npy] [--seconds 20] [--pulse]
-                                 [--no-harmonics] [--strength S]
+                                 [--no-harmonics] [--strength S] [--fine-exemplars N]
 
 rtf_default / rtf_lowlat: compute seconds per second of audio through `StreamingConverter.push` in
 device-sized blocks (10 ms), one ONNX Runtime thread, 32 Griffin-Lim iterations, the default model, the
@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     parser.add_argument("--strength", type=float, default=None, help="conversion strength (default: the engine's)")
     parser.add_argument("--fine-structure", choices=("target", "source", "pulse"), default=None,
                         help="what voiced frames carry (default: the engine's)")
+    parser.add_argument("--fine-exemplars", type=int, default=None,
+                        help="target voiced frames averaged per voiced frame (default: the engine's)")
     parser.add_argument("--seconds", type=float, default=20.0, help="audio per measurement (default 20)")
     parser.add_argument("--n-iter", type=int, default=32, help="Griffin-Lim iterations (default 32)")
     parser.add_argument("--pulse", action="store_true",
@@ -153,7 +155,8 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from vc.settings import DEFAULT_STRENGTH, DEFAULTS
+    from vc.cli.args import conversion_choices
+    from vc.settings import ConversionSettings
     from vc.engine import MODES, StreamingConverter
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, load_speaker
@@ -168,14 +171,13 @@ def main(argv=None) -> int:
         print(f"bench_engine: {exc}", file=sys.stderr)
         return 1
     audio, source = _input_audio(args.seconds, model.feature_config.sr)
-    strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    settings = ConversionSettings.of(**conversion_choices(args))
     result = {"model": str(model.model_dir), "model_id": model.model_id, "input": source,
-              "seconds": round(audio.size / model.feature_config.sr, 2), "n_iter": args.n_iter, "threads": 1,
-              "target": target_path or "zeros", "harmonics": args.harmonics, "strength": strength,
-              "fine_structure": args.fine_structure or DEFAULTS.fine_structure}
+              "seconds": round(audio.size / model.feature_config.sr, 2), "n_iter": settings.n_iter, "threads": 1,
+              "target": target_path or "zeros", "harmonics": settings.harmonics, "strength": settings.strength,
+              "fine_structure": settings.fine_structure, "fine_exemplars": settings.fine_exemplars}
     for name in ("default", "lowlat"):
-        engine = StreamingConverter(model, target, n_iter=args.n_iter, harmonics=args.harmonics,
-                                    strength=strength, fine_structure=args.fine_structure, **MODES[name])
+        engine = StreamingConverter(model, target, settings=settings, **MODES[name])
         _time_engine(engine, audio[: model.feature_config.sr])  # warm-up: ORT's first calls are slow
         rtf, peak = _time_engine(engine, audio)
         result[f"rtf_{name}"] = round(rtf, 4)

@@ -77,8 +77,13 @@ class ConversionSettings:
     envelopes_per_frame: int = 16
     voiced_candidates: int = 32            # nearest target envelopes among which the nearest F0 is taken
     # Of those, how many of the nearest in F0 are averaged for a voiced frame's fine structure (each stretched
-    # to the frame's F0 first).
-    fine_exemplars: int = 1
+    # to the frame's F0 first). One changes its breath and jitter from frame to frame, which DNSMOS and
+    # Whisper hear as roughness. With v7 on the dev speakers (file) 1 / 4 / 8 / 16 gave margin 0.144 / 0.143
+    # / 0.142 / 0.138, capped word error 0.40 / 0.39 / 0.39 / 0.40, DNSMOS 2.49 / 2.59 / 2.61 / 2.64; 8 by the
+    # dev rule. On the test speakers 8 against 1: DNSMOS +0.12 to +0.15 (human), +0.06 to +0.08 (open
+    # corpus), capped word error -0.03 / 0.00 (human file / stream), -0.04 / -0.02 (open), target-closer
+    # rate -0.005 / -0.014 (human) (docs/experiments.md, stop 43).
+    fine_exemplars: int = 8
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
