@@ -133,6 +133,9 @@ class ConversionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
+        if self.fine_exemplars > self.voiced_candidates:
+            raise ValueError(f"fine_exemplars ({self.fine_exemplars}) cannot exceed voiced_candidates "
+                             f"({self.voiced_candidates}): they are taken from among those")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), not {self.momentum!r}")
         for name in ("target_fine_share", "envelope_prediction"):
