@@ -9,8 +9,8 @@ as their first N_COEFFS orthonormal DCT-II coefficients, which hold a curve this
 The same goes for what lies on the envelope: a pulse train's harmonics are perfectly periodic and equally
 deep everywhere, a real voice's are not (breath fills the upper bands, the glottis shapes the lower ones).
 So the target's voiced frames are kept too (`VoicedExemplars`), and a converted voiced frame takes the
-fine structure of the one nearest in F0 among those nearest in envelope, stretched along frequency to its
-F0 exactly (`voiced_fine_structure`). The measurements behind this are in docs/experiments.md.
+mean fine structure of the few nearest in F0 among those nearest in envelope, each stretched along frequency
+to its F0 exactly (`voiced_fine_structure`). The measurements behind this are in docs/experiments.md.
 """
 
 from __future__ import annotations
