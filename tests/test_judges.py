@@ -212,6 +212,15 @@ def test_eval_conversion_reports_capped_rates_and_the_clips_that_needed_the_cap(
     assert scores["wer_utterances"] == 2 and scores["wer_untexted"] == 1 and scores["content_wer_utterances"] == 3
 
 
+def test_eval_conversion_takes_the_settings_its_options_name_and_refuses_bad_ones_in_one_line():
+    tool = _tool("eval_conversion")
+    parser = tool.build_parser()
+    settings = tool.settings_of(parser.parse_args(["--fine-exemplars", "4", "--z-share", "0.5", "--match", "envelope"]))
+    assert (settings.fine_exemplars, settings.z_share, settings.exemplar_match) == (4, 0.5, "envelope")
+    with pytest.raises(SystemExit, match="^eval_conversion: fine_exemplars must be a whole number >= 1, not 0$"):
+        tool.settings_of(parser.parse_args(["--fine-exemplars", "0"]))
+
+
 def test_eval_conversion_judges_every_conversion_of_its_protocol_on_both_paths(tiny6, tmp_path, capsys):
     """3 speakers, each to the next 2, one held-out utterance to each: 6 conversions per path, the file path
     and the engine judged on the same ones, with the per-row details written and the pitch tracks compared."""

@@ -171,7 +171,11 @@ def main(argv=None) -> int:
         print(f"bench_engine: {exc}", file=sys.stderr)
         return 1
     audio, source = _input_audio(args.seconds, model.feature_config.sr)
-    settings = ConversionSettings.of(**conversion_choices(args))
+    try:
+        settings = ConversionSettings.of(**conversion_choices(args))
+    except ValueError as exc:
+        print(f"bench_engine: {exc}", file=sys.stderr)
+        return 1
     result = {"model": str(model.model_dir), "model_id": model.model_id, "input": source,
               "seconds": round(audio.size / model.feature_config.sr, 2), "n_iter": settings.n_iter, "threads": 1,
               "target": target_path or "zeros", "harmonics": settings.harmonics, "strength": settings.strength,

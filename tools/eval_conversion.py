@@ -317,7 +317,10 @@ def settings_of(args):
     chosen = conversion_choices(args)
     if args.match not in (None, "none"):
         chosen["exemplar_match"] = args.match
-    return ConversionSettings.of(**chosen)
+    try:
+        return ConversionSettings.of(**chosen)
+    except ValueError as exc:
+        raise SystemExit(f"eval_conversion: {exc}") from None
 
 
 def protocol_speakers(corpus_dir: str, split: str, n_speakers: int, *, tool: str = "eval_conversion") -> dict[str, list]:
