@@ -155,8 +155,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from vc.cli.args import conversion_choices
-    from vc.settings import ConversionSettings
+    from vc.cli.args import conversion_settings
     from vc.engine import MODES, StreamingConverter
     from vc.model import ModelError, load_model
     from vc.speakers import SpeakerError, load_speaker
@@ -171,11 +170,7 @@ def main(argv=None) -> int:
         print(f"bench_engine: {exc}", file=sys.stderr)
         return 1
     audio, source = _input_audio(args.seconds, model.feature_config.sr)
-    try:
-        settings = ConversionSettings.of(**conversion_choices(args))
-    except ValueError as exc:
-        print(f"bench_engine: {exc}", file=sys.stderr)
-        return 1
+    settings = conversion_settings(args, "bench_engine")
     result = {"model": str(model.model_dir), "model_id": model.model_id, "input": source,
               "seconds": round(audio.size / model.feature_config.sr, 2), "n_iter": settings.n_iter, "threads": 1,
               "target": target_path or "zeros", "harmonics": settings.harmonics, "strength": settings.strength,

@@ -311,16 +311,10 @@ def _partly(speaker, stream_source: str):
 
 def settings_of(args):
     """The conversion settings the command line names, the library's defaults for the rest."""
-    from vc.cli.args import conversion_choices
-    from vc.settings import ConversionSettings
+    from vc.cli.args import conversion_settings
 
-    chosen = conversion_choices(args)
-    if args.match not in (None, "none"):
-        chosen["exemplar_match"] = args.match
-    try:
-        return ConversionSettings.of(**chosen)
-    except ValueError as exc:
-        raise SystemExit(f"eval_conversion: {exc}") from None
+    match = {} if args.match in (None, "none") else {"exemplar_match": args.match}
+    return conversion_settings(args, "eval_conversion", **match)
 
 
 def protocol_speakers(corpus_dir: str, split: str, n_speakers: int, *, tool: str = "eval_conversion") -> dict[str, list]:

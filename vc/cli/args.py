@@ -148,3 +148,14 @@ def conversion_choices(args: argparse.Namespace) -> dict:
 
     fields = {field.name for field in dataclasses.fields(ConversionSettings)}
     return {name: value for name, value in vars(args).items() if name in fields and value is not None}
+
+
+def conversion_settings(args: argparse.Namespace, prog: str, **more):
+    """The `ConversionSettings` the options name (`conversion_choices`), with `more` on top; a value the
+    settings refuse ends the command with one line, `prog: why` (status 1)."""
+    from vc.settings import ConversionSettings
+
+    try:
+        return ConversionSettings.of(**{**conversion_choices(args), **more})
+    except ValueError as exc:
+        raise SystemExit(f"{prog}: {exc}") from None

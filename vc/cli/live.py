@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from vc.cli.args import (add_model_arguments, add_words_arguments, conversion_choices, gate_level,
+from vc.cli.args import (add_model_arguments, add_words_arguments, conversion_settings, gate_level,
                          interrupted_quietly, non_negative_float, non_negative_int, one_line_warnings,
                          positive_float, positive_int, share)
 
@@ -17,16 +17,6 @@ def _strength(text: str) -> float:
     if not 0.0 <= value <= MAX_STRENGTH:
         raise argparse.ArgumentTypeError(f"must be a number from 0 to {MAX_STRENGTH:g}, not {text}")
     return value
-
-
-def conversion_settings(parser: argparse.ArgumentParser, args: argparse.Namespace):
-    """The conversion the options name; a combination the settings refuse is a usage error."""
-    from vc.settings import ConversionSettings
-
-    try:
-        return ConversionSettings.of(**conversion_choices(args))
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 def _latency(text: str):
@@ -117,7 +107,7 @@ def main(argv=None) -> int:
             engine=EngineSettings(target=args.target, model=args.model, device=args.device, threads=args.threads,
                                   low_latency=args.low_latency, hop_ms=args.hop_ms, lookahead_ms=args.lookahead_ms,
                                   gate_db=args.gate_db, passthrough=args.passthrough, source=args.source,
-                                  conversion=conversion_settings(parser, args)),
+                                  conversion=conversion_settings(args, "vc-live")),
             devices=DeviceSettings(input_device=args.input_device, output_device=args.output_device,
                                    samplerate=args.samplerate, latency=args.latency),
             session=SessionSettings(input_file=args.input_file, record=args.record, duration=args.duration,
