@@ -79,6 +79,33 @@ def test_a_corpus_rate_is_edits_over_reference_words_not_a_mean_of_rates():
     assert errors.overruns == 1
 
 
+
+def test_a_gap_interval_is_a_paired_bootstrap_that_one_looping_clip_widens():
+    def corpus(hypotheses):
+        errors = judges.WordErrors()
+        for hypothesis in hypotheses:
+            errors.add("the cat sat down", hypothesis)
+        return errors
+
+    references = ["the cat sat down"] * 60
+    source = corpus(references)
+    assert judges.gap_interval(source, corpus(references)) == (0.0, 0.0)          # nothing between them
+    one_wrong = ["the cat sat up"] * 60                                         # a quarter of the words, every clip
+    low, high = judges.gap_interval(corpus(one_wrong), source)
+    assert low == pytest.approx(0.25) and high == pytest.approx(0.25)           # paired: no spread to draw on
+    looped = one_wrong[:-1] + ["bow " * 40]                                     # one clip on which Whisper loops
+    gap = corpus(looped).rate() - source.rate()
+    assert gap == pytest.approx((59 + 40) / 240)
+    low, high = judges.gap_interval(corpus(looped), source)
+    assert low <= 0.25 < gap < high and high - low > 0.3                       # the loop alone spans the floor
+    low_c, high_c = judges.gap_interval(corpus(looped), source, capped=True)
+    assert low_c <= 63 / 240 <= high_c and high_c - low_c < 0.05               # capped, it counts as one clip
+    assert judges.gap_interval(corpus(looped), source) == (low, high)            # the same draws every time
+    assert judges.gap_interval(judges.WordErrors(), judges.WordErrors()) is None
+    with pytest.raises(ValueError, match="same utterances"):
+        judges.gap_interval(corpus(references[:-1]), source)
+
+
 # --- the per-file cache ---------------------------------------------------------------------------------------
 def test_the_file_cache_keeps_transcripts_on_disk(tmp_path):
     wav = tmp_path / "clip.wav"
@@ -210,6 +237,9 @@ def test_eval_conversion_reports_capped_rates_and_the_clips_that_needed_the_cap(
     assert scores["wer_converted_capped"] == pytest.approx((4 + 1) / 6, abs=1e-4)
     assert scores["wer_converted_overruns"] == 1
     assert scores["wer_utterances"] == 2 and scores["wer_untexted"] == 1 and scores["content_wer_utterances"] == 3
+    low, high = scores["wer_converted_gap_ci95"]          # paired over the two texted clips
+    assert low <= scores["wer_converted"] - scores["wer_source"] <= high
+    assert scores["wer_converted_capped_gap_ci95"][1] <= 1.0 < high
 
 
 def test_eval_conversion_takes_the_settings_its_options_name_and_refuses_bad_ones_in_one_line():

@@ -26,7 +26,9 @@ summed) over the conversions whose source utterance has a text (`wer_utterances`
 `wer_untexted`, are left out of them): `wer_source` (the unconverted sources), `wer_gl` (the sources
 through STFT and Griffin-Lim alone: what the phase costs), `wer_resynth` (the DSAE's reconstruction of each
 source with its own enrolled code at strength 0, on the same path: what the model costs), `wer_converted`
-(the conversions). `content_wer`: the conversions against the Whisper transcript of their own unconverted
+(the conversions); `wer_converted_gap_ci95` and `wer_resynth_gap_ci95` (and `_capped_`): 95 % intervals of
+each rate's gap over `wer_source`, a paired bootstrap over the utterances (`judges.gap_interval`), since
+one clip on which Whisper loops can decide a floor. `content_wer`: the conversions against the Whisper transcript of their own unconverted
 source (no corpus text needed). `dnsmos_ovrl`, `dnsmos_sig`: DNSMOS of the conversions (1-5);
 `dnsmos_ovrl_source`: of the unconverted sources. `voiced_share`: YIN's voiced frames of the conversions
 over those of their sources (a conversion can keep words and sound by whispering); `pitch_offset_semitones`:
@@ -99,19 +101,25 @@ def _rate(errors) -> float | None:
 
 def _judge_scores(rows: list[dict]) -> dict:
     """Corpus-level word error rates and mean DNSMOS of the rows that carry them (see the docstring)."""
-    from judges import WordErrors
+    from judges import WordErrors, gap_interval
 
     out = {}
     if rows and "transcript_converted" in rows[0]:
         texted = [r for r in rows if r["text"]]
+        errors = {}
         for key in ("source", "gl", "resynth", "converted"):
-            errors = WordErrors()
+            errors[key] = WordErrors()
             for r in texted:
-                errors.add(r["text"], r[f"transcript_{key}"])
-            out[f"wer_{key}"] = _rate(errors)
-            capped = errors.capped_rate()
+                errors[key].add(r["text"], r[f"transcript_{key}"])
+            out[f"wer_{key}"] = _rate(errors[key])
+            capped = errors[key].capped_rate()
             out[f"wer_{key}_capped"] = None if capped is None else round(capped, 4)
-            out[f"wer_{key}_overruns"] = errors.overruns
+            out[f"wer_{key}_overruns"] = errors[key].overruns
+        # Issue 20's floors are gaps over the sources: how sure each one is, from these utterances alone.
+        for key in ("resynth", "converted"):
+            for suffix, capped in (("", False), ("_capped", True)):
+                interval = gap_interval(errors[key], errors["source"], capped=capped)
+                out[f"wer_{key}{suffix}_gap_ci95"] = None if interval is None else [round(v, 4) for v in interval]
         content = WordErrors()
         for r in rows:
             content.add(r["transcript_source"], r["transcript_converted"])

@@ -134,6 +134,7 @@ class WordErrors:
         self.utterances = 0
         self.capped_edits = 0
         self.overruns = 0      # utterances with more edits than words: the recogniser looped or ran on
+        self.counts: list[tuple[int, int]] = []   # (edits, reference words) per utterance, in order added
 
     def add(self, reference: str | None, hypothesis: str | None) -> float | None:
         """Counts one utterance; returns its own WER (None, and nothing counted, when the reference
@@ -149,6 +150,7 @@ class WordErrors:
         self.overruns += e.total > len(ref)
         self.words += len(ref)
         self.utterances += 1
+        self.counts.append((e.total, len(ref)))
         return e.total / len(ref)
 
     def rate(self) -> float | None:
@@ -159,6 +161,28 @@ class WordErrors:
         word ("bow, bow, bow, ...") costs that utterance all its words, not twenty times them, so one
         hallucination cannot outweigh the rest of the corpus."""
         return self.capped_edits / self.words if self.words else None
+
+
+def gap_interval(errors: WordErrors, baseline: WordErrors, *, capped: bool = False, level: float = 0.95,
+                 resamples: int = 2000, seed: int = 0) -> tuple[float, float] | None:
+    """How far `errors`' corpus rate lies above `baseline`'s, as a `level` confidence interval: a paired
+    bootstrap over utterances (both must hold the same utterances, added in the same order: a conversion and
+    its source). The rates are ratios of sums, so each resample sums edits and words again. One looping
+    utterance moves an uncapped rate by tens of edits: the interval says how much a floor decided by one clip
+    can be trusted. None when there are no utterances."""
+    if [w for _, w in errors.counts] != [w for _, w in baseline.counts]:
+        raise ValueError("gap_interval needs the same utterances in both, in the same order")
+    if not errors.counts:
+        return None
+    counts = np.asarray([(e, b, w) for (e, w), (b, _) in zip(errors.counts, baseline.counts)], np.float64)
+    if capped:
+        counts[:, :2] = np.minimum(counts[:, :2], counts[:, 2:3])
+    draws = np.random.default_rng(seed).integers(0, counts.shape[0], size=(resamples, counts.shape[0]))
+    sums = counts[draws].sum(axis=1)                        # (resamples, 3): edits, baseline edits, words
+    gaps = (sums[:, 0] - sums[:, 1]) / sums[:, 2]
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(gaps, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 # --- Whisper base --------------------------------------------------------------------------------------------
