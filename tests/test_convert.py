@@ -487,7 +487,7 @@ def test_conversion_settings_map_the_strength_to_every_stage_and_refuse_nonsense
                 {"n_iter": -1}, {"n_iter": 2.5}, {"momentum": 1.0}, {"envelopes_per_frame": 0},
                 {"target_fine_share": 1.5}, {"envelope_prediction": -0.1}, {"envelope_prediction": 1.2},
                 {"z_share": -0.5}, {"z_share": 2.5}, {"pauses": "silence"}, {"fine_exemplars": 0},
-                {"fine_exemplars": 40}):
+                {"fine_exemplars": 40}, {"envelope_bins": 0}, {"envelope_bins": 26}, {"envelope_bins": 5.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             ConversionSettings(**bad)
 

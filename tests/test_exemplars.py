@@ -272,6 +272,38 @@ def test_voiced_fine_structure_averages_the_nearest_pitches_each_stretched(tiny)
                                atol=1e-6)
 
 
+def test_the_envelope_under_the_targets_harmonics_keeps_its_formant_peaks(tiny):
+    """envelope_bins: a narrow formant peak of the converted envelope survives under the target's harmonics
+    (5 bins keep more of it than the 9 of the fine structures' split); the source's own fine structure keeps
+    the split it was cut with, whatever envelope_bins says."""
+    from vc.exemplars import voiced_exemplar_set
+    from vc.pitch import Register
+    from vc.stages import fine_structure_of, rebuild_harmonics
+
+    cfg = tiny.feature_config
+    bank = voiced_exemplar_set(_pulse_frames(150.0, 8, cfg), np.full(8, 150.0))
+    bins = np.arange(200)
+    envelope = np.tile(-6.0 + 3.0 * np.exp(-0.5 * ((bins - 60) / 1.5) ** 2), (40, 1)).astype(np.float32)
+    f0, voiced = np.full(40, 150.0), np.ones(40, bool)
+    register = Register.of(f0, voiced)
+    assert register is not None
+
+    def peak(**kw):
+        frames, _ = rebuild_harmonics(envelope, f0, voiced, source=register, target=register, cfg=cfg, **kw)
+        # the peak's height over its surroundings, read through the harmonics by averaging across them
+        smooth = frames.mean(axis=0)
+        return float(smooth[56:65].max() - np.median(smooth[20:40]))
+
+    narrow, split = peak(voiced_exemplars=bank, envelope_bins=5), peak(voiced_exemplars=bank, envelope_bins=9)
+    assert narrow > split + 0.3
+    assert peak(voiced_exemplars=bank, envelope_bins=1) > narrow
+    own = {"source_fine": fine_structure_of(_pulse_frames(150.0, 40, cfg))}
+    np.testing.assert_array_equal(rebuild_harmonics(envelope, f0, voiced, source=register, target=register,
+                                                    cfg=cfg, envelope_bins=5, **own)[0],
+                                  rebuild_harmonics(envelope, f0, voiced, source=register, target=register,
+                                                    cfg=cfg, envelope_bins=9, **own)[0])
+
+
 def test_conversion_uses_the_targets_voiced_frames(tiny):
     """File path and engine, fine_structure "target": a target with voiced frames converts differently from
     one without; without harmonics, or with the source's own fine structure, there is no difference."""

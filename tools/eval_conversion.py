@@ -286,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fine-exemplars", type=int, default=None,
                         help="of those, how many nearest in F0 are averaged for its fine structure (default: the "
                              "settings')")
+    parser.add_argument("--envelope-bins", type=int, default=None,
+                        help="frequency bins over which the envelope under the target's harmonics is smoothed "
+                             "(default: the settings')")
     parser.add_argument("--follow-level", type=float, default=None,
                         help="how far each frame's level follows its source frame's (default: the settings')")
     parser.add_argument("--formant-emphasis", type=float, default=None,

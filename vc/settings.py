@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 MAX_STRENGTH = 3.0
+MAX_ENVELOPE_BINS = 25   # 1 kHz: wider than a formant
 # What is laid over the converted envelope in voiced frames: "target", the target's own voiced frames
 # nearest in pitch and envelope (a pulse train when the speaker file has none); "source", the source's own
 # excitation analysed again at the moved F0 (`vc.excitation`: it keeps the source's breath, jitter and
@@ -85,6 +86,13 @@ class ConversionSettings:
     # rate -0.005 / -0.014 (human) (docs/experiments.md, stop 43).
     fine_exemplars: int = 8
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
+    # Width (frequency bins, 40 Hz each) of the moving average that takes the converted envelope from under the
+    # target's harmonics, in voiced and unvoiced frames alike. 9 (360 Hz, the split the fine structures are cut
+    # with) also flattened the formant peaks the decoder and the exemplars give. With v7 on the dev speakers
+    # (file) 3 / 5 / 7 / 9 gave margin 0.142 / 0.146 / 0.146 / 0.142, capped word error 0.405 / 0.390 / 0.384 /
+    # 0.394, DNSMOS 2.61 / 2.65 / 2.64 / 2.61: 5 by the dev rule (docs/experiments.md, stop 44). The source's
+    # own fine structure (strength 0, "source") and a pulse train keep the 9-bin split.
+    envelope_bins: int = 5
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
     # DNSMOS from 1.89 to 2.14 for 0.05 of target-closer rate, 1.0 to 2.15 for 0.10 (docs/experiments.md).
@@ -129,10 +137,12 @@ class ConversionSettings:
                               ("pauses", PAUSES)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
-        for name in ("n_iter", "envelopes_per_frame", "voiced_candidates", "fine_exemplars"):
+        for name in ("n_iter", "envelopes_per_frame", "voiced_candidates", "fine_exemplars", "envelope_bins"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "n_iter" else 1):
                 raise ValueError(f"{name} must be a whole number >= {0 if name == 'n_iter' else 1}, not {value!r}")
+        if self.envelope_bins > MAX_ENVELOPE_BINS:
+            raise ValueError(f"envelope_bins must be at most {MAX_ENVELOPE_BINS} (1 kHz), not {self.envelope_bins!r}")
         if self.fine_exemplars > self.voiced_candidates:
             raise ValueError(f"fine_exemplars ({self.fine_exemplars}) cannot exceed voiced_candidates "
                              f"({self.voiced_candidates}): they are taken from among those")

@@ -247,6 +247,7 @@ def convert_frames(z: np.ndarray, layout, *, model: Model, target: Speaker, sour
             frames, f0, voiced, source=source.register, target=target.register, cfg=model.feature_config,
             phase=phase, voiced_exemplars=target.voiced if amounts.target_fine else None,
             near=settings.voiced_candidates, fine_per_frame=settings.fine_exemplars, amount=amounts.register,
+            envelope_bins=settings.envelope_bins,
             source_fine=fine_structure_of(source_frames) if own_fine else None,
             source_at_pitch=source_at_pitch if settings.fine_structure == "source" else None,
             target_share=amounts.target_fine)
@@ -336,14 +337,16 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
                       voiced_exemplars: VoicedExemplars | None = None, near: int = DEFAULTS.voiced_candidates,
                       fine_per_frame: int = DEFAULTS.fine_exemplars, amount: float = 1.0,
                       source_fine: np.ndarray | None = None, source_at_pitch=None,
-                      target_share: float = 0.0) -> tuple[np.ndarray, float]:
+                      target_share: float = 0.0,
+                      envelope_bins: int = DEFAULTS.envelope_bins) -> tuple[np.ndarray, float]:
     """Decoded frames (T, n_features) and the source's F0 track of the same frames -> (frames with the
     harmonics of that contour moved `amount` of the way from the `source` register to the `target` register
     (the source's own when target is None), the pulse train's phase after the last frame).
 
     The harmonics are the target's own fine structure when `voiced_exemplars` holds it
     (`vc.exemplars.voiced_fine_structure`: the mean of the `fine_per_frame` nearest in F0 among the `near`
-    nearest envelopes), else a pulse train's. `source_fine`, the source's own fine structure of the same
+    nearest envelopes; the envelope under them smoothed over `envelope_bins` frequency bins), else a pulse
+    train's. `source_fine`, the source's own fine structure of the same
     frames, replaces both: stretched
     to the moved F0 in voiced frames (or analysed there again by `source_at_pitch(rows, ratio)`), with
     `target_share` of the target's own blended in where `voiced_exemplars` holds it, unchanged in the
@@ -356,7 +359,9 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
         goal = Register(source.log_mean + amount * (goal.log_mean - source.log_mean),
                         source.log_std * (goal.log_std / source.log_std) ** amount)
     moved = transpose(f0, voiced, source, goal)
-    smooth = smooth_across_frequency(envelope)
+    # The source's own fine structure and a pulse train fit the envelope of the split they were cut with.
+    targets_own = source_fine is None and voiced_exemplars is not None
+    smooth = smooth_across_frequency(envelope, bins=envelope_bins) if targets_own else smooth_across_frequency(envelope)
     if source_fine is not None:
         fine = np.array(source_fine, np.float32, copy=True)
         ratio = moved[voiced] / f0[voiced]
