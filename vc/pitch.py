@@ -161,9 +161,12 @@ def transpose(f0: np.ndarray, voiced: np.ndarray, source: Register, target: Regi
     return out
 
 
-def smooth_across_frequency(frames: np.ndarray, bins: int = 9) -> np.ndarray:
-    """(T, D) log-magnitude -> its envelope: a Hann-weighted moving average across `bins` frequency bins,
-    wider than the harmonic spacing of low voices (the same split as training.augment)."""
+SPLIT_BINS = 9   # the envelope / fine structure split: wider than the harmonic spacing of low voices
+
+
+def smooth_across_frequency(frames: np.ndarray, bins: int = SPLIT_BINS) -> np.ndarray:
+    """(T, D) log-magnitude -> its envelope: a Hann-weighted moving average across `bins` frequency bins
+    (by default the split every fine structure is cut with, the same as training.augment's)."""
     return (np.asarray(frames, np.float32) @ _smoothing_matrix(frames.shape[1], bins)).astype(np.float32)
 
 

@@ -19,7 +19,7 @@ from vc.levels import frame_power
 from vc.exemplars import (VoicedExemplars, draw_onto_exemplars, envelope_coefficients, fit_envelope_map,
                           stretch_along_frequency, voiced_fine_structure)
 from vc.model import Model
-from vc.pitch import Register, harmonic_fine_structure, smooth_across_frequency, transpose
+from vc.pitch import SPLIT_BINS, Register, harmonic_fine_structure, smooth_across_frequency, transpose
 from vc.settings import DEFAULTS, ConversionSettings
 from vc.source import SourceEstimate
 from vc.speakers import Speaker
@@ -359,9 +359,10 @@ def rebuild_harmonics(envelope: np.ndarray, f0: np.ndarray, voiced: np.ndarray, 
         goal = Register(source.log_mean + amount * (goal.log_mean - source.log_mean),
                         source.log_std * (goal.log_std / source.log_std) ** amount)
     moved = transpose(f0, voiced, source, goal)
-    # The source's own fine structure and a pulse train fit the envelope of the split they were cut with.
+    # The source's own fine structure was cut with the 9-bin split and goes back onto the same; the narrower
+    # envelope was measured under the target's (stop 44), not under a pulse train.
     targets_own = source_fine is None and voiced_exemplars is not None
-    smooth = smooth_across_frequency(envelope, bins=envelope_bins) if targets_own else smooth_across_frequency(envelope)
+    smooth = smooth_across_frequency(envelope, bins=envelope_bins if targets_own else SPLIT_BINS)
     if source_fine is not None:
         fine = np.array(source_fine, np.float32, copy=True)
         ratio = moved[voiced] / f0[voiced]
