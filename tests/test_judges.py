@@ -79,7 +79,6 @@ def test_a_corpus_rate_is_edits_over_reference_words_not_a_mean_of_rates():
     assert errors.overruns == 1
 
 
-
 def test_a_gap_interval_is_a_paired_bootstrap_that_one_looping_clip_widens():
     def corpus(hypotheses):
         errors = judges.WordErrors()

@@ -28,8 +28,8 @@ through STFT and Griffin-Lim alone: what the phase costs), `wer_resynth` (the DS
 source with its own enrolled code at strength 0, on the same path: what the model costs), `wer_converted`
 (the conversions); `wer_converted_gap_ci95` and `wer_resynth_gap_ci95` (and `_capped_`): 95 % intervals of
 each rate's gap over `wer_source`, a paired bootstrap over the utterances (`judges.gap_interval`), since
-one clip on which Whisper loops can decide a floor. `content_wer`: the conversions against the Whisper transcript of their own unconverted
-source (no corpus text needed). `dnsmos_ovrl`, `dnsmos_sig`: DNSMOS of the conversions (1-5);
+one clip on which Whisper loops can decide a floor. `content_wer`: the conversions against the Whisper
+transcript of their own unconverted source (no corpus text needed). `dnsmos_ovrl`, `dnsmos_sig`: DNSMOS of the conversions (1-5);
 `dnsmos_ovrl_source`: of the unconverted sources. `voiced_share`: YIN's voiced frames of the conversions
 over those of their sources (a conversion can keep words and sound by whispering); `pitch_offset_semitones`:
 the mean distance of each conversion's median F0 from the target's register. --details adds each row's
