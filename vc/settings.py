@@ -90,13 +90,14 @@ class ConversionSettings:
     harmonics: bool = True                 # False: the DSAE's pitchless envelope alone
     # Width (frequency bins, 40 Hz each) of the moving average that takes the converted envelope from under the
     # target's harmonics, in voiced and unvoiced frames alike; 9 (`SPLIT_BINS`, 360 Hz) is the split the fine
-    # structures are cut with, which also flattens the formant peaks the decoder and the exemplars give. With v7
-    # on the dev speakers (file) 3 / 5 / 7 / 9 gave margin 0.142 / 0.146 / 0.146 / 0.142, capped word error
-    # 0.405 / 0.390 / 0.384 / 0.394, DNSMOS 2.61 / 2.65 / 2.64 / 2.61, and the dev rule picked 5; on the human test speakers 5
-    # raised the margin (+0.005) and lowered the target-closer rate (0.921 -> 0.903 files, 0.907 -> 0.898 stream,
-    # under issue 13's 0.9) with capped word error +0.01, DNSMOS +0.01; on the open corpus capped words -0.03
-    # (stream) and +0.006 (files). So 9 stays and 5 is an option (docs/experiments.md, stop 44). The source's
-    # own fine structure (strength 0, "source") and a pulse train always take the 9-bin split.
+    # structures are cut with, which also flattens the formant peaks the decoder and the exemplars give. With
+    # v7 on the dev speakers (file) 3 / 5 / 7 / 9 gave margin 0.142 / 0.146 / 0.146 / 0.142, capped word
+    # error 0.405 / 0.390 / 0.384 / 0.394, DNSMOS 2.61 / 2.65 / 2.64 / 2.61, and the dev rule picked 5; on
+    # the human test speakers 5 raised the margin (+0.005) and lowered the target-closer rate (0.921 -> 0.903
+    # files, 0.907 -> 0.898 stream, under issue 13's 0.9) with capped word error +0.01, DNSMOS +0.01; on the
+    # open corpus capped words -0.03 (stream) and +0.006 (files). So 9 stays and 5 is an option
+    # (docs/experiments.md, stop 44). The source's own fine structure (strength 0, "source") and a pulse train
+    # always take the 9-bin split.
     envelope_bins: int = SPLIT_BINS
     # How far each converted frame's level (dB) moves to its source frame's (0: the decoder's own). The
     # decoder and the exemplars flatten the rise and fall of the syllables: on the dev speakers 0.5 raised
