@@ -1,0 +1,143 @@
+"""Two evaluations of the same conversions, paired: how far a change moved each judge, with 95 % intervals.
+
+Two runs of `tools/eval_conversion.py --details` on one protocol convert the same utterances to the same
+targets, so their difference is measured far more finely than either figure alone: the clips that are hard
+for Whisper or close to the target's voice are hard in both runs. A paired bootstrap over the conversions
+(resampling whole conversions, the rates summed again in each) gives each difference an interval.
+
+    python tools/compare_runs.py runs/default.csv runs/change.csv            # every path both hold
+    python tools/compare_runs.py runs/default.csv runs/change.csv --path stream --json
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+KEY = ("path", "source", "target", "utterance")
+LEVEL = 0.95
+
+
+class RunsDiffer(ValueError):
+    """The two runs do not hold the same conversions."""
+
+
+def read_details(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or any(k not in rows[0] for k in KEY + ("cos_target", "cos_source")):
+        raise ValueError("not a details CSV of tools/eval_conversion.py (no conversions, or no similarity columns)")
+    return rows
+
+
+def paired(base: list[dict], other: list[dict], path: str) -> list[tuple[dict, dict]]:
+    """The conversions of `path` in both runs, matched by source, target and utterance."""
+    a = {tuple(r[k] for k in KEY): r for r in base if r["path"] == path}
+    b = {tuple(r[k] for k in KEY): r for r in other if r["path"] == path}
+    if a.keys() != b.keys():
+        raise RunsDiffer(f"the {path} conversions differ: {len(a.keys() - b.keys())} only in the first run, "
+                         f"{len(b.keys() - a.keys())} only in the second (not the same protocol?)")
+    return [(a[k], b[k]) for k in sorted(a)]
+
+
+def _margin(row: dict) -> float:
+    return float(row["cos_target"]) - float(row["cos_source"])
+
+
+def _word_counts(pairs: list[tuple[dict, dict]]) -> np.ndarray | None:
+    """(n, 3) edits of the first run, of the second, reference words, over the conversions with a text."""
+    from judges import normalise_text, word_edits
+
+    if "transcript_converted" not in pairs[0][0]:
+        return None
+    counts = []
+    for a, b in pairs:
+        ref = normalise_text(a["text"])
+        if ref:
+            counts.append((word_edits(ref, normalise_text(a["transcript_converted"])).total,
+                           word_edits(ref, normalise_text(b["transcript_converted"])).total, len(ref)))
+    return np.asarray(counts, np.float64) if counts else None
+
+
+def _interval(values: np.ndarray) -> list[float]:
+    tail = 50.0 * (1.0 - LEVEL)
+    return [round(float(v), 4) for v in np.percentile(values, [tail, 100.0 - tail])]
+
+
+def compare(pairs: list[tuple[dict, dict]], *, resamples: int = 2000, seed: int = 0) -> dict:
+    """Each judge's figure in both runs, the second less the first, and that difference's interval."""
+    rng = np.random.default_rng(seed)
+    out: dict = {"conversions": len(pairs)}
+
+    def per_conversion(name: str, a: np.ndarray, b: np.ndarray) -> None:
+        draws = rng.integers(0, a.size, size=(resamples, a.size))
+        out[name] = {"first": round(float(a.mean()), 4), "second": round(float(b.mean()), 4),
+                     "difference": round(float(b.mean() - a.mean()), 4),
+                     "ci95": _interval(b[draws].mean(axis=1) - a[draws].mean(axis=1))}
+
+    margins = np.array([[_margin(a), _margin(b)] for a, b in pairs])
+    per_conversion("target_closer_rate", (margins[:, 0] > 0).astype(float), (margins[:, 1] > 0).astype(float))
+    per_conversion("mean_margin", margins[:, 0], margins[:, 1])
+    counts = _word_counts(pairs)
+    if counts is not None:
+        draws = rng.integers(0, counts.shape[0], size=(resamples, counts.shape[0]))
+        for name, edits in (("wer_converted", counts), ("wer_converted_capped",
+                                                       np.minimum(counts, counts[:, 2:3]))):
+            sums, resampled = edits.sum(axis=0), edits[draws].sum(axis=1)
+            out[name] = {"first": round(sums[0] / sums[2], 4), "second": round(sums[1] / sums[2], 4),
+                         "difference": round((sums[1] - sums[0]) / sums[2], 4),
+                         "ci95": _interval((resampled[:, 1] - resampled[:, 0]) / resampled[:, 2])}
+        out["texted"] = int(counts.shape[0])
+    if "dnsmos_ovrl" in pairs[0][0] and all(a["dnsmos_ovrl"] and b["dnsmos_ovrl"] for a, b in pairs):
+        mos = np.array([[float(a["dnsmos_ovrl"]), float(b["dnsmos_ovrl"])] for a, b in pairs])
+        per_conversion("dnsmos_ovrl", mos[:, 0], mos[:, 1])
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("first", type=Path, help="details CSV of the run compared against (the default)")
+    parser.add_argument("second", type=Path, help="details CSV of the changed run, same protocol")
+    parser.add_argument("--path", choices=("file", "stream"), action="append",
+                        help="which path (default: every path both runs hold)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    runs = []
+    for path in (args.first, args.second):
+        try:
+            runs.append(read_details(path))
+        except (OSError, ValueError, csv.Error) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 2
+    paths = args.path or [p for p in ("file", "stream") if any(r["path"] == p for r in runs[0])
+                          and any(r["path"] == p for r in runs[1])]
+    if not paths:
+        print(f"error: {args.first} and {args.second} share no path (file or stream)", file=sys.stderr)
+        return 2
+    report = {}
+    for path in paths:
+        try:
+            report[path] = compare(paired(runs[0], runs[1], path))
+        except RunsDiffer as e:
+            print(f"error: {args.second}: {e}", file=sys.stderr)
+            return 2
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    for path, figures in report.items():
+        print(f"{path}: {figures['conversions']} conversions ({figures.get('texted', 0)} with a text)")
+        for name, f in figures.items():
+            if isinstance(f, dict):
+                print(f"  {name:22s} {f['first']:8.4f} -> {f['second']:8.4f}  {f['difference']:+.4f} "
+                      f"(95 %: {f['ci95'][0]:+.4f} to {f['ci95'][1]:+.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
