@@ -49,7 +49,7 @@ def plot(points: list[Point], out: Path, *, gap_floor: float, closer_floors: lis
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    fig, ax = plt.subplots(figsize=(9.5, 5.0))
     labels = list(dict.fromkeys(p.label for p in points))
     colours = {label: plt.cm.tab10(i % 10) for i, label in enumerate(labels)}
     for p in points:
@@ -59,15 +59,15 @@ def plot(points: list[Point], out: Path, *, gap_floor: float, closer_floors: lis
     for label in labels:
         ax.plot([], [], "o", color=colours[label], label=label)
     if any(p.path == "stream" for p in points):
-        ax.plot([], [], "o", color="grey", label="file path")
-        ax.plot([], [], "s", color="grey", label="stream")
+        ax.plot([], [], "o", markerfacecolor="none", markeredgecolor="black", label="file path")
+        ax.plot([], [], "s", markerfacecolor="none", markeredgecolor="black", label="stream")
     ax.axvline(gap_floor, color="black", linestyle="--", linewidth=1)
     for floor in closer_floors:
         ax.axhline(floor, color="black", linestyle=":", linewidth=1)
     ax.set_xlabel("capped word error of the conversions less the sources' (lower keeps more words)")
     ax.set_ylabel("target-closer rate")
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
