@@ -50,19 +50,18 @@ def _margin(row: dict) -> float:
     return float(row["cos_target"]) - float(row["cos_source"])
 
 
-def _word_counts(pairs: list[tuple[dict, dict]]) -> np.ndarray | None:
-    """(n, 3) edits of the first run, of the second, reference words, over the conversions with a text."""
-    from judges import normalise_text, word_edits
+def _word_errors(pairs: list[tuple[dict, dict]]):
+    """Both runs' converted transcripts against the texts, as `judges.WordErrors` holding the same utterances in
+    the same order (the pairing `judges.gap_interval` needs); None without transcripts or texts."""
+    from judges import WordErrors
 
     if "transcript_converted" not in pairs[0][0]:
         return None
-    counts = []
+    first, second = WordErrors(), WordErrors()
     for a, b in pairs:
-        ref = normalise_text(a["text"])
-        if ref:
-            counts.append((word_edits(ref, normalise_text(a["transcript_converted"])).total,
-                           word_edits(ref, normalise_text(b["transcript_converted"])).total, len(ref)))
-    return np.asarray(counts, np.float64) if counts else None
+        first.add(a["text"], a["transcript_converted"])
+        second.add(b["text"], b["transcript_converted"])
+    return (first, second) if first.utterances else None
 
 
 def _interval(values: np.ndarray) -> list[float]:
@@ -84,16 +83,17 @@ def compare(pairs: list[tuple[dict, dict]], *, resamples: int = 2000, seed: int 
     margins = np.array([[_margin(a), _margin(b)] for a, b in pairs])
     per_conversion("target_closer_rate", (margins[:, 0] > 0).astype(float), (margins[:, 1] > 0).astype(float))
     per_conversion("mean_margin", margins[:, 0], margins[:, 1])
-    counts = _word_counts(pairs)
-    if counts is not None:
-        draws = rng.integers(0, counts.shape[0], size=(resamples, counts.shape[0]))
-        for name, edits in (("wer_converted", counts), ("wer_converted_capped",
-                                                       np.minimum(counts, counts[:, 2:3]))):
-            sums, resampled = edits.sum(axis=0), edits[draws].sum(axis=1)
-            out[name] = {"first": round(sums[0] / sums[2], 4), "second": round(sums[1] / sums[2], 4),
-                         "difference": round((sums[1] - sums[0]) / sums[2], 4),
-                         "ci95": _interval((resampled[:, 1] - resampled[:, 0]) / resampled[:, 2])}
-        out["texted"] = int(counts.shape[0])
+    errors = _word_errors(pairs)
+    if errors is not None:
+        from judges import gap_interval
+
+        first, second = errors
+        for name, capped in (("wer_converted", False), ("wer_converted_capped", True)):
+            a, b = (e.capped_rate() if capped else e.rate() for e in (first, second))
+            interval = gap_interval(second, first, capped=capped, resamples=resamples, seed=seed)
+            out[name] = {"first": round(a, 4), "second": round(b, 4), "difference": round(b - a, 4),
+                         "ci95": [round(v, 4) for v in interval]}
+        out["texted"] = first.utterances
     if "dnsmos_ovrl" in pairs[0][0] and all(a["dnsmos_ovrl"] and b["dnsmos_ovrl"] for a, b in pairs):
         mos = np.array([[float(a["dnsmos_ovrl"]), float(b["dnsmos_ovrl"])] for a, b in pairs])
         per_conversion("dnsmos_ovrl", mos[:, 0], mos[:, 1])
