@@ -61,6 +61,12 @@ def test_runs_of_other_conversions_are_refused(tmp_path, capsys):
     (tmp_path / "c.csv").write_text("just,some\ncolumns,here\n")
     assert compare_runs.main([str(base), str(tmp_path / "c.csv")]) == 2
     assert "c.csv" in capsys.readouterr().err
+    garbled_rows = _rows([0.1] * 4, [TEXT] * 4, [2.5] * 4)
+    garbled_rows[2]["cos_target"] = "n/a"
+    garbled = _write(tmp_path / "d.csv", garbled_rows)
+    assert compare_runs.main([str(base), str(garbled)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "d.csv" in err
 
 
 def test_the_report_names_each_path(tmp_path, capsys):

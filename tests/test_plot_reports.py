@@ -52,3 +52,9 @@ def test_the_plot_is_written_and_bad_reports_are_refused(tmp_path, capsys):
     empty.write_text(json.dumps({"file": {"target_closer_rate": 0.9}}))
     assert plot_reports.main([str(empty), "-o", str(tmp_path / "y.png")]) == 2
     assert not (tmp_path / "y.png").exists()
+    assert "c.json" in capsys.readouterr().err
+    garbled = tmp_path / "d.json"
+    garbled.write_text(json.dumps({"file": _part("0.44", 0.25, 0.92)}))
+    assert plot_reports.main([str(garbled), "-o", str(tmp_path / "z.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "d.json" in err and not (tmp_path / "z.png").exists()

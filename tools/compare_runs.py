@@ -127,6 +127,10 @@ def main(argv=None) -> int:
         except RunsDiffer as e:
             print(f"error: {args.second}: {e}", file=sys.stderr)
             return 2
+        except ValueError as e:   # a similarity or DNSMOS cell that is not a number
+            print(f"error: {args.first} or {args.second}: a {path} row does not hold numbers where the "
+                  f"judges' columns are ({e})", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(report))
         return 0

@@ -39,6 +39,10 @@ def report_points(report: dict, label: str) -> list[Point]:
         if converted is None or source is None or closer is None:
             continue
         interval = part.get("wer_converted_capped_gap_ci95")
+        numbers = [converted, source, closer] + (list(interval) if isinstance(interval, list) else [])
+        if (interval is not None and not (isinstance(interval, list) and len(interval) == 2)) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+            raise ValueError(f"{path or 'its'} word error, target-closer rate or interval is not a number")
         points.append(Point(label, path, converted - source, closer,
                             tuple(interval) if interval is not None else None))
     return points
@@ -98,7 +102,11 @@ def main(argv=None) -> int:
             print(f"error: {path}: not an evaluation report (a JSON object)", file=sys.stderr)
             return 2
         label = args.label[i] if i < len(args.label) else path.stem
-        found = report_points(report, label)
+        try:
+            found = report_points(report, label)
+        except ValueError as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            return 2
         if not found:
             print(f"error: {path}: no word error and target-closer rate in it (run with the word judge)",
                   file=sys.stderr)
