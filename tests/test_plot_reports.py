@@ -58,3 +58,5 @@ def test_the_plot_is_written_and_bad_reports_are_refused(tmp_path, capsys):
     assert plot_reports.main([str(garbled), "-o", str(tmp_path / "z.png")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "d.json" in err and not (tmp_path / "z.png").exists()
+    assert plot_reports.main([str(good), "-o", str(tmp_path / "no-such-folder" / "p.png")]) == 2
+    assert "no-such-folder" in capsys.readouterr().err

@@ -112,8 +112,12 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
         points.extend(found)
-    plot(points, args.out, gap_floor=args.gap_floor, closer_floors=args.closer_floor or [0.9, 0.85],
-         title=args.title)
+    try:
+        plot(points, args.out, gap_floor=args.gap_floor, closer_floors=args.closer_floor or [0.9, 0.85],
+             title=args.title)
+    except OSError as e:
+        print(f"error: {args.out}: cannot write the figure ({e.strerror or e})", file=sys.stderr)
+        return 2
     for p in points:
         print(f"{p.label:24s} {p.path or '-':6s} gap {p.gap:+.3f} closer {p.closer:.3f}")
     return 0
