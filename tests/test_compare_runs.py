@@ -67,6 +67,8 @@ def test_runs_of_other_conversions_are_refused(tmp_path, capsys):
     assert compare_runs.main([str(base), str(garbled)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "d.csv" in err
+    assert compare_runs.main([str(base), str(base), "--path", "stream"]) == 2
+    assert "stream" in capsys.readouterr().err
 
 
 def test_the_report_names_each_path(tmp_path, capsys):

@@ -40,6 +40,8 @@ def paired(base: list[dict], other: list[dict], path: str) -> list[tuple[dict, d
     """The conversions of `path` in both runs, matched by source, target and utterance."""
     a = {tuple(r[k] for k in KEY): r for r in base if r["path"] == path}
     b = {tuple(r[k] for k in KEY): r for r in other if r["path"] == path}
+    if not a and not b:
+        raise RunsDiffer(f"neither run holds {path} conversions")
     if a.keys() != b.keys():
         raise RunsDiffer(f"the {path} conversions differ: {len(a.keys() - b.keys())} only in the first run, "
                          f"{len(b.keys() - a.keys())} only in the second (not the same protocol?)")
