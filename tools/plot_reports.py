@@ -26,6 +26,10 @@ class Point:
     interval: tuple[float, float] | None
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def report_points(report: dict, label: str) -> list[Point]:
     """One report (the parsed JSON) -> its points: one per path it holds; none for a path without word error
     (run with --no-wer) or without texted utterances."""
@@ -39,9 +43,9 @@ def report_points(report: dict, label: str) -> list[Point]:
         if converted is None or source is None or closer is None:
             continue
         interval = part.get("wer_converted_capped_gap_ci95")
-        numbers = [converted, source, closer] + (list(interval) if isinstance(interval, list) else [])
-        if (interval is not None and not (isinstance(interval, list) and len(interval) == 2)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2):
+            raise ValueError(f"{path or 'its'} wer_converted_capped_gap_ci95 is not a pair of numbers")
+        if not all(_is_number(v) for v in [converted, source, closer, *(interval or [])]):
             raise ValueError(f"{path or 'its'} word error, target-closer rate or interval is not a number")
         points.append(Point(label, path, converted - source, closer,
                             tuple(interval) if interval is not None else None))
