@@ -21,7 +21,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 KEY = ("path", "source", "target", "utterance")
-LEVEL = 0.95
 
 
 class RunsDiffer(ValueError):
@@ -66,29 +65,25 @@ def _word_errors(pairs: list[tuple[dict, dict]]):
     return (first, second) if first.utterances else None
 
 
-def _interval(values: np.ndarray) -> list[float]:
-    tail = 50.0 * (1.0 - LEVEL)
-    return [round(float(v), 4) for v in np.percentile(values, [tail, 100.0 - tail])]
-
-
 def compare(pairs: list[tuple[dict, dict]], *, resamples: int = 2000, seed: int = 0) -> dict:
     """Each judge's figure in both runs, the second less the first, and that difference's interval."""
+    from judges import gap_interval, percentile_interval
+
     rng = np.random.default_rng(seed)
     out: dict = {"conversions": len(pairs)}
 
     def per_conversion(name: str, a: np.ndarray, b: np.ndarray) -> None:
         draws = rng.integers(0, a.size, size=(resamples, a.size))
+        interval = percentile_interval(b[draws].mean(axis=1) - a[draws].mean(axis=1))
         out[name] = {"first": round(float(a.mean()), 4), "second": round(float(b.mean()), 4),
                      "difference": round(float(b.mean() - a.mean()), 4),
-                     "ci95": _interval(b[draws].mean(axis=1) - a[draws].mean(axis=1))}
+                     "ci95": [round(v, 4) for v in interval]}
 
     margins = np.array([[_margin(a), _margin(b)] for a, b in pairs])
     per_conversion("target_closer_rate", (margins[:, 0] > 0).astype(float), (margins[:, 1] > 0).astype(float))
     per_conversion("mean_margin", margins[:, 0], margins[:, 1])
     errors = _word_errors(pairs)
     if errors is not None:
-        from judges import gap_interval
-
         first, second = errors
         for name, capped in (("wer_converted", False), ("wer_converted_capped", True)):
             a, b = (e.capped_rate() if capped else e.rate() for e in (first, second))

@@ -179,9 +179,13 @@ def gap_interval(errors: WordErrors, baseline: WordErrors, *, capped: bool = Fal
         counts[:, :2] = np.minimum(counts[:, :2], counts[:, 2:3])
     draws = np.random.default_rng(seed).integers(0, counts.shape[0], size=(resamples, counts.shape[0]))
     sums = counts[draws].sum(axis=1)                        # (resamples, 3): edits, baseline edits, words
-    gaps = (sums[:, 0] - sums[:, 1]) / sums[:, 2]
+    return percentile_interval((sums[:, 0] - sums[:, 1]) / sums[:, 2], level=level)
+
+
+def percentile_interval(resampled: np.ndarray, *, level: float = 0.95) -> tuple[float, float]:
+    """A statistic's bootstrap resamples -> its central `level` interval (percentile method)."""
     tail = 50.0 * (1.0 - level)
-    low, high = np.percentile(gaps, [tail, 100.0 - tail])
+    low, high = np.percentile(resampled, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
